@@ -1,0 +1,1 @@
+"""PolypScope's desktop app and command line (runs without torch)."""

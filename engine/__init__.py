@@ -1,0 +1,1 @@
+"""PolypScope's inference runtime: ONNX export (needs torch) and torch-free backends."""

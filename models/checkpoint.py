@@ -1,0 +1,200 @@
+"""Checkpoints: one safetensors file, weights plus the config and metadata in its header.
+
+safetensors holds only raw tensors and a JSON header, so loading a checkpoint can never
+run code from the file (unlike ``torch.load`` of a pickle). Writes go to a temporary file
+in the same folder and are renamed into place, so a crash never leaves half a file under
+the real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from models.config import ConfigError, YoloConfig
+from models.version import code_version
+from models.yolov3 import YOLOv3
+
+FORMAT_KEY = "polypscope_format"
+FORMAT_VERSION = "1"
+CONFIG_KEY = "config"
+META_KEY = "metadata"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read or does not fit its model; names the file."""
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the rebuilt model, its config and the stored metadata."""
+
+    path: Path
+    model: YOLOv3
+    config: YoloConfig
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` through a temporary file, fsync and rename."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return target
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    model: YOLOv3,
+    metadata: Mapping[str, Any] | None = None,
+    *,
+    half: bool = False,
+) -> Path:
+    """Save ``model`` (weights and config) with JSON-serialisable ``metadata``.
+
+    ``half=True`` stores floating-point tensors as fp16 (half the size, for shipped
+    models); they are read back as fp32.
+    """
+    tensors = {}
+    for name, tensor in model.state_dict().items():
+        t = tensor.detach().cpu()
+        if half and t.is_floating_point():
+            t = t.half()
+        tensors[name] = t.contiguous()
+    meta = {"code_version": code_version(), **(metadata or {})}
+    header = {
+        FORMAT_KEY: FORMAT_VERSION,
+        CONFIG_KEY: model.config.to_json(),
+        META_KEY: json.dumps(meta, default=str),
+    }
+    return atomic_write_bytes(path, st_save(tensors, metadata=header))
+
+
+def read_header(path: str | os.PathLike[str]) -> tuple[YoloConfig, dict[str, Any]]:
+    """The config and metadata of a checkpoint, without reading its weights."""
+    p = Path(path)
+    raw = _read_bytes(p)
+    header = _parse_header(p, raw)
+    return _config_from_header(p, header), _metadata_from_header(p, header)
+
+
+def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> Checkpoint:
+    """Rebuild the model a checkpoint describes and load its weights (in eval mode)."""
+    p = Path(path)
+    raw = _read_bytes(p)
+    header = _parse_header(p, raw)
+    config = _config_from_header(p, header)
+    metadata = _metadata_from_header(p, header)
+    try:
+        tensors = st_load(raw)
+    except (SafetensorError, Exception) as exc:  # safetensors raises several types
+        raise CheckpointError(f"{p}: the weights cannot be read ({exc})") from None
+    model = YOLOv3(config)
+    load_state_strict(model, tensors, p)
+    return Checkpoint(p, model.to(device).eval(), config, metadata)
+
+
+def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor], source: Path) -> None:
+    """Copy ``tensors`` into ``model``, explaining every missing, extra or misshaped tensor."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in tensors]
+    unexpected = [k for k in tensors if k not in expected]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors {missing[:4]}{' ...' if len(missing) > 4 else ''}")
+    if unexpected:
+        problems.append(f"unexpected tensors {unexpected[:4]}{' ...' if len(unexpected) > 4 else ''}")
+    misshaped = [
+        f"layer {name} has shape {tuple(tensors[name].shape)} in the file but the config "
+        f"builds {tuple(want.shape)}"
+        for name, want in expected.items()
+        if name in tensors and tuple(tensors[name].shape) != tuple(want.shape)
+    ]
+    problems.extend(misshaped[:3])
+    if len(misshaped) > 3:
+        problems.append(f"and {len(misshaped) - 3} more misshaped tensors")
+    if problems:
+        raise CheckpointError(f"{source}: weights do not match the model: " + "; ".join(problems))
+    with torch.no_grad():
+        for name, target in expected.items():
+            target.copy_(tensors[name].to(target.dtype))
+
+
+def _read_bytes(p: Path) -> bytes:
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such checkpoint file")
+    if p.is_dir():
+        raise CheckpointError(f"{p}: is a folder, not a checkpoint file")
+    return p.read_bytes()
+
+
+def _parse_header(p: Path, raw: bytes) -> dict[str, str]:
+    """Read the safetensors header by hand, so every failure gets a precise message."""
+    if len(raw) < 8:
+        raise CheckpointError(f"{p}: file is {len(raw)} bytes, too short to be a safetensors checkpoint")
+    size = int.from_bytes(raw[:8], "little")
+    if size > len(raw) - 8:
+        raise CheckpointError(
+            f"{p}: header claims {size} bytes but the file has {len(raw) - 8} after the length "
+            "field: the file is truncated or not a safetensors checkpoint"
+        )
+    try:
+        header = json.loads(raw[8:8 + size])
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{p}: header is not valid JSON ({exc}): corrupt or not safetensors") from None
+    if not isinstance(header, dict):
+        raise CheckpointError(f"{p}: header is not a JSON object: corrupt file")
+    end = max((int(v["data_offsets"][1]) for k, v in header.items()
+               if k != "__metadata__" and isinstance(v, dict) and "data_offsets" in v), default=0)
+    if 8 + size + end > len(raw):
+        raise CheckpointError(
+            f"{p}: truncated: tensors need {8 + size + end} bytes but the file has {len(raw)}"
+        )
+    meta = header.get("__metadata__") or {}
+    if meta.get(FORMAT_KEY) is None:
+        raise CheckpointError(
+            f"{p}: a safetensors file without PolypScope metadata (no '{FORMAT_KEY}' in its "
+            "header): not a PolypScope checkpoint"
+        )
+    if meta[FORMAT_KEY] != FORMAT_VERSION:
+        raise CheckpointError(
+            f"{p}: checkpoint format {meta[FORMAT_KEY]!r} is not supported (this code reads "
+            f"{FORMAT_VERSION!r}); upgrade PolypScope"
+        )
+    return meta
+
+
+def _config_from_header(p: Path, meta: Mapping[str, str]) -> YoloConfig:
+    if CONFIG_KEY not in meta:
+        raise CheckpointError(f"{p}: header has no model config")
+    try:
+        return YoloConfig.from_json(meta[CONFIG_KEY])
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{p}: model config is invalid: {exc}") from None
+
+
+def _metadata_from_header(p: Path, meta: Mapping[str, str]) -> dict[str, Any]:
+    try:
+        value = json.loads(meta.get(META_KEY, "{}"))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{p}: metadata is not valid JSON ({exc})") from None
+    return value if isinstance(value, dict) else {}

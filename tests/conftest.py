@@ -1,0 +1,30 @@
+"""Shared fixtures: small models, the optional real data set, offscreen Qt."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def kvasir_root() -> Path | None:
+    env = os.environ.get("POLYPSCOPE_DATA")
+    candidates = [Path(env)] if env else []
+    candidates.append(REPO.parent / "shared" / "data" / "kvasir-seg")
+    for c in candidates:
+        if (c / "kavsir_bboxes.json").is_file():
+            return c
+    return None
+
+
+@pytest.fixture(scope="session")
+def kvasir() -> Path:
+    root = kvasir_root()
+    if root is None:
+        pytest.skip("Kvasir-SEG not found: set POLYPSCOPE_DATA or place it at ../shared/data/kvasir-seg")
+    return root

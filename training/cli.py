@@ -1,0 +1,70 @@
+"""Command-line handlers for the training-side subcommands (data, anchors, train, val).
+
+Imported lazily by ``app.cli`` only when one of these subcommands runs, so the runtime
+(``detect``, ``app``, ``bench``) never imports torch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from training.augment import AugmentConfig
+from training.datasets import open_dataset
+from training.trainer import TrainConfig, Trainer
+
+
+def run_data_check(args: argparse.Namespace) -> int:
+    from training.data_check import check_dataset, format_report
+
+    report = check_dataset(args.dir, show_progress=not args.quiet)
+    print(format_report(report))
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps(report, indent=2))
+    return 1 if report["skipped"] and args.strict else 0
+
+
+def run_anchors(args: argparse.Namespace) -> int:
+    from training.anchors import box_sizes_at, kmeans_anchors
+
+    index = open_dataset(args.data, args.split)
+    fit = kmeans_anchors(box_sizes_at(index.samples, args.img), k=9, seed=args.seed)
+    print(f"{len(index.samples)} images of split {args.split!r} at {args.img} px")
+    print("anchors (w, h) in input pixels, smallest first:")
+    for w, h in fit.anchors:
+        print(f"  {w:7.1f} {h:7.1f}")
+    print(f"mean best IoU {fit.mean_best_iou:.3f}; best possible recall {fit.best_possible_recall:.4f}")
+    print("as JSON:", json.dumps([[round(float(w), 2), round(float(h), 2)] for w, h in fit.anchors]))
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in {f.name for f in dataclasses.fields(TrainConfig)} and v is not None}
+    out = Path(overrides.get("out", TrainConfig.out))
+    if args.resume:
+        saved = out / "train_config.json"
+        if not saved.is_file():
+            print(f"error: {saved}: nothing to resume", file=sys.stderr)
+            return 2
+        cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+        if args.epochs is not None:
+            cfg.epochs = args.epochs
+    else:
+        if args.no_mosaic:
+            overrides["augment"] = dataclasses.replace(AugmentConfig(), mosaic=0.0)
+        cfg = TrainConfig(**overrides)
+    metrics = Trainer(cfg, resume=args.resume, show_progress=not args.quiet).run()
+    if metrics:
+        print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}, indent=2))
+    print(f"checkpoints in {cfg.out}: best.safetensors (by val AP50), last.safetensors")
+    return 0
+
+
+def run_val(args: argparse.Namespace) -> int:
+    from training.validate import validate
+
+    return validate(args)

@@ -1,0 +1,160 @@
+"""Running a model over a dataset split and scoring it (detectron2-style evaluator).
+
+Detections are mapped back to original image pixels before scoring, so the numbers are
+those of the images as annotated, whatever the input size.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from models.decode import FIRST_CLASS_INDEX, OBJECTNESS_INDEX
+from training.augment import letterbox_params
+from training.datasets import Sample
+from training.loader import EvalDataset, ImageCache, collate
+from training.metrics import ImageResult, detection_metrics
+from training.progress import progress
+
+EVAL_CONF = 0.001
+EVAL_NMS_IOU = 0.5
+MAX_CANDIDATES = 3000
+
+
+@dataclass
+class ImageDetections:
+    """Detections of one image in its original pixels."""
+
+    boxes: np.ndarray   # [N, 4] xyxy
+    scores: np.ndarray  # [N]
+    labels: np.ndarray  # [N]
+
+
+def postprocess(pred: torch.Tensor, conf: float = EVAL_CONF, iou: float = EVAL_NMS_IOU,
+                max_dets: int = 100) -> list[ImageDetections]:
+    """Decoded ``[B, N, 5+C]`` -> per-image detections in input pixels (score = obj x cls,
+    class-aware NMS with OpenCV)."""
+    out = []
+    for p in pred.detach().float().cpu():
+        cls_scores = p[:, FIRST_CLASS_INDEX:] * p[:, OBJECTNESS_INDEX:OBJECTNESS_INDEX + 1]
+        scores, labels = cls_scores.max(1)
+        keep = scores > conf
+        boxes, scores, labels = p[keep, :4].numpy(), scores[keep].numpy(), labels[keep].numpy()
+        if len(scores) > MAX_CANDIDATES:
+            top = np.argsort(-scores)[:MAX_CANDIDATES]
+            boxes, scores, labels = boxes[top], scores[top], labels[top]
+        if len(scores):
+            xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
+            idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(), conf, iou, top_k=max_dets)
+            idx = np.asarray(idx, dtype=int).reshape(-1)[:max_dets]
+            boxes, scores, labels = boxes[idx], scores[idx], labels[idx]
+        out.append(ImageDetections(boxes.reshape(-1, 4), scores, labels.astype(np.int64)))
+    return out
+
+
+def to_original_pixels(det: ImageDetections, original_hw: tuple[int, int], cached_hw: tuple[int, int],
+                       size: int) -> ImageDetections:
+    """Undo the letterbox (padding and both resizes) and clip to the original image."""
+    ch, cw = cached_hw
+    lb_scale, left, top = letterbox_params(ch, cw, size)
+    h, w = original_hw
+    per_axis = np.array([w / cw, h / ch, w / cw, h / ch], np.float32)
+    boxes = (det.boxes - np.array([left, top, left, top], np.float32)) / lb_scale * per_axis
+    boxes[:, [0, 2]] = boxes[:, [0, 2]].clip(0, w)
+    boxes[:, [1, 3]] = boxes[:, [1, 3]].clip(0, h)
+    return ImageDetections(boxes, det.scores, det.labels)
+
+
+class DetectionEvaluator:
+    """reset / process / evaluate, as in detectron2's DatasetEvaluator."""
+
+    def __init__(self, samples: list[Sample], class_names: tuple[str, ...]) -> None:
+        self.samples = samples
+        self.class_names = class_names
+        self.reset()
+
+    def reset(self) -> None:
+        self.detections: dict[int, ImageDetections] = {}
+
+    def process(self, indices: Iterable[int], detections: Iterable[ImageDetections]) -> None:
+        for i, det in zip(indices, detections):
+            self.detections[i] = det
+
+    def image_results(self) -> list[ImageResult]:
+        out = []
+        for i, s in enumerate(self.samples):
+            det = self.detections.get(i, ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int)))
+            out.append(ImageResult(det.boxes, det.scores, s.boxes))
+        return out
+
+    def evaluate(self, bootstrap_reps: int = 1000) -> dict[str, Any]:
+        return detection_metrics(self.image_results(), bootstrap_reps=bootstrap_reps)
+
+    def coco_results(self) -> list[dict[str, Any]]:
+        """Predictions in COCO results format (bbox as x, y, w, h), with file names."""
+        rows = []
+        for i, s in enumerate(self.samples):
+            det = self.detections.get(i)
+            if det is None:
+                continue
+            for box, score, label in zip(det.boxes, det.scores, det.labels):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                rows.append({"image_id": i + 1, "file_name": s.image_path.name,
+                             "category_id": int(label) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                             "score": float(score)})
+        return rows
+
+    def coco_ground_truth(self) -> dict[str, Any]:
+        """The split's ground truth as a COCO dataset (for pycocotools cross-checks)."""
+        images, annotations = [], []
+        for i, s in enumerate(self.samples):
+            h, w = s.size if s.size else (0, 0)
+            images.append({"id": i + 1, "file_name": s.image_path.name, "height": h, "width": w})
+            for box, label in zip(s.boxes, s.labels):
+                x1, y1, x2, y2 = (float(v) for v in box)
+                annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
+                                    "category_id": int(label) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
+                                    "area": (x2 - x1) * (y2 - y1), "iscrowd": 0})
+        categories = [{"id": i + 1, "name": n} for i, n in enumerate(self.class_names)]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+
+@torch.no_grad()
+def run_inference(model: torch.nn.Module, cache: ImageCache, size: int, *, batch_size: int = 16,
+                  conf: float = EVAL_CONF, show_progress: bool = False) -> dict[int, ImageDetections]:
+    """Detections for every cached image, in original pixels."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    loader = DataLoader(EvalDataset(cache, size), batch_size=batch_size, shuffle=False, collate_fn=collate)
+    out: dict[int, ImageDetections] = {}
+    for batch in progress(loader, desc="evaluate", enabled=show_progress):
+        pred = model(batch.images.to(device))
+        for idx, det in zip(batch.indices, postprocess(pred, conf=conf)):
+            sample = cache.samples[idx]
+            original = sample.size or cv2.imread(str(sample.image_path)).shape[:2]
+            out[idx] = to_original_pixels(det, original, cache[idx].image.shape[:2], size)
+    model.train(was_training)
+    return out
+
+
+def evaluate_model(model: torch.nn.Module, cache: ImageCache, size: int, class_names: tuple[str, ...],
+                   *, bootstrap_reps: int = 0, show_progress: bool = False) -> tuple[dict[str, Any], DetectionEvaluator]:
+    evaluator = DetectionEvaluator(cache.samples, class_names)
+    dets = run_inference(model, cache, size, show_progress=show_progress)
+    evaluator.process(dets.keys(), dets.values())
+    return evaluator.evaluate(bootstrap_reps=bootstrap_reps), evaluator
+
+
+def write_json(path: str | Path, data: Any) -> None:
+    from models.checkpoint import atomic_write_bytes
+
+    atomic_write_bytes(path, json.dumps(data, indent=2).encode())

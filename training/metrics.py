@@ -1,0 +1,180 @@
+"""Detection metrics, computed the way pycocotools does (101-point interpolated AP).
+
+Matching follows COCO: per image, detections in descending score order (stable sort)
+each take the still-unmatched ground truth with the highest IoU at or above the
+threshold. At most ``MAX_DETS`` detections per image count. Besides COCO's AP50, AP75
+and AP50:95, this reports ``ap_jha`` -- AP averaged over IoU 0.25 to 0.75 in steps of
+0.05, the definition used by Jha et al. 2021 on the Kvasir-SEG test split -- and the
+operating point (precision, recall, F1, mean IoU) at the F1-best score threshold.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+MAX_DETS = 100
+RECALL_POINTS = np.linspace(0.0, 1.0, 101)
+COCO_IOUS = np.round(np.arange(0.50, 0.951, 0.05), 2)
+JHA_IOUS = np.round(np.arange(0.25, 0.751, 0.05), 2)
+IOU_OPERATING = 0.5
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Pairwise IoU of xyxy boxes ``[N, 4] x [M, 4] -> [N, M]``."""
+    if len(a) == 0 or len(b) == 0:
+        return np.zeros((len(a), len(b)))
+    lt = np.maximum(a[:, None, :2], b[None, :, :2])
+    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.clip(rb - lt, 0, None).prod(-1)
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    return inter / (area_a[:, None] + area_b[None, :] - inter)
+
+
+@dataclass
+class ImageResult:
+    """One image's detections (xyxy, scores) and ground truth, in the same pixel frame."""
+
+    pred_boxes: np.ndarray
+    scores: np.ndarray
+    gt_boxes: np.ndarray
+
+
+@dataclass
+class Matches:
+    """Per-detection outcome at several IoU thresholds, for a set of images."""
+
+    scores: np.ndarray      # [D]
+    tp: np.ndarray          # [T, D] bool, one row per IoU threshold
+    iou: np.ndarray         # [T, D] IoU with the matched ground truth (0 when unmatched)
+    image: np.ndarray       # [D] index of the image each detection came from
+    num_gt: int
+
+
+def match_image(result: ImageResult, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """COCO greedy matching for one image: (scores, tp [T, D], matched IoU [T, D])."""
+    order = np.argsort(-result.scores, kind="mergesort")[:MAX_DETS]
+    boxes, scores = result.pred_boxes[order], result.scores[order]
+    ious = iou_matrix(boxes, result.gt_boxes)
+    tp = np.zeros((len(thresholds), len(boxes)), bool)
+    matched_iou = np.zeros((len(thresholds), len(boxes)))
+    for ti, t in enumerate(thresholds):
+        taken = np.zeros(len(result.gt_boxes), bool)
+        for d in range(len(boxes)):
+            best, best_iou = -1, min(t, 1 - 1e-10)
+            for g in range(len(result.gt_boxes)):
+                if taken[g] or ious[d, g] < best_iou:
+                    continue
+                best, best_iou = g, ious[d, g]
+            if best >= 0:
+                taken[best] = True
+                tp[ti, d] = True
+                matched_iou[ti, d] = ious[d, best]
+    return scores, tp, matched_iou
+
+
+def match_all(results: list[ImageResult], thresholds: np.ndarray) -> Matches:
+    parts = [match_image(r, thresholds) for r in results]
+    scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
+    tp = np.concatenate([p[1] for p in parts], axis=1) if parts else np.zeros((len(thresholds), 0), bool)
+    iou = np.concatenate([p[2] for p in parts], axis=1) if parts else np.zeros((len(thresholds), 0))
+    image = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(parts)]) if parts else np.zeros(0, int)
+    return Matches(scores, tp, iou, image, int(sum(len(r.gt_boxes) for r in results)))
+
+
+def precision_recall(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cumulative precision and recall over detections sorted by score (stable)."""
+    order = np.argsort(-scores, kind="mergesort")
+    hits = tp[order]
+    tps = np.cumsum(hits)
+    fps = np.cumsum(~hits)
+    recall = tps / max(num_gt, 1)
+    precision = tps / np.maximum(tps + fps, np.finfo(float).eps)
+    return precision, recall, scores[order]
+
+
+def average_precision(scores: np.ndarray, tp: np.ndarray, num_gt: int) -> float:
+    """COCO's 101-point interpolated AP for one IoU threshold."""
+    if num_gt == 0:
+        return float("nan")
+    precision, recall, _ = precision_recall(scores, tp, num_gt)
+    envelope = np.maximum.accumulate(precision[::-1])[::-1] if len(precision) else precision
+    idx = np.searchsorted(recall, RECALL_POINTS, side="left")
+    sampled = np.array([envelope[i] if i < len(envelope) else 0.0 for i in idx])
+    return float(sampled.mean())
+
+
+@dataclass
+class OperatingPoint:
+    threshold: float
+    precision: float
+    recall: float
+    f1: float
+    mean_iou: float
+
+
+def f1_operating_point(m: Matches, iou_index: int) -> OperatingPoint:
+    """Precision, recall, F1 and mean matched IoU at the score threshold that maximises F1."""
+    precision, recall, sorted_scores = precision_recall(m.scores, m.tp[iou_index], m.num_gt)
+    if len(precision) == 0:
+        return OperatingPoint(1.0, 0.0, 0.0, 0.0, 0.0)
+    f1 = 2 * precision * recall / np.maximum(precision + recall, 1e-12)
+    # Only positions where the score changes are reachable thresholds.
+    last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    f1_reachable = np.where(last_of_tie, f1, -1)
+    k = int(np.argmax(f1_reachable))
+    threshold = float(sorted_scores[k])
+    kept = m.scores >= threshold
+    hits = m.tp[iou_index] & kept
+    mean_iou = float(m.iou[iou_index][hits].mean()) if hits.any() else 0.0
+    return OperatingPoint(threshold, float(precision[k]), float(recall[k]), float(f1[k]), mean_iou)
+
+
+def bootstrap_ap(m: Matches, iou_index: int, num_images: int, gt_per_image: np.ndarray,
+                 reps: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of AP over images (resampled with replacement)."""
+    rng = np.random.default_rng(seed)
+    by_image = [np.flatnonzero(m.image == i) for i in range(num_images)]
+    values = []
+    for _ in range(reps):
+        pick = rng.integers(0, num_images, num_images)
+        dets = np.concatenate([by_image[i] for i in pick]) if num_images else np.zeros(0, int)
+        values.append(average_precision(m.scores[dets], m.tp[iou_index][dets], int(gt_per_image[pick].sum())))
+    lo, hi = np.nanpercentile(values, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(lo), float(hi)
+
+
+def detection_metrics(results: list[ImageResult], bootstrap_reps: int = 1000) -> dict[str, float]:
+    """All headline metrics for a list of images (see the module docstring)."""
+    thresholds = np.unique(np.concatenate([COCO_IOUS, JHA_IOUS]))
+    m = match_all(results, thresholds)
+    ap = {float(t): average_precision(m.scores, m.tp[i], m.num_gt) for i, t in enumerate(thresholds)}
+    i50 = int(np.flatnonzero(np.isclose(thresholds, IOU_OPERATING))[0])
+    op = f1_operating_point(m, i50)
+    out = {
+        "images": len(results),
+        "ground_truth_boxes": m.num_gt,
+        "ap50": ap[0.5],
+        "ap75": ap[0.75],
+        "ap50_95": float(np.mean([ap[float(t)] for t in COCO_IOUS])),
+        "ap_jha": float(np.mean([ap[float(t)] for t in JHA_IOUS])),
+        "precision": op.precision,
+        "recall": op.recall,
+        "f1": op.f1,
+        "f1_threshold": op.threshold,
+        "mean_iou": op.mean_iou,
+    }
+    if bootstrap_reps:
+        gt_counts = np.array([len(r.gt_boxes) for r in results])
+        lo, hi = bootstrap_ap(m, i50, len(results), gt_counts, reps=bootstrap_reps)
+        out["ap50_ci95"] = [lo, hi]
+    return out
+
+
+def pr_curve(results: list[ImageResult], iou: float = IOU_OPERATING) -> tuple[np.ndarray, np.ndarray]:
+    """(recall, precision) arrays at one IoU threshold, for plotting."""
+    m = match_all(results, np.array([iou]))
+    precision, recall, _ = precision_recall(m.scores, m.tp[0], m.num_gt)
+    return recall, precision

@@ -1,0 +1,52 @@
+"""``polypscope val``: score a checkpoint on a dataset split and write the reports."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from models import load_checkpoint
+from training.datasets import open_dataset
+from training.evaluate import evaluate_model, write_json
+from training.loader import ImageCache
+from training.run_log import save_pr_plot
+
+TABLE_ROWS = (
+    ("ap50", "AP50"), ("ap75", "AP75"), ("ap50_95", "AP50-95 (COCO)"), ("ap_jha", "AP (Jha et al., IoU .25-.75)"),
+    ("precision", "precision @ F1-best"), ("recall", "recall @ F1-best"), ("f1", "F1 (best)"),
+    ("f1_threshold", "F1-best score threshold"), ("mean_iou", "mean IoU of matches"),
+)
+
+
+def format_table(metrics: dict[str, Any], title: str) -> str:
+    lines = [title, "-" * len(title)]
+    for key, label in TABLE_ROWS:
+        lines.append(f"{label:<30} {metrics[key]:.4f}")
+    if "ap50_ci95" in metrics:
+        lo, hi = metrics["ap50_ci95"]
+        lines.append(f"{'AP50 95% bootstrap interval':<30} [{lo:.4f}, {hi:.4f}]")
+    lines.append(f"{'images / ground-truth boxes':<30} {metrics['images']} / {metrics['ground_truth_boxes']}")
+    return "\n".join(lines)
+
+
+def validate(args: argparse.Namespace) -> int:
+    ckpt = load_checkpoint(args.weights)
+    size = args.img or ckpt.config.input_size
+    index = open_dataset(args.data, args.split)
+    for problem in index.skipped:
+        print(f"warning: {problem}")
+    cache = ImageCache(index.samples, size)
+    metrics, evaluator = evaluate_model(ckpt.model, cache, size, ckpt.config.class_names,
+                                        bootstrap_reps=args.bootstrap, show_progress=not args.quiet)
+    metrics = {"weights": str(args.weights), "data": str(Path(args.data).resolve()), "split": args.split,
+               "input_size": size, **metrics}
+    print(format_table(metrics, f"{Path(args.weights).name} on {args.split} ({len(index.samples)} images, {size} px)"))
+    if args.json_out:
+        write_json(args.json_out, metrics)
+    if args.coco_out:
+        write_json(args.coco_out, evaluator.coco_results())
+    if args.pr_plot:
+        save_pr_plot(evaluator.image_results(), Path(args.pr_plot), f"{Path(args.weights).stem} on {args.split}")
+    return 0
+
