@@ -1,0 +1,63 @@
+"""Small synthetic polyp data sets written on the fly (no real data needed).
+
+Each image is a reddish textured background with one to three lighter elliptical
+"polyps"; the mask marks the ellipses and the boxes are their exact extents.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+
+def draw_sample(rng: np.random.Generator, h: int, w: int, max_polyps: int = 2):
+    image = np.empty((h, w, 3), np.uint8)
+    image[:] = (40, 50, 150)
+    noise = rng.normal(0, 12, (h, w, 3))
+    image = np.clip(image + noise, 0, 255).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    boxes = []
+    for _ in range(int(rng.integers(1, max_polyps + 1))):
+        for _attempt in range(20):
+            ax, ay = int(rng.integers(w // 12, w // 4)), int(rng.integers(h // 12, h // 4))
+            cx, cy = int(rng.integers(ax + 1, w - ax - 1)), int(rng.integers(ay + 1, h - ay - 1))
+            box = (cx - ax, cy - ay, cx + ax + 1, cy + ay + 1)
+            if all(box[2] < b[0] or box[0] > b[2] or box[3] < b[1] or box[1] > b[3] for b in boxes):
+                break
+        else:
+            continue
+        one = np.zeros_like(mask)
+        cv2.ellipse(one, (cx, cy), (ax, ay), 0, 0, 360, 255, -1)
+        ys, xs = np.nonzero(one)
+        boxes.append((int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1))
+        mask |= one
+        image[one > 0] = np.clip(image[one > 0].astype(int) + (60, 90, 70), 0, 255).astype(np.uint8)
+    return image, mask, boxes
+
+
+def write_kvasir_like(root: Path, n: int = 24, seed: int = 0, size=(160, 200),
+                      splits=None) -> Path:
+    """A folder laid out like Kvasir-SEG: images/, masks/, kavsir_bboxes.json, splits/."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    (root / "splits").mkdir(exist_ok=True)
+    meta = {}
+    ids = []
+    for i in range(n):
+        h, w = size
+        image, mask, boxes = draw_sample(rng, h, w)
+        item = f"img{i:03d}"
+        ids.append(item)
+        cv2.imwrite(str(root / "images" / f"{item}.jpg"), image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+        cv2.imwrite(str(root / "masks" / f"{item}.png"), mask)
+        meta[item] = {"height": h, "width": w, "bbox": [
+            {"label": "polyp", "xmin": b[0], "ymin": b[1], "xmax": b[2], "ymax": b[3]} for b in boxes]}
+    (root / "kavsir_bboxes.json").write_text(json.dumps(meta))
+    splits = splits or {"train": ids[: n * 2 // 3], "val": ids[n * 2 // 3:], "test": ids[n * 2 // 3:]}
+    for name, members in splits.items():
+        (root / "splits" / f"{name}.txt").write_text("\n".join(members) + "\n")
+    return root

@@ -1,0 +1,105 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from models import load_checkpoint
+from training.trainer import TrainConfig, Trainer, TrainingDiverged, lr_at
+
+from .conftest import REPO
+from .synthetic import write_kvasir_like
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_kvasir_like(tmp_path_factory.mktemp("data") / "kv", n=12)
+
+
+def _cfg(data, out, epochs=2, **kw):
+    return TrainConfig(data=str(data), out=str(out), width=0.125, img=64, epochs=epochs, batch=4,
+                       workers=0, close_mosaic=1, warmup_epochs=0.5, **kw)
+
+
+def test_schedule_warms_up_then_decays():
+    lrs = [lr_at(s, 1000, 100, 0.01, 0.05) for s in range(1000)]
+    assert lrs[0] == pytest.approx(1e-4) and lrs[99] == pytest.approx(0.01)
+    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:]))
+    assert lrs[-1] == pytest.approx(0.0005, rel=0.01)
+
+
+def test_train_writes_checkpoints_logs_and_plots(data, tmp_path):
+    out = tmp_path / "run"
+    metrics = Trainer(_cfg(data, out), show_progress=False).run()
+    for name in ("best.safetensors", "last.safetensors", "state.safetensors", "results.csv",
+                 "results.jsonl", "results.png", "pr_curve.png", "train_config.json"):
+        assert (out / name).is_file(), name
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert metrics["epoch"] == 2 and 0 <= metrics["val_ap50"] <= 1
+    ckpt = load_checkpoint(out / "last.safetensors")
+    assert ckpt.config.input_size == 64 and ckpt.metadata["train_split"] == "train"
+    # Anchors were fitted to the data, not left at COCO's.
+    assert ckpt.config.anchors[0] != (10.0, 13.0)
+
+
+def test_resume_continues_exactly(data, tmp_path, monkeypatch):
+    straight = tmp_path / "straight"
+    Trainer(_cfg(data, straight, epochs=2), show_progress=False).run()
+    split = tmp_path / "split"
+    end_epoch = Trainer._end_epoch
+
+    def crash_after_first_epoch(self, epoch, losses, seconds):
+        row = end_epoch(self, epoch, losses, seconds)
+        raise KeyboardInterrupt  # as if the machine went down right after epoch 1 was saved
+
+    with monkeypatch.context() as m:
+        m.setattr(Trainer, "_end_epoch", crash_after_first_epoch)
+        with pytest.raises(KeyboardInterrupt):
+            Trainer(_cfg(data, split, epochs=2), show_progress=False).run()
+    Trainer(_cfg(data, split, epochs=2), resume=True, show_progress=False).run()
+    a = load_checkpoint(straight / "last.safetensors").model.state_dict()
+    b = load_checkpoint(split / "last.safetensors").model.state_dict()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+    rows = (split / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 2
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(data, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    Trainer(_cfg(data, out, epochs=1), show_progress=False).run()
+    good = (out / "last.safetensors").read_bytes()
+    trainer = Trainer(_cfg(data, out, epochs=2), resume=True, show_progress=False)
+    original = Trainer._prepare
+
+    def prepare_then_poison(self):
+        original(self)
+        real_loss = self.loss
+
+        def poisoned(raw, targets):
+            total, parts = real_loss(raw, targets)
+            return total * float("nan"), parts
+
+        self.loss = poisoned
+
+    monkeypatch.setattr(Trainer, "_prepare", prepare_then_poison)
+    with pytest.raises(TrainingDiverged, match="loss became nan at epoch 2, step 1"):
+        trainer.run()
+    assert (out / "last.safetensors").read_bytes() == good
+
+
+@pytest.mark.slow
+def test_distributed_training_on_two_cpu_processes(data, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+           "-m", "app", "train", "--data", str(data), "--out", str(out), "--width", "0.125", "--img", "64",
+           "--epochs", "1", "--batch", "4", "--workers", "0", "--quiet", "--device", "cpu"]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (out / "last.safetensors").is_file()
+    rows = (out / "results.jsonl").read_text().splitlines()
+    assert len(rows) == 1  # only rank 0 logs
