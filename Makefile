@@ -44,11 +44,11 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m engine.benchmark_report --out docs/performance.md
 
-# The CPU baseline recipe (docs/model-card.md): YOLOv3-SPP, width 0.25, 256 px, 100 epochs,
+# The CPU baseline recipe (docs/model-card.md): YOLOv3-SPP, width 0.25, 256 px, 90 epochs,
 # from scratch on 2 cores.
 train-baseline: $(STAMP)
 	$(BIN)/polypscope train --data $(DATA) --out runs/baseline --model yolov3-spp --width 0.25 --img 256 \
-		--epochs 100 --batch 16 --threads 2 --workers 1
+		--epochs 90 --batch 16 --threads 2 --workers 1
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

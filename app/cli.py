@@ -79,6 +79,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--close-mosaic", dest="close_mosaic", type=int, help="final epochs without mosaic (default 10)")
     p.add_argument("--no-mosaic", action="store_true", help="never use mosaic augmentation")
+    p.add_argument("--pretrained", help="Darknet .weights to start from (yolov3.weights or darknet53.conv.74; "
+                                        "needs --width 1.0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("training.cli", "run_train"))
@@ -101,6 +103,57 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("training.cli", "run_val"))
 
 
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a checkpoint to ONNX (decoding inside, metadata embedded)",
+                       description="Writes ONNX (opset 17+) whose output 'predictions' is [B, N, 5+C]: x1, y1, "
+                                   "x2, y2 in input pixels, objectness, class probabilities. Checks it with "
+                                   "onnx.checker, simplifies it with onnxslim and verifies it against torch on "
+                                   "real frames (max |diff| < 1e-4, same detections after NMS).")
+    p.add_argument("--weights", required=True, help="a .safetensors checkpoint")
+    p.add_argument("--out", help="output .onnx (default: beside the weights)")
+    p.add_argument("--dynamic", action="store_true", help="dynamic batch axis (default: static batch 1)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")
+    p.add_argument("--check-images", nargs="+", help="frames for the parity check (default: Kvasir-SEG val)")
+    p.add_argument("--triton", help="also write a Triton Inference Server model repository here")
+    p.add_argument("--triton-max-batch", type=int, default=8, help="Triton max_batch_size with --dynamic")
+    p.set_defaults(handler=_lazy("engine.cli", "run_export"))
+
+
+def _add_build_engine(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX (NVIDIA GPU)",
+                       description="Builds a serialized TensorRT 10 engine and a JSON sidecar (TensorRT "
+                                   "version, GPU, precision, input shape, ONNX sha256). INT8 calibrates on "
+                                   "letterboxed frames from --calib with an entropy calibrator.")
+    p.add_argument("--onnx", required=True, help="a PolypScope .onnx")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
+    p.add_argument("--calib", help="folder of calibration frames (INT8; use validation images)")
+    p.add_argument("--calib-split", help="optional id list restricting --calib (e.g. DATA/splits/val.txt)")
+    p.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB")
+    p.add_argument("--max-batch", type=int, default=8, help="largest batch of a --dynamic model's profile")
+    p.add_argument("--out", help="output .engine (default: beside the ONNX)")
+    p.set_defaults(handler=_lazy("engine.cli", "run_build_engine"))
+
+
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("bench", help="latency per stage (p50/p90/p99); two models side by side with --vs",
+                       description="Warm-up, then times preprocess (of a 1280x1024 frame), inference, "
+                                   "postprocess and total. With --vs the two models run interleaved in one "
+                                   "process and the ratio of medians is printed: the only fair comparison on "
+                                   "a shared machine.")
+    p.add_argument("--model", required=True, help=".onnx, .engine or .safetensors")
+    p.add_argument("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, tensorrt, torch")
+    p.add_argument("--vs", help="a second model to compare with")
+    p.add_argument("--vs-backend", help="backend of the second model (default: --backend)")
+    p.add_argument("--iterations", type=int, default=300)
+    p.add_argument("--warmup", type=int, default=20)
+    p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
+    p.add_argument("--frame", help="an image to use as the frame (resized to 1280x1024)")
+    p.add_argument("--json-out", help="write the report as JSON here")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_lazy("engine.cli", "run_bench"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polypscope",
@@ -108,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ONNX/TensorRT).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_data, _add_anchors, _add_train, _add_val):
+    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_export, _add_build_engine, _add_bench):
         add(sub)
     return parser
 

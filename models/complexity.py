@@ -28,3 +28,22 @@ def count_flops(model: nn.Module, input_size: int | tuple[int, int], batch: int 
     finally:
         model.train(was_training)
     return int(counter.get_total_flops())
+
+
+def complexity_table(rows: list[tuple[str, nn.Module, int]]) -> str:
+    """Markdown table of parameters and GFLOPs for (label, model, input size) rows."""
+    lines = ["| model | input | parameters | GFLOPs |", "|---|---|---|---|"]
+    for label, model, size in rows:
+        lines.append(f"| {label} | {size} | {count_parameters(model):,} | {count_flops(model, size) / 1e9:.2f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from models.registry import create
+
+    print(complexity_table([
+        ("YOLOv3, 80 classes, width 1.0", create("yolov3", num_classes=80), 416),
+        ("YOLOv3-SPP, 80 classes, width 1.0", create("yolov3-spp", num_classes=80), 416),
+        ("YOLOv3-SPP, 1 class, width 1.0", create("yolov3-spp"), 512),
+        ("YOLOv3-SPP, 1 class, width 0.25 (CPU baseline)", create("yolov3-spp", width=0.25), 256),
+    ]))

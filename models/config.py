@@ -56,6 +56,12 @@ class YoloConfig:
     input_size: int = 416
     anchors: tuple[tuple[float, float], ...] = COCO_ANCHORS
     spp: bool = False
+    #: Darknet's ``[yolo] new_coords=1`` box decode (Scaled-YOLOv4, YOLOv5): centre
+    #: ``2*sigmoid(t) - 0.5`` cells, size ``anchor * (2*sigmoid(t))**2``. It reaches the
+    #: neighbouring cells and bounds sizes at 4x the anchor, which lets training assign
+    #: each box to three cells and converges much faster from scratch. ``False`` is the
+    #: original YOLOv3 decode that ``yolov3.weights`` expects.
+    new_coords: bool = False
     width: float = 1.0
     channels: Mapping[str, int] = field(default_factory=dict)
 
@@ -141,6 +147,7 @@ class YoloConfig:
             "input_size": self.input_size,
             "anchors": [list(a) for a in self.anchors],
             "spp": self.spp,
+            "new_coords": self.new_coords,
             "width": self.width,
             "channels": dict(self.channels),
         }

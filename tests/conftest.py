@@ -28,3 +28,19 @@ def kvasir() -> Path:
     if root is None:
         pytest.skip("Kvasir-SEG not found: set POLYPSCOPE_DATA or place it at ../shared/data/kvasir-seg")
     return root
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    from .engine_fixtures import make_checkpoint
+
+    return make_checkpoint(tmp_path_factory.mktemp("models") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tiny_checkpoint) -> Path:
+    from engine.export import export_onnx
+
+    out = tiny_checkpoint.with_suffix(".onnx")
+    export_onnx(tiny_checkpoint, out, check_images=None)
+    return out

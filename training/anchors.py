@@ -40,7 +40,7 @@ def kmeans_anchors(wh: np.ndarray, k: int = 9, seed: int = 0, max_iter: int = 30
     for _ in range(5):
         centres = _seed_centres(wh, k, rng)
         assign = None
-        for it in range(1, max_iter + 1):
+        for it in range(1, max_iter + 1):  # noqa: B007 - the count is reported
             new_assign = wh_iou(wh, centres).argmax(axis=1)
             if assign is not None and np.array_equal(new_assign, assign):
                 break

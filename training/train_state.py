@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file
 from safetensors.torch import save as st_save
-from safetensors import safe_open
 
 from models import YoloConfig
 from models.checkpoint import atomic_write_bytes

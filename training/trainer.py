@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from models import YOLOv3, YoloConfig, config_for, save_checkpoint
+from models import YoloConfig, YOLOv3, config_for, save_checkpoint
+from models.darknet_weights import load_darknet_weights
 from training.anchors import box_sizes_at, kmeans_anchors
 from training.augment import AugmentConfig
 from training.datasets import DatasetIndex, open_dataset
@@ -51,6 +52,7 @@ class TrainConfig:
     out: str = "runs/train"
     model: str = "yolov3-spp"
     width: float = 0.25
+    new_coords: bool = True      # Darknet's new_coords decode + three-cell assignment
     img: int = 256
     epochs: int = 100
     batch: int = 16
@@ -68,6 +70,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     fit_anchors: bool = True
+    pretrained: str | None = None   # Darknet .weights (yolov3.weights or darknet53.conv.74)
+    pretrained_classes: int = 80    # class count the .weights file was trained with
     eval_every: int = 1
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -140,7 +144,7 @@ def lr_at(step: int, total: int, warmup: int, base: float, final_fraction: float
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with weight decay on convolution weights only (not BatchNorm or biases)."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for _name, p in model.named_parameters():
         (decay if p.ndim == 4 else no_decay).append(p)
     return torch.optim.AdamW(
         [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
@@ -187,7 +191,7 @@ class Trainer:
         else:
             if self.resume:
                 raise FileNotFoundError(f"{self.out}: nothing to resume (no state.safetensors)")
-            model_config = config_for(cfg.model, width=cfg.width, input_size=cfg.img,
+            model_config = config_for(cfg.model, width=cfg.width, input_size=cfg.img, new_coords=cfg.new_coords,
                                       num_classes=len(train.class_names), class_names=train.class_names)
             anchor_info = {}
             if cfg.fit_anchors:
@@ -195,7 +199,12 @@ class Trainer:
             self.start_epoch = 0
             self.best_fitness = -1.0
         self.anchor_info = anchor_info
-        self.model = YOLOv3(model_config).to(self.device)
+        self.model = YOLOv3(model_config)
+        if state is None and cfg.pretrained:
+            report = load_darknet_weights(self.model, cfg.pretrained, file_num_classes=cfg.pretrained_classes)
+            print(f"{cfg.pretrained}: loaded {len(report.loaded)} layers, "
+                  f"{len(report.skipped)} left freshly initialised")
+        self.model.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = ModelEMA(self.model, cfg.ema_decay)
         if state is not None:

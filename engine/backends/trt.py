@@ -1,0 +1,128 @@
+"""Native TensorRT backend (TensorRT 10 Python API + pycuda). The only module that imports
+``tensorrt`` or ``pycuda``, and only when a TensorRT backend is actually created.
+
+The engine is deserialised once; input and output live in page-locked host buffers and
+device buffers allocated once; each frame is one async host-to-device copy,
+``execute_async_v3`` on a private CUDA stream, one async device-to-host copy and a stream
+synchronise. Tensors are bound by name (TensorRT 10 has no binding indices).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engine.backends.base import BackendUnavailable
+from engine.engine_file import EngineSidecar, check_compatible, read_sidecar
+
+
+def import_tensorrt() -> tuple[Any, Any]:
+    """(tensorrt, pycuda.driver), or :class:`BackendUnavailable` saying what is missing."""
+    try:
+        import tensorrt as trt
+    except ImportError as exc:
+        raise BackendUnavailable(
+            f"the tensorrt package is not installed ({exc}); install the 'tensorrt' extra from NVIDIA's index"
+        ) from None
+    try:
+        import pycuda.driver as cuda
+    except ImportError as exc:
+        raise BackendUnavailable(f"pycuda is not installed ({exc}); it is needed for TensorRT buffers") from None
+    return trt, cuda
+
+
+def cuda_device_info(cuda: Any, index: int = 0) -> tuple[str, str]:
+    """(GPU name, "major.minor" compute capability) of CUDA device ``index``."""
+    cuda.init()
+    if cuda.Device.count() <= index:
+        raise BackendUnavailable(f"no CUDA device {index} (found {cuda.Device.count()})")
+    dev = cuda.Device(index)
+    major, minor = dev.compute_capability()
+    return dev.name(), f"{major}.{minor}"
+
+
+class TensorRTBackend:
+    """Runs a serialized engine built by ``polypscope build-engine`` (batch 1)."""
+
+    def __init__(self, engine_path: str | Path, device_index: int = 0, check_onnx: bool = True) -> None:
+        trt, cuda = import_tensorrt()
+        path = Path(engine_path)
+        self.sidecar: EngineSidecar = read_sidecar(path)
+        gpu, capability = cuda_device_info(cuda, device_index)
+        check_compatible(path, self.sidecar, tensorrt_version=trt.__version__, gpu_name=gpu,
+                         compute_capability=capability, check_onnx=check_onnx)
+        self.info = self.sidecar.info(path)
+        self.name = "tensorrt"
+        self._cuda = cuda
+        # A retained primary context, made current on this thread for our lifetime.
+        self._context = cuda.Device(device_index).retain_primary_context()
+        self._context.push()
+        try:
+            self._logger = trt.Logger(trt.Logger.WARNING)
+            self._runtime = trt.Runtime(self._logger)
+            self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
+            if self.engine is None:
+                raise BackendUnavailable(f"{path}: TensorRT could not deserialise the engine")
+            self.execution = self.engine.create_execution_context()
+            self.stream = cuda.Stream()
+            self._allocate(trt)
+        finally:
+            self._context.pop()
+
+    def _allocate(self, trt: Any) -> None:
+        cuda = self._cuda
+        self._host: dict[str, np.ndarray] = {}
+        self._device: dict[str, Any] = {}
+        self.input_name = self.output_name = ""
+        size = self.info.input_size
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
+                self.input_name = name
+                # Dynamic-batch engines need a concrete shape before outputs have one.
+                self.execution.set_input_shape(name, (1, 3, size, size))
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            shape = tuple(self.execution.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise BackendUnavailable(f"tensor {name} still has a dynamic shape {shape}")
+            dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+            host = cuda.pagelocked_empty(shape, dtype)
+            device = cuda.mem_alloc(host.nbytes)
+            self.execution.set_tensor_address(name, int(device))
+            self._host[name], self._device[name] = host, device
+            if self.engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
+                self.output_name = name
+
+    def infer(self, tensor: np.ndarray) -> np.ndarray:
+        cuda = self._cuda
+        host_in = self._host[self.input_name]
+        np.copyto(host_in, tensor.reshape(host_in.shape), casting="same_kind")
+        self._context.push()
+        try:
+            cuda.memcpy_htod_async(self._device[self.input_name], host_in, self.stream)
+            if not self.execution.execute_async_v3(stream_handle=self.stream.handle):
+                raise RuntimeError("TensorRT execute_async_v3 failed")
+            host_out = self._host[self.output_name]
+            cuda.memcpy_dtoh_async(host_out, self._device[self.output_name], self.stream)
+            self.stream.synchronize()
+        finally:
+            self._context.pop()
+        return host_out if host_out.dtype == np.float32 else host_out.astype(np.float32)
+
+    def close(self) -> None:
+        if getattr(self, "_context", None) is None:
+            return
+        self._context.push()
+        try:
+            for buf in self._device.values():
+                buf.free()
+            self._device.clear()
+            self.execution = None
+            self.engine = None
+        finally:
+            self._context.pop()
+            self._context.detach()
+            self._context = None

@@ -1,0 +1,138 @@
+"""``Detector``: one BGR frame in, detections in frame pixels out, on any backend.
+
+Backend choice ``"auto"`` tries, in order: native TensorRT (for a ``.engine`` file, or a
+``.onnx`` with a built engine beside it), onnxruntime on CUDA, onnxruntime on the CPU;
+``selection`` records which one it chose and why each one before it was passed over.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.backends.base import Backend, BackendUnavailable
+from engine.detections import Detections
+from engine.model_info import ModelFormatError, ModelInfo, read_onnx_info
+from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU, postprocess
+from engine.preprocess import Preprocessor
+
+BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt", "onnxruntime-cpu", "torch")
+WARMUP_RUNS = 3
+
+
+@dataclass
+class StageTimes:
+    """Milliseconds spent in each stage of the last frame."""
+
+    preprocess: float = 0.0
+    inference: float = 0.0
+    postprocess: float = 0.0
+
+    @property
+    def total(self) -> float:
+        return self.preprocess + self.inference + self.postprocess
+
+
+@dataclass
+class BackendSelection:
+    chosen: str
+    passed_over: dict[str, str] = field(default_factory=dict)
+
+    def explain(self) -> str:
+        lines = [f"backend: {self.chosen}"]
+        lines += [f"  not {name}: {why}" for name, why in self.passed_over.items()]
+        return "\n".join(lines)
+
+
+def model_kind(path: Path) -> str:
+    suffix = path.suffix.lower()
+    if suffix in (".onnx", ".engine", ".safetensors"):
+        return suffix[1:]
+    raise ModelFormatError(f"{path}: unknown model type {suffix!r}; expected .onnx, .engine or .safetensors")
+
+
+def _open_backend(name: str, path: Path, threads: int) -> Backend:
+    """Create backend ``name`` for ``path`` or raise BackendUnavailable saying why not."""
+    kind = model_kind(path)
+    if name == "tensorrt":
+        from engine.backends.trt import TensorRTBackend
+
+        engine_path = path if kind == "engine" else path.with_suffix(".engine")
+        if not engine_path.is_file():
+            raise BackendUnavailable(f"no TensorRT engine at {engine_path} (build one with 'polypscope build-engine')")
+        return TensorRTBackend(engine_path)
+    if name == "torch":
+        if kind != "safetensors":
+            raise BackendUnavailable(f"the torch backend runs .safetensors checkpoints, not .{kind}")
+        from engine.backends.torch_backend import TorchBackend
+
+        return TorchBackend(path, threads=threads)
+    if name.startswith("onnxruntime-"):
+        if kind != "onnx":
+            raise BackendUnavailable(f"onnxruntime runs .onnx models, not .{kind}")
+        from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        return OnnxRuntimeBackend(path, read_onnx_info(path), device=name.split("-", 1)[1], threads=threads)
+    raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
+
+
+def open_backend(path: str | Path, backend: str = "auto", threads: int = 0) -> tuple[Backend, BackendSelection]:
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFormatError(f"{p}: no such model file")
+    kind = model_kind(p)
+    if backend != "auto":
+        return _open_backend(backend, p, threads), BackendSelection(backend)
+    order = {"engine": ["tensorrt"], "safetensors": ["torch"],
+             "onnx": ["tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"]}[kind]
+    passed: dict[str, str] = {}
+    for name in order:
+        try:
+            return _open_backend(name, p, threads), BackendSelection(name, passed)
+        except BackendUnavailable as exc:
+            passed[name] = str(exc)
+    raise BackendUnavailable(f"{p}: no backend can run it: " + "; ".join(f"{k}: {v}" for k, v in passed.items()))
+
+
+class Detector:
+    """Letterbox -> backend -> NMS -> frame pixels. Not thread-safe: one per thread."""
+
+    def __init__(self, model: str | Path, backend: str = "auto", *, conf: float = DEFAULT_CONF,
+                 iou: float = DEFAULT_IOU, threads: int = 0, warmup: int = WARMUP_RUNS) -> None:
+        self.model_path = Path(model)
+        self.backend, self.selection = open_backend(self.model_path, backend, threads)
+        self.info: ModelInfo = self.backend.info  # type: ignore[attr-defined]
+        self.conf = conf
+        self.iou = iou
+        self.preprocess = Preprocessor(self.info.input_size, self.info.letterbox_colour)
+        self.last_times = StageTimes()
+        if warmup:
+            self.warm_up(warmup)
+
+    @property
+    def backend_name(self) -> str:
+        return self.backend.name
+
+    def warm_up(self, runs: int = WARMUP_RUNS) -> None:
+        """Run the network a few times so the first real frame is not slow (allocations,
+        kernel selection, lazy initialisation)."""
+        blank = np.full((self.info.input_size, self.info.input_size, 3), 114, np.uint8)
+        for _ in range(runs):
+            self(blank)
+
+    def __call__(self, frame: np.ndarray) -> Detections:
+        t0 = time.perf_counter()
+        tensor, box = self.preprocess(frame)
+        t1 = time.perf_counter()
+        raw = self.backend.infer(tensor)
+        t2 = time.perf_counter()
+        dets = postprocess(raw, box, self.conf, self.iou)
+        t3 = time.perf_counter()
+        self.last_times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return dets
+
+    def close(self) -> None:
+        self.backend.close()

@@ -1,0 +1,120 @@
+"""What a runtime needs to know about a model, read from the ONNX file's own metadata.
+
+The exporter writes these keys (``polypscope.*``) into the ONNX ``metadata_props``, so a
+``.onnx`` alone is enough to run: no checkpoint, no config file, no torch. Files without
+them are refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FORMAT_KEY = "polypscope.format"
+FORMAT_VERSION = "1"
+KEYS = ("class_names", "input_size", "letterbox_colour", "normalisation", "anchors", "strides",
+        "source_sha256", "output_layout", "input_name", "output_name", "code_version")
+#: Written by the exporter for reports (bench); a model without them still runs.
+OPTIONAL_KEYS = ("params", "gflops")
+
+
+class ModelFormatError(ValueError):
+    """A model file that is not a PolypScope model or lacks what a runtime needs."""
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    class_names: tuple[str, ...]
+    input_size: int
+    letterbox_colour: tuple[int, int, int]
+    #: How pixels become input values: ``"rgb/255"`` (RGB order, divided by 255).
+    normalisation: str
+    anchors: tuple[tuple[float, float], ...]
+    strides: tuple[int, ...]
+    source_sha256: str
+    #: Layout of the last output axis, e.g. ``"x1,y1,x2,y2,objectness,class scores..."``.
+    output_layout: str
+    input_name: str = "images"
+    output_name: str = "predictions"
+    code_version: str = ""
+    params: int | None = None
+    gflops: float | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_metadata(self) -> dict[str, str]:
+        """As ONNX ``metadata_props`` (string values only)."""
+        out = {FORMAT_KEY: FORMAT_VERSION}
+        for key in KEYS + OPTIONAL_KEYS:
+            value = getattr(self, key)
+            if value is not None:
+                out[f"polypscope.{key}"] = value if isinstance(value, str) else json.dumps(value)
+        return out
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], source: str | Path) -> ModelInfo:
+        if meta.get(FORMAT_KEY) is None:
+            raise ModelFormatError(
+                f"{source}: not a PolypScope model (its metadata has no '{FORMAT_KEY}'); "
+                "export one with 'polypscope export --weights CHECKPOINT'"
+            )
+        if meta[FORMAT_KEY] != FORMAT_VERSION:
+            raise ModelFormatError(f"{source}: PolypScope model format {meta[FORMAT_KEY]!r} is not supported")
+        missing = [k for k in KEYS if f"polypscope.{k}" not in meta]
+        if missing:
+            raise ModelFormatError(f"{source}: PolypScope metadata is incomplete, missing {missing}")
+        raw = {k: meta[f"polypscope.{k}"] for k in KEYS}
+        try:
+            return cls(
+                class_names=tuple(json.loads(raw["class_names"])),
+                input_size=int(json.loads(raw["input_size"])),
+                letterbox_colour=tuple(json.loads(raw["letterbox_colour"])),
+                normalisation=raw["normalisation"],
+                anchors=tuple(tuple(a) for a in json.loads(raw["anchors"])),
+                strides=tuple(json.loads(raw["strides"])),
+                source_sha256=raw["source_sha256"],
+                output_layout=raw["output_layout"],
+                input_name=raw["input_name"],
+                output_name=raw["output_name"],
+                code_version=raw["code_version"],
+                params=_optional(meta, "params", int),
+                gflops=_optional(meta, "gflops", float),
+            )
+        except (ValueError, TypeError) as exc:
+            raise ModelFormatError(f"{source}: PolypScope metadata cannot be parsed ({exc})") from None
+
+
+def _optional(meta: Mapping[str, str], key: str, kind: type) -> Any:
+    value = meta.get(f"polypscope.{key}")
+    return None if value is None else kind(json.loads(value))
+
+
+def read_onnx_info(path: str | Path) -> ModelInfo:
+    """Model info from an ONNX file, read through onnxruntime (no ``onnx`` package needed)."""
+    import onnxruntime as ort
+
+    p = Path(path)
+    if not p.is_file():
+        raise ModelFormatError(f"{p}: no such model file")
+    try:
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own exception types
+        raise ModelFormatError(f"{p}: not a readable ONNX model ({exc})") from None
+    return ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, p)
+
+
+def sha256_file(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
