@@ -103,6 +103,29 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("training.cli", "run_val"))
 
 
+def _add_prune(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="channel-prune a checkpoint into a physically smaller network",
+                       description="Scores every prunable channel (taylor: |w*grad| over batches; random: the "
+                                   "control; l1: weight norm; bn: |gamma|), keeps coupled residual channels "
+                                   "together, builds a new network with fewer channels (constants of removed "
+                                   "channels folded into the next layer) and optionally fine-tunes it.")
+    p.add_argument("--weights", required=True, help="the trained .safetensors checkpoint")
+    p.add_argument("--method", required=True, choices=["taylor", "random", "l1", "bn"])
+    p.add_argument("--ratio", required=True, type=float, help="fraction of prunable channels to remove, e.g. 0.5")
+    p.add_argument("--out", required=True, help="output .safetensors (work files go in a folder beside it)")
+    p.add_argument("--data", help="dataset folder (Taylor scores and fine-tuning; default: Kvasir-SEG if found)")
+    p.add_argument("--scope", choices=["global", "uniform"], default="global",
+                   help="one ranking over the whole network (default) or the same ratio in every layer")
+    p.add_argument("--steps", type=int, default=1, help="iterative pruning: prune and fine-tune in this many steps")
+    p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs in all (0: none)")
+    p.add_argument("--finetune-lr", type=float, default=0.0005, help="peak learning rate while fine-tuning")
+    p.add_argument("--taylor-batches", type=int, default=32, help="batches to accumulate Taylor scores over")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(handler=_lazy("training.cli", "run_prune"))
+
+
 def _add_export(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("export", help="export a checkpoint to ONNX (decoding inside, metadata embedded)",
                        description="Writes ONNX (opset 17+) whose output 'predictions' is [B, N, 5+C]: x1, y1, "
@@ -161,7 +184,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ONNX/TensorRT).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_export, _add_build_engine, _add_bench):
+    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_build_engine, _add_bench):
         add(sub)
     return parser
 

@@ -71,7 +71,7 @@ def run_bench(targets: list[BenchTarget], *, iterations: int = 200, warmup: int 
             times[i].append(det.last_times)
     elapsed = time.perf_counter() - started
     models = []
-    for det, samples in zip(detectors, times, strict=False):
+    for det, samples in zip(detectors, times):
         latency = {stage: percentiles([getattr(s, stage) for s in samples]) for stage in STAGES}
         mean_total = float(np.mean([s.total for s in samples]))
         models.append({**_model_summary(det), "latency_ms": latency,

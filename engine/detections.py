@@ -35,5 +35,5 @@ class Detections:
     def to_json(self) -> list[dict]:
         return [
             {"box": [round(float(v), 2) for v in b], "score": round(float(s), 5), "class": int(c)}
-            for b, s, c in zip(self.boxes, self.scores, self.classes, strict=False)
+            for b, s, c in zip(self.boxes, self.scores, self.classes)
         ]

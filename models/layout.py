@@ -67,7 +67,7 @@ class ConvSpec:
 
 def _backbone_layout() -> list[ConvSpec]:
     specs = [ConvSpec("stem", 3, 1, STEM_CHANNELS)]
-    for i, (depth, width) in enumerate(zip(STAGE_DEPTHS, STAGE_CHANNELS, strict=False), start=1):
+    for i, (depth, width) in enumerate(zip(STAGE_DEPTHS, STAGE_CHANNELS), start=1):
         group = f"s{i}"
         specs.append(ConvSpec(f"s{i}.down", 3, 2, width, group))
         for j in range(depth):

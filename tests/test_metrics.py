@@ -45,7 +45,7 @@ def coco_eval(results: list[ImageResult]) -> np.ndarray:
             w, h = g[2] - g[0], g[3] - g[1]
             anns.append({"id": len(anns) + 1, "image_id": i, "category_id": 1, "bbox": [g[0], g[1], w, h],
                          "area": w * h, "iscrowd": 0})
-        for p, s in zip(r.pred_boxes, r.scores, strict=False):
+        for p, s in zip(r.pred_boxes, r.scores):
             dets.append({"image_id": i, "category_id": 1, "bbox": [p[0], p[1], p[2] - p[0], p[3] - p[1]],
                          "score": float(s)})
     with contextlib.redirect_stdout(io.StringIO()):

@@ -26,7 +26,7 @@ def _cfg(data, out, epochs=2, **kw):
 def test_schedule_warms_up_then_decays():
     lrs = [lr_at(s, 1000, 100, 0.01, 0.05) for s in range(1000)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[99] == pytest.approx(0.01)
-    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:], strict=False))
+    assert all(a >= b for a, b in zip(lrs[100:], lrs[101:]))
     assert lrs[-1] == pytest.approx(0.0005, rel=0.01)
 
 

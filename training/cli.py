@@ -68,3 +68,21 @@ def run_val(args: argparse.Namespace) -> int:
     from training.validate import validate
 
     return validate(args)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from training.datasets import default_data_root
+    from training.pruning.prune import PruneJob, run_prune
+
+    data = Path(args.data) if args.data else default_data_root()
+    job = PruneJob(weights=Path(args.weights), method=args.method, ratio=args.ratio, out=Path(args.out),
+                   data=data, scope=args.scope, steps=args.steps, finetune_epochs=args.finetune_epochs,
+                   finetune_lr=args.finetune_lr, taylor_batches=args.taylor_batches, seed=args.seed,
+                   threads=args.threads or 0, show_progress=not args.quiet)
+    meta = run_prune(job)
+    b, a = meta["before"], meta["after"]
+    print(f"{args.method} pruning, ratio {args.ratio} ({args.scope}, {args.steps} step(s)): "
+          f"parameters {b['params']:,} -> {a['params']:,}, GFLOPs {b['gflops']:.3f} -> {a['gflops']:.3f} "
+          f"({100 * (1 - a['gflops'] / b['gflops']):.1f}% fewer)")
+    print(f"wrote {args.out}")
+    return 0

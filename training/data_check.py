@@ -59,7 +59,7 @@ def _box_stats(index: DatasetIndex) -> dict[str, Any]:
     q = [5, 50, 95]
     return {
         "boxes": int(sum(per_image)),
-        "boxes_per_image": {str(k): int(v) for k, v in zip(*np.unique(per_image, return_counts=True), strict=False)},
+        "boxes_per_image": {str(k): int(v) for k, v in zip(*np.unique(per_image, return_counts=True))},
         "relative_width_p5_p50_p95": [round(float(v), 4) for v in np.percentile(rel_w, q)],
         "relative_height_p5_p50_p95": [round(float(v), 4) for v in np.percentile(rel_h, q)],
     }

@@ -85,7 +85,7 @@ class DetectionEvaluator:
         self.detections: dict[int, ImageDetections] = {}
 
     def process(self, indices: Iterable[int], detections: Iterable[ImageDetections]) -> None:
-        for i, det in zip(indices, detections, strict=False):
+        for i, det in zip(indices, detections):
             self.detections[i] = det
 
     def image_results(self) -> list[ImageResult]:
@@ -105,7 +105,7 @@ class DetectionEvaluator:
             det = self.detections.get(i)
             if det is None:
                 continue
-            for box, score, label in zip(det.boxes, det.scores, det.labels, strict=False):
+            for box, score, label in zip(det.boxes, det.scores, det.labels):
                 x1, y1, x2, y2 = (float(v) for v in box)
                 rows.append({"image_id": i + 1, "file_name": s.image_path.name,
                              "category_id": int(label) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
@@ -118,7 +118,7 @@ class DetectionEvaluator:
         for i, s in enumerate(self.samples):
             h, w = s.size if s.size else (0, 0)
             images.append({"id": i + 1, "file_name": s.image_path.name, "height": h, "width": w})
-            for box, label in zip(s.boxes, s.labels, strict=False):
+            for box, label in zip(s.boxes, s.labels):
                 x1, y1, x2, y2 = (float(v) for v in box)
                 annotations.append({"id": len(annotations) + 1, "image_id": i + 1,
                                     "category_id": int(label) + 1, "bbox": [x1, y1, x2 - x1, y2 - y1],
@@ -138,7 +138,7 @@ def run_inference(model: torch.nn.Module, cache: ImageCache, size: int, *, batch
     out: dict[int, ImageDetections] = {}
     for batch in progress(loader, desc="evaluate", enabled=show_progress):
         pred = model(batch.images.to(device))
-        for idx, det in zip(batch.indices, postprocess(pred, conf=conf), strict=False):
+        for idx, det in zip(batch.indices, postprocess(pred, conf=conf)):
             sample = cache.samples[idx]
             original = sample.size or cv2.imread(str(sample.image_path)).shape[:2]
             out[idx] = to_original_pixels(det, original, cache[idx].image.shape[:2], size)

@@ -49,7 +49,7 @@ class RunLog:
         for key in ("val_ap50", "val_ap50_95", "val_f1"):
             pts = [(r["epoch"], r[key]) for r in self.rows if key in r]
             if pts:
-                axes[1].plot(*zip(*pts, strict=False), marker=".", label=key.removeprefix("val_"))
+                axes[1].plot(*zip(*pts), marker=".", label=key.removeprefix("val_"))
         axes[1].set(title="validation", xlabel="epoch", ylim=(0, 1))
         axes[1].legend()
         axes[1].grid(alpha=0.3)

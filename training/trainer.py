@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from models import YoloConfig, YOLOv3, config_for, save_checkpoint
+from models import YoloConfig, YOLOv3, config_for, load_checkpoint, save_checkpoint
 from models.darknet_weights import load_darknet_weights
 from training.anchors import box_sizes_at, kmeans_anchors
 from training.augment import AugmentConfig
@@ -70,6 +70,8 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "val"
     fit_anchors: bool = True
+    init_weights: str | None = None  # a PolypScope checkpoint to start from (fine-tuning a pruned model)
+    bn_sparsity: float = 0.0         # L1 penalty on BatchNorm gamma (network-slimming sparsity training)
     pretrained: str | None = None   # Darknet .weights (yolov3.weights or darknet53.conv.74)
     pretrained_classes: int = 80    # class count the .weights file was trained with
     eval_every: int = 1
@@ -141,6 +143,15 @@ def lr_at(step: int, total: int, warmup: int, base: float, final_fraction: float
     return base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress_)))
 
 
+def add_bn_sparsity(model: torch.nn.Module, strength: float) -> None:
+    """Subgradient of ``strength * sum |gamma|`` over every BatchNorm (call after backward):
+    drives unimportant channels' scales towards zero, so |gamma| becomes a clean pruning
+    criterion (Liu et al. 2017, network slimming)."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and m.weight.grad is not None:
+            m.weight.grad.add_(torch.sign(m.weight.detach()), alpha=strength)
+
+
 def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with weight decay on convolution weights only (not BatchNorm or biases)."""
     decay, no_decay = [], []
@@ -188,6 +199,12 @@ class Trainer:
             self.start_epoch = state.epoch + 1
             self.best_fitness = state.best_fitness
             anchor_info: dict[str, float] = {}
+        elif cfg.init_weights:
+            if self.resume:
+                raise FileNotFoundError(f"{self.out}: nothing to resume (no state.safetensors)")
+            init = load_checkpoint(cfg.init_weights)
+            model_config, anchor_info = init.config, {}
+            self.start_epoch, self.best_fitness = 0, -1.0
         else:
             if self.resume:
                 raise FileNotFoundError(f"{self.out}: nothing to resume (no state.safetensors)")
@@ -200,6 +217,8 @@ class Trainer:
             self.best_fitness = -1.0
         self.anchor_info = anchor_info
         self.model = YOLOv3(model_config)
+        if state is None and cfg.init_weights:
+            self.model.load_state_dict(init.model.state_dict())
         if state is None and cfg.pretrained:
             report = load_darknet_weights(self.model, cfg.pretrained, file_num_classes=cfg.pretrained_classes)
             print(f"{cfg.pretrained}: loaded {len(report.loaded)} layers, "
@@ -281,6 +300,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
             self.scaler.unscale_(self.optimizer)
+            if cfg.bn_sparsity:
+                add_bn_sparsity(self.model, cfg.bn_sparsity)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.scaler.step(self.optimizer)
             self.scaler.update()

@@ -1,0 +1,165 @@
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models import create, load_checkpoint, save_checkpoint
+from models.complexity import count_flops
+from training.pruning.graph import coupling_groups
+from training.pruning.importance import BNScaleImportance, L1Importance, RandomImportance, TaylorImportance
+from training.pruning.plan import PruneSpec, group_scores, plan_keep
+from training.pruning.prune import PruneJob, prune_once, run_prune, step_ratios
+from training.pruning.slim import masked_reference, slim
+
+from .conftest import kvasir_root
+from .synthetic import write_kvasir_like
+
+
+def _model(spp: bool, size: int = 128, seed: int = 0):
+    """A model with non-trivial BatchNorm statistics (like a trained one)."""
+    torch.manual_seed(seed)
+    m = create("yolov3-spp" if spp else "yolov3", width=0.25, input_size=size)
+    with torch.no_grad():
+        for bn in (x for x in m.modules() if isinstance(x, torch.nn.BatchNorm2d)):
+            bn.running_mean.normal_(0, 0.5)
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.bias.normal_(0, 0.5)
+            bn.weight.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+def _inputs(size: int) -> torch.Tensor:
+    root = kvasir_root()
+    if root is not None:
+        images = [cv2.imread(str(p)) for p in sorted((root / "images").iterdir())[:2]]
+    else:
+        rng = np.random.default_rng(0)
+        images = [cv2.resize(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), (300, 240)) for _ in range(2)]
+    from training.augment import Item, letterbox
+    from training.loader import to_tensor
+
+    return torch.stack([to_tensor(letterbox(Item(im, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)),
+                                            size).image) for im in images])
+
+
+def _random_keep(model, fraction=0.5, seed=0):
+    rng = np.random.default_rng(seed)
+    groups = coupling_groups(model.config.spp)
+    convs = model.named_convs()
+    return {g: np.sort(rng.choice(convs[m[0]].conv.out_channels, max(1, int(convs[m[0]].conv.out_channels * fraction)),
+                                  replace=False)) for g, m in groups.items()}
+
+
+@pytest.mark.parametrize("spp", [False, True])
+def test_slim_equals_masked_network_on_real_inputs(spp):
+    model = _model(spp)
+    keep = _random_keep(model)
+    small, ref = slim(model, keep), masked_reference(model, keep)
+    x = _inputs(128)
+    with torch.no_grad():
+        raw_small, raw_ref = small.forward_raw(x), ref.forward_raw(x)
+        for a, b in zip(raw_small, raw_ref):
+            assert (a - b).abs().max() < 1e-4
+        assert (small(x) - ref(x)).abs().max() < 1e-3  # decoded boxes are in pixels
+        # The constants matter: dropping them (plain removal) changes the outputs.
+        assert (small.forward_raw(x)[0] - model.forward_raw(x)[0]).abs().max() > 1e-2
+
+
+def test_slim_builds_smaller_convolutions_and_records_widths(tmp_path):
+    model = _model(True)
+    keep = _random_keep(model, 0.5)
+    small = slim(model, keep)
+    convs = small.named_convs()
+    for group, members in coupling_groups(True).items():
+        for name in members:
+            assert convs[name].conv.out_channels == len(keep[group])
+    assert convs["h0.out"].conv.out_channels == model.named_convs()["h0.out"].conv.out_channels
+    assert convs["h1.c0"].conv.in_channels == len(keep["h0.lateral"]) + len(keep["s4"])
+    assert convs["h0.c3"].conv.in_channels == 4 * len(keep["h0.c2"])  # SPP concatenates four views
+    assert count_flops(small, 128) < 0.4 * count_flops(model, 128)
+    path = save_checkpoint(tmp_path / "p.safetensors", small)
+    again = load_checkpoint(path)
+    assert again.config.channels == small.config.channels
+    from engine.export import export_onnx
+
+    onnx_path = export_onnx(path, tmp_path / "p.onnx", check_images=[]).path
+    shapes = {tuple(t.dims) for t in onnx.load(str(onnx_path)).graph.initializer}
+    assert (len(keep["s5"]), len(keep["s4"]), 3, 3) in shapes  # the slimmed s5.down weight
+
+
+def test_criteria():
+    model = _model(False)
+    l1 = L1Importance()(model)
+    w = model.named_convs()["s2.b1.reduce"].conv.weight
+    np.testing.assert_allclose(l1["s2.b1.reduce"], w.abs().sum(dim=(1, 2, 3)).detach().numpy(), rtol=1e-6)
+    bn = BNScaleImportance()(model)
+    np.testing.assert_allclose(bn["stem"], model.backbone.stem.bn.weight.detach().abs().numpy())
+    r1, r2, r3 = RandomImportance(3)(model), RandomImportance(3)(model), RandomImportance(4)(model)
+    assert all(np.array_equal(r1[k], r2[k]) for k in r1) and not np.array_equal(r1["stem"], r3["stem"])
+    assert "h0.out" not in l1
+
+
+def test_taylor_accumulates_weight_times_gradient():
+    model = _model(False, size=64).train()
+    x = torch.rand(2, 3, 64, 64)
+    targets = torch.tensor([[0, 0, 8, 8, 40, 40], [1, 0, 20, 10, 60, 50.0]])
+    from training.loss import YoloLoss
+
+    loss_fn = YoloLoss(model.config)
+    batch_loss = lambda m, b: loss_fn(m(b), targets)[0]  # noqa: E731
+    two = TaylorImportance([x, x], batch_loss, num_batches=2)(model)
+    one = TaylorImportance([x], batch_loss, num_batches=1)(model)
+    for name in ("stem", "s3.b0.reduce", "h2.pre"):
+        np.testing.assert_allclose(two[name], 2 * one[name], rtol=1e-4)  # same batch twice: twice the score
+        assert (one[name] >= 0).all() and one[name].max() > 0
+    model.zero_grad()
+    loss_fn(model(x), targets)[0].backward()
+    conv = model.named_convs()["s3.b0.reduce"]
+    manual = (conv.conv.weight * conv.conv.weight.grad).abs().sum(dim=(1, 2, 3)) \
+        + (conv.bn.weight * conv.bn.weight.grad).abs() + (conv.bn.bias * conv.bn.bias.grad).abs()
+    np.testing.assert_allclose(one["s3.b0.reduce"], manual.detach().numpy(), rtol=1e-4)
+    with pytest.raises(ValueError, match="at least one batch"):
+        TaylorImportance([], batch_loss)(model)
+
+
+def test_plans_respect_ratio_rounding_and_floors():
+    rng = np.random.default_rng(0)
+    scores = {"a": rng.random(64), "b": rng.random(128), "c": rng.random(16) * 100}
+    uniform = plan_keep(scores, PruneSpec(0.5, "uniform"))
+    assert {g: len(k) for g, k in uniform.items()} == {"a": 32, "b": 64, "c": 8}
+    assert np.array_equal(uniform["a"], np.sort(np.argsort(-scores["a"])[:32]))
+    glob = plan_keep(scores, PruneSpec(0.5, "global"))
+    assert all(len(k) % 8 == 0 and len(k) >= 8 for k in glob.values())
+    total = sum(len(k) for k in glob.values())
+    assert abs(total - 104) <= 16  # half of 208 channels, up to rounding
+    with pytest.raises(ValueError, match="ratio must be in"):
+        PruneSpec(1.2)
+    summed = group_scores({"x": np.ones(4), "y": np.full(4, 2.0)}, {"g": ["x", "y"]})
+    assert summed["g"].tolist() == [3, 3, 3, 3]
+
+
+def test_step_ratios_compound_to_the_total():
+    ratios = step_ratios(0.5, 3)
+    kept = np.prod([1 - r for r in ratios])
+    assert kept == pytest.approx(0.5) and len(ratios) == 3
+
+
+@pytest.mark.slow
+def test_prune_command_end_to_end(tmp_path):
+    data = write_kvasir_like(tmp_path / "kv", n=12)
+    from training.trainer import TrainConfig, Trainer
+
+    Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.25, img=64, epochs=1, batch=4,
+                        workers=0), show_progress=False).run()
+    job = PruneJob(weights=tmp_path / "base" / "last.safetensors", method="taylor", ratio=0.5,
+                   out=tmp_path / "pruned.safetensors", data=data, steps=2, finetune_epochs=2, batch=4,
+                   taylor_batches=2, show_progress=False)
+    meta = run_prune(job)
+    assert meta["after"]["gflops"] < 0.75 * meta["before"]["gflops"]  # many tiny layers sit at the 8-channel floor
+    ckpt = load_checkpoint(tmp_path / "pruned.safetensors")
+    assert ckpt.metadata["pruning"]["method"] == "taylor" and ckpt.config.is_pruned
+    assert (tmp_path / "pruned" / "step2_finetune" / "results.csv").is_file()
+    small, keep = prune_once(ckpt.model, RandomImportance(0), PruneSpec(0.3))
+    assert count_flops(small, 64) < count_flops(ckpt.model, 64)

@@ -1,0 +1,108 @@
+"""Channel importance criteria: small callables, model (and data) in, scores out.
+
+Every criterion returns ``{conv name: [out_channels] scores}`` for the prunable
+convolutions; :mod:`training.pruning.plan` sums members of a coupling group. Higher means
+more important.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import torch
+
+from models import YOLOv3
+from models.layers import ConvUnit
+
+Scores = dict[str, np.ndarray]
+
+
+class Importance(Protocol):
+    name: str
+
+    def __call__(self, model: YOLOv3) -> Scores: ...
+
+
+def prunable_convs(model: YOLOv3) -> dict[str, ConvUnit]:
+    return {name: conv for name, conv in model.named_convs().items() if not conv.is_output}
+
+
+@dataclass
+class L1Importance:
+    """L1 norm of each output channel's weights (Li et al. 2017)."""
+
+    name: str = "l1"
+
+    def __call__(self, model: YOLOv3) -> Scores:
+        return {n: c.conv.weight.detach().abs().sum(dim=(1, 2, 3)).cpu().numpy()
+                for n, c in prunable_convs(model).items()}
+
+
+@dataclass
+class BNScaleImportance:
+    """|BatchNorm gamma| (network slimming, Liu et al. 2017); best after sparsity training."""
+
+    name: str = "bn"
+
+    def __call__(self, model: YOLOv3) -> Scores:
+        return {n: c.bn.weight.detach().abs().cpu().numpy() for n, c in prunable_convs(model).items()}
+
+
+@dataclass
+class RandomImportance:
+    """The control: random scores from a seeded generator."""
+
+    seed: int = 0
+    name: str = "random"
+
+    def __call__(self, model: YOLOv3) -> Scores:
+        rng = np.random.default_rng(self.seed)
+        return {n: rng.random(c.conv.out_channels) for n, c in prunable_convs(model).items()}
+
+
+@dataclass
+class TaylorImportance:
+    """First-order Taylor expansion of the loss (Molchanov et al. 2017/2019): the change in
+    loss from removing a parameter is estimated by ``|w * dL/dw|``; a channel's score sums
+    that over its convolution weights and its BatchNorm gamma and beta, accumulated over
+    ``num_batches`` batches (one batch is noisy). Needs gradients: ``batch_loss`` runs a
+    forward pass on a batch and returns the loss; it is called in training mode.
+    """
+
+    batches: Iterable
+    batch_loss: Callable[[YOLOv3, object], torch.Tensor]
+    num_batches: int = 32
+    name: str = "taylor"
+
+    def __call__(self, model: YOLOv3) -> Scores:
+        convs = prunable_convs(model)
+        totals = {n: np.zeros(c.conv.out_channels) for n, c in convs.items()}
+        was_training = model.training
+        model.train()
+        count = 0
+        for batch in self.batches:
+            if count >= self.num_batches:
+                break
+            model.zero_grad(set_to_none=True)
+            self.batch_loss(model, batch).backward()
+            for n, c in convs.items():
+                totals[n] += _taylor_terms(c)
+            count += 1
+        model.zero_grad(set_to_none=True)
+        model.train(was_training)
+        if count == 0:
+            raise ValueError("Taylor importance needs at least one batch of data")
+        return totals
+
+
+def _taylor_terms(conv: ConvUnit) -> np.ndarray:
+    w = conv.conv.weight
+    per_channel = (w * w.grad).abs().sum(dim=(1, 2, 3))
+    per_channel = per_channel + (conv.bn.weight * conv.bn.weight.grad).abs() + (conv.bn.bias * conv.bn.bias.grad).abs()
+    return per_channel.detach().cpu().double().numpy()
+
+
+CRITERIA = ("taylor", "random", "l1", "bn")

@@ -1,0 +1,150 @@
+"""``polypscope prune``: score channels, slim the network physically, fine-tune it.
+
+One-shot (``steps=1``) or iterative (prune a little, fine-tune, repeat). The result is an
+ordinary checkpoint whose config records every new width, so the engine, the exporter
+and the app use it like any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from models import YOLOv3, load_checkpoint, save_checkpoint
+from models.complexity import count_flops, count_parameters
+from training.augment import AugmentConfig
+from training.datasets import open_dataset
+from training.loader import ImageCache, TrainDataset, collate
+from training.loss import YoloLoss
+from training.progress import progress
+from training.pruning.graph import coupling_groups
+from training.pruning.importance import (
+    BNScaleImportance,
+    Importance,
+    L1Importance,
+    RandomImportance,
+    TaylorImportance,
+)
+from training.pruning.plan import PruneSpec, group_scores, plan_keep
+from training.pruning.slim import slim
+from training.trainer import TrainConfig, Trainer
+
+
+@dataclass
+class PruneJob:
+    weights: Path
+    method: str
+    ratio: float
+    out: Path
+    data: Path | None = None
+    scope: str = "global"
+    steps: int = 1
+    finetune_epochs: int = 0
+    finetune_lr: float = 0.0005
+    taylor_batches: int = 32
+    batch: int = 16
+    seed: int = 0
+    threads: int = 0
+    divisor: int = 8
+    show_progress: bool = True
+
+
+def taylor_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
+    """Augmented training batches (no mosaic) for gradient-based importance."""
+    index = open_dataset(data, "train")
+    dataset = TrainDataset(ImageCache(index.samples, size), size, dataclasses.replace(AugmentConfig(), mosaic=0.0), seed)
+    dataset.use_mosaic = False
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(dataset, batch_size=batch, shuffle=True, collate_fn=collate, generator=generator)
+
+
+def make_criterion(job: PruneJob, model: YOLOv3) -> Importance:
+    if job.method == "random":
+        return RandomImportance(job.seed)
+    if job.method == "l1":
+        return L1Importance()
+    if job.method == "bn":
+        return BNScaleImportance()
+    if job.method == "taylor":
+        if job.data is None:
+            raise ValueError("Taylor importance needs --data (it measures gradients on training images)")
+        loader = taylor_batches(job.data, model.config.input_size, job.batch, job.seed)
+        batches = progress(loader, desc="taylor importance", total=min(len(loader), job.taylor_batches),
+                           enabled=job.show_progress)
+        loss_fn = YoloLoss(model.config)
+
+        def batch_loss(m: YOLOv3, batch: Any) -> torch.Tensor:
+            return loss_fn(m(batch.images), batch.targets)[0]
+
+        return TaylorImportance(batches, batch_loss, job.taylor_batches)
+    raise ValueError(f"unknown pruning method {job.method!r}; choose taylor, random, l1 or bn")
+
+
+def prune_once(model: YOLOv3, criterion: Importance, spec: PruneSpec) -> tuple[YOLOv3, dict[str, np.ndarray]]:
+    """Score, plan and slim: a new smaller model and the kept indices per group."""
+    groups = coupling_groups(model.config.spp)
+    keep = plan_keep(group_scores(criterion(model), groups), spec)
+    return slim(model, keep), keep
+
+
+def step_ratios(total: float, steps: int) -> list[float]:
+    """Per-step ratios (of the current width) that compound to ``total`` of the original."""
+    out, kept = [], 1.0
+    for k in range(1, steps + 1):
+        target = 1 - total * k / steps
+        out.append(1 - target / kept)
+        kept = target
+    return out
+
+
+def summary(model: YOLOv3) -> dict[str, Any]:
+    return {"params": count_parameters(model),
+            "gflops": round(count_flops(model, model.config.input_size) / 1e9, 4)}
+
+
+def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
+    cfg = TrainConfig(data=str(job.data), out=str(run_dir), init_weights=str(start), epochs=epochs,
+                      lr=job.finetune_lr, warmup_epochs=min(1.0, epochs / 3), close_mosaic=max(1, epochs // 3),
+                      fit_anchors=False, img=load_checkpoint(start).config.input_size, batch=job.batch,
+                      seed=job.seed, threads=job.threads)
+    Trainer(cfg, show_progress=job.show_progress).run()
+    return run_dir / "best.safetensors"
+
+
+def run_prune(job: PruneJob) -> dict[str, Any]:
+    if job.threads:
+        torch.set_num_threads(job.threads)
+    base = load_checkpoint(job.weights)
+    model = base.model
+    before = summary(model)
+    work = job.out.with_suffix("")
+    work.mkdir(parents=True, exist_ok=True)
+    per_step_epochs = job.finetune_epochs // job.steps if job.finetune_epochs else 0
+    for k, ratio in enumerate(step_ratios(job.ratio, job.steps), start=1):
+        spec = PruneSpec(ratio, job.scope, divisor=job.divisor)
+        model, _ = prune_once(model, make_criterion(job, model), spec)
+        step_path = save_checkpoint(work / f"step{k}_pruned.safetensors", model, {"pruned_step": k})
+        if per_step_epochs:
+            if job.data is None:
+                raise ValueError("fine-tuning needs --data")
+            best = _finetune(job, step_path, per_step_epochs, work / f"step{k}_finetune")
+            model = load_checkpoint(best).model
+    after = summary(model)
+    meta = {
+        "pruning": {"method": job.method, "ratio": job.ratio, "scope": job.scope, "steps": job.steps,
+                    "finetune_epochs": job.finetune_epochs, "divisor": job.divisor,
+                    "base_checkpoint": job.weights.name,
+                    "base_sha256": hashlib.sha256(job.weights.read_bytes()).hexdigest()},
+        "before": before, "after": after,
+        "base_metadata": {k: v for k, v in base.metadata.items() if k in ("data", "train_split", "recipe")},
+    }
+    save_checkpoint(job.out, model, meta)
+    return meta
+
