@@ -177,6 +177,24 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("engine.cli", "run_bench"))
 
 
+def _add_detect(sub: argparse._SubParsersAction) -> None:
+    from app.detect import add_detect_parser
+
+    add_detect_parser(sub, _lazy("app.detect", "run_detect"))
+
+
+def _add_app(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("app", help="the desktop app: live or recorded video with polyp boxes",
+                       description="Opens a video file, image folder, camera or stream and draws polyp boxes "
+                                   "with FPS and latency. Keys: space play/pause, arrows step, F full screen, "
+                                   "S snapshot, R record, Esc leave full screen.")
+    p.add_argument("source", nargs="?", help="video file, image folder, camera index, /dev/videoN or URL")
+    p.add_argument("--model", help=".onnx, .engine or .safetensors (default: the last one used)")
+    p.add_argument("--backend", help="auto, onnxruntime-cpu, onnxruntime-cuda, tensorrt, torch")
+    p.add_argument("--quit-after", type=float, help=argparse.SUPPRESS)  # for smoke tests and screenshots
+    p.set_defaults(handler=_lazy("app.gui.run", "run_app"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="polypscope",
@@ -184,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ONNX/TensorRT).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_build_engine, _add_bench):
+    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_build_engine, _add_bench, _add_detect, _add_app):
         add(sub)
     return parser
 

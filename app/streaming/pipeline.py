@@ -1,0 +1,183 @@
+"""capture -> inference -> consumer, each stage on its own thread, joined by one-slot
+hand-offs (see :mod:`app.streaming.handoff`). No Qt here: the desktop app and the
+headless ``detect`` command consume the same results.
+
+Live (or real-time) sources drop stale frames instead of queueing them, so latency never
+builds up; an offline replay (``lossless``) processes every frame as fast as it can.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+from app.streaming.handoff import Closed, LatestSlot
+from app.streaming.persistence import PersistenceFilter
+from app.streaming.sources import Frame
+from app.streaming.stats import PipelineStats
+from engine.detections import Detections
+
+
+@dataclass
+class Result:
+    """A frame with its detections and the times it passed each stage (perf_counter s)."""
+
+    frame: Frame
+    detections: Detections   # what the model found (after NMS)
+    shown: Detections        # what to draw (after the persistence filter)
+    infer_start: float
+    infer_end: float
+    stage_ms: tuple[float, float, float]  # preprocess, inference, postprocess
+
+
+class StreamPipeline:
+    """Runs ``source`` through ``detector``; iterate :meth:`results` to consume.
+
+    ``detector`` is any callable frame -> Detections (a ``engine.Detector``); when it has
+    ``last_times``, per-stage timings are reported. Errors on the worker threads end the
+    stream and are re-raised from :meth:`results` (never swallowed).
+    """
+
+    def __init__(self, source, detector: Callable, *, lossless: bool = False,
+                 persistence: PersistenceFilter | None = None) -> None:
+        self.source = source
+        self.detector = detector
+        self.persistence = persistence
+        self.stats = PipelineStats()
+        self._frames: LatestSlot[Frame] = LatestSlot(lossless)
+        self._results: LatestSlot[Result] = LatestSlot(lossless)
+        self._stop = threading.Event()
+        self._paused = threading.Event()
+        self._error: BaseException | None = None
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()  # guards detector/persistence swaps from other threads
+        self._control = threading.Lock()  # guards seek/step requests (never held during inference)
+        self._seek_to: int | None = None
+        self._steps = 0
+
+    # -- control ---------------------------------------------------------------------
+    def start(self) -> StreamPipeline:
+        self._threads = [threading.Thread(target=self._guard(self._capture_loop), name="capture", daemon=True),
+                         threading.Thread(target=self._guard(self._inference_loop), name="inference", daemon=True)]
+        for t in self._threads:
+            t.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._paused.clear()
+        if hasattr(self.source, "stop"):
+            self.source.stop()
+        self._frames.close()
+        self._results.close()
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+
+    def pause(self, paused: bool = True) -> None:
+        if paused:
+            self._paused.set()
+        else:
+            if hasattr(self.source, "set_speed"):  # restart real-time pacing from now
+                self.source.set_speed(self.source.speed)
+            self._paused.clear()
+
+    @property
+    def paused(self) -> bool:
+        return self._paused.is_set()
+
+    def seek(self, index: int) -> None:
+        """Jump to frame ``index`` of a file or folder (applied by the capture thread)."""
+        with self._control:
+            self._seek_to = index
+
+    def step(self, frames: int = 1) -> None:
+        """While paused, let ``frames`` more frames through."""
+        with self._control:
+            self._steps += frames
+
+    def set_detector(self, detector: Callable) -> None:
+        with self._lock:
+            self.detector = detector
+            if self.persistence:
+                self.persistence.reset()
+
+    @property
+    def dropped(self) -> int:
+        return self._frames.dropped + self._results.dropped
+
+    # -- consuming -------------------------------------------------------------------
+    def results(self, timeout: float | None = None) -> Iterator[Result]:
+        """Results in order until the source ends; the caller should call :meth:`mark_shown`
+        when a result reaches the screen (or the file)."""
+        while True:
+            try:
+                item = self._results.get(timeout)
+            except Closed:
+                break
+            except TimeoutError:
+                if self._stop.is_set():
+                    break
+                continue
+            yield item
+        if self._error is not None:
+            raise self._error
+
+    def mark_shown(self, result: Result, when: float | None = None) -> None:
+        self.stats.shown(result.frame.captured, when if when is not None else time.perf_counter())
+        self.stats.dropped = self.dropped
+
+    # -- workers ---------------------------------------------------------------------
+    def _guard(self, loop: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                loop()
+            except BaseException as exc:  # surfaced to the consumer, not lost in a thread
+                self._error = exc
+                self._stop.set()
+                self._frames.close()
+                self._results.close()
+
+        return run
+
+    def _capture_loop(self) -> None:
+        while not self._stop.is_set():
+            with self._control:
+                seek, self._seek_to = self._seek_to, None
+                stepping = self._steps > 0
+                if stepping and self._paused.is_set():
+                    self._steps -= 1
+            if seek is not None:
+                self.source.seek(seek)
+                if self.persistence:
+                    self.persistence.reset()
+            if self._paused.is_set() and not stepping:
+                time.sleep(0.01)
+                continue
+            frame = self.source.read()
+            if frame is None:
+                break
+            self.stats.captured(frame.captured)
+            self._frames.put(frame)
+        self._frames.close()
+
+    def _inference_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                frame = self._frames.get(timeout=0.1)
+            except TimeoutError:
+                continue
+            except Closed:
+                break
+            with self._lock:
+                start = time.perf_counter()
+                dets = self.detector(frame.image)
+                end = time.perf_counter()
+                shown = self.persistence(dets) if self.persistence else dets
+                times = getattr(self.detector, "last_times", None)
+            stage = (times.preprocess, times.inference, times.postprocess) if times else (0.0, (end - start) * 1e3, 0.0)
+            self.stats.inferred(start, end)
+            self._results.put(Result(frame, dets, shown, start, end, stage))
+        self._results.close()

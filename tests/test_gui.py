@@ -1,0 +1,105 @@
+"""The desktop app, offscreen: plays frames with boxes and HUD, controls, errors, records."""
+
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6.QtWidgets")
+from PySide6.QtCore import QSettings  # noqa: E402
+
+from app.gui.main_window import MainWindow  # noqa: E402
+
+from .synthetic import draw_sample  # noqa: E402
+
+
+@pytest.fixture
+def clip(tmp_path):
+    """A 6 s synthetic clip (25 fps) with one polyp moving slowly."""
+    rng = np.random.default_rng(0)
+    image, _, _ = draw_sample(rng, 240, 320, max_polyps=1)
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
+    for i in range(150):
+        writer.write(np.roll(image, i // 3, axis=1))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def window(qtbot, tmp_path, tiny_onnx, clip):
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("conf", 5)
+    settings.setValue("snapshot_dir", str(tmp_path / "snaps"))
+    settings.setValue("record_dir", str(tmp_path / "recs"))
+    win = MainWindow(str(clip), str(tiny_onnx), settings=settings, backend="onnxruntime-cpu")
+    qtbot.addWidget(win)
+    win.resize(900, 700)
+    win.show()
+    qtbot.waitUntil(lambda: win.frames_shown >= 15, timeout=20000)
+    yield win
+    win.close()
+
+
+def _grab(widget) -> np.ndarray:
+    image = widget.grab().toImage().convertToFormat(widget.grab().toImage().Format.Format_RGB888)
+    w, h = image.width(), image.height()
+    return np.frombuffer(image.constBits(), np.uint8, count=image.bytesPerLine() * h).reshape(h, image.bytesPerLine())[:, :3 * w].reshape(h, w, 3)
+
+
+def test_plays_with_boxes_and_hud(window, qtbot):
+    qtbot.waitUntil(lambda: window.last_result is not None and len(window.last_result.shown) > 0, timeout=10000)
+    pixels = _grab(window.view)
+    yellow = (pixels[:, :, 0] > 200) & (pixels[:, :, 1] > 200) & (pixels[:, :, 2] < 80)
+    assert yellow.sum() > 50, "no box outline on screen"
+    dark = (pixels.max(axis=2) < 30)
+    assert dark[pixels.shape[0] // 2:].sum() > 500, "no HUD panel on screen"
+    assert "fps" in window.hud_label.text() and "latency" in window.hud_label.text()
+    raw, annotated = window.worker.last_raw, window.worker.last_annotated
+    assert raw.shape == annotated.shape and (raw != annotated).any()
+
+
+def test_pause_play_seek_and_step(window, qtbot):
+    window.toggle_pause()
+    qtbot.wait(300)
+    frozen = window.frames_shown
+    qtbot.wait(400)
+    assert window.frames_shown <= frozen + 1
+    window.step(1)
+    qtbot.waitUntil(lambda: window.frames_shown >= frozen + 1, timeout=5000)
+    window.seek(100)
+    qtbot.waitUntil(lambda: window.last_result.frame.index == 100, timeout=5000)
+    window.toggle_pause()
+    qtbot.waitUntil(lambda: window.last_result.frame.index > 105, timeout=5000)
+
+
+def test_corrupt_file_and_missing_camera_give_errors_not_crashes(window, qtbot, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"\x00garbage" * 100)
+    assert window.open(str(bad)) is False
+    assert "bad.mp4" in window.last_error and "Error" in window.statusBar().currentMessage()
+    assert window.open("9") is False
+    assert "cannot open the camera" in window.last_error
+    window.load_model(str(tmp_path / "missing.onnx"))
+    qtbot.waitUntil(lambda: "missing.onnx" in (window.last_error or ""), timeout=5000)
+    assert window.isVisible()
+
+
+def test_snapshot_and_recording(window, qtbot, tmp_path):
+    raw, overlay = window.snapshot()
+    assert cv2.imread(str(raw)).shape == cv2.imread(str(overlay)).shape
+    run = window.start_recording()
+    start = window.frames_shown
+    qtbot.waitUntil(lambda: window.frames_shown >= start + 20, timeout=10000)
+    window.stop_recording()
+    cap = cv2.VideoCapture(str(run / "annotated.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) >= 20
+    assert len((run / "detections.jsonl").read_text().splitlines()) >= 20
+
+
+def test_settings_are_kept(window, tmp_path):
+    window.conf_slider.setValue(40)
+    window.persist_hold.setValue(7)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    assert int(settings.value("conf")) == 40 and int(settings.value("persist_hold")) == 7
+    assert window.detector.conf == pytest.approx(0.40)

@@ -1,0 +1,259 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from app.overlay import HudInfo, draw_overlay, drawn_regions
+from app.streaming.handoff import Closed, LatestSlot
+from app.streaming.persistence import PersistenceFilter, PersistenceSettings
+from app.streaming.pipeline import StreamPipeline
+from app.streaming.sources import Frame, LiveSource, SourceError, VideoFileSource, open_source
+from engine.detections import Detections
+
+from .conftest import REPO
+
+
+def test_latest_slot_keeps_only_the_newest():
+    slot = LatestSlot()
+    for i in range(5):
+        slot.put(i)
+    assert slot.get(0.1) == 4 and slot.dropped == 4
+    slot.close()
+    with pytest.raises(Closed):
+        slot.get(0.1)
+
+
+def test_lossless_slot_makes_the_producer_wait():
+    slot = LatestSlot(lossless=True)
+    got = []
+
+    def consume():
+        for _ in range(50):
+            got.append(slot.get(2))
+            time.sleep(0.001)
+
+    t = threading.Thread(target=consume)
+    t.start()
+    for i in range(50):
+        slot.put(i)
+    t.join(5)
+    assert got == list(range(50)) and slot.dropped == 0
+
+
+def _dets(*boxes):
+    return Detections(np.array(boxes, np.float32).reshape(-1, 4), np.full(len(boxes), 0.9, np.float32),
+                      np.zeros(len(boxes), np.int64))
+
+
+def test_persistence_suppresses_blips_and_holds_boxes():
+    f = PersistenceFilter(PersistenceSettings(k=2, n=3, hold=2))
+    polyp = [100, 100, 200, 200]
+    assert len(f(_dets([400, 400, 450, 450]))) == 0   # a one-frame false positive ...
+    assert len(f(_dets())) == 0                        # ... is never shown
+    assert len(f(_dets(polyp))) == 0                   # first sighting: not yet
+    shown = f(_dets([102, 101, 203, 199]))             # second: shown, at the new place
+    assert len(shown) == 1 and shown.boxes[0][0] == 102
+    assert len(f(_dets())) == 1 and len(f(_dets())) == 1  # held for two missed frames
+    assert len(f(_dets())) == 0
+
+
+class FakeCamera:
+    """A live source producing numbered frames at ``fps`` (pacing like a real camera)."""
+
+    def __init__(self, frames: int, fps: float, size=(64, 80)):
+        self.n, self.fps, self.size = frames, fps, size
+        self.i = 0
+        self.start = time.perf_counter()
+        from app.streaming.sources import SourceInfo
+
+        self.info = SourceInfo("fake", size[1], size[0], fps, True, None)
+
+    def read(self):
+        if self.i >= self.n:
+            return None
+        due = self.start + self.i / self.fps
+        time.sleep(max(0.0, due - time.perf_counter()))
+        frame = Frame(self.i, np.full((*self.size, 3), self.i % 255, np.uint8), time.perf_counter())
+        self.i += 1
+        return frame
+
+
+class SlowDetector:
+    def __init__(self, seconds: float):
+        self.seconds = seconds
+
+    def __call__(self, image):
+        time.sleep(self.seconds)
+        return Detections()
+
+
+def test_slow_backend_drops_frames_instead_of_building_latency():
+    pipeline = StreamPipeline(FakeCamera(300, fps=100), SlowDetector(0.03)).start()
+    latencies = []
+    for result in pipeline.results(timeout=2):
+        pipeline.mark_shown(result)
+        latencies.append((time.perf_counter() - result.frame.captured) * 1000)
+    assert len(latencies) < 200 and pipeline.dropped > 100       # it could not keep up ...
+    early, late = np.median(latencies[5:30]), np.median(latencies[-25:])
+    assert late < 80 and late < early + 20                        # ... and latency did not grow
+
+
+def test_lossless_replay_processes_every_frame():
+    pipeline = StreamPipeline(FakeCamera(120, fps=2000), SlowDetector(0.001), lossless=True).start()
+    seen = [r.frame.index for r in pipeline.results(timeout=2)]
+    assert seen == list(range(120)) and pipeline.dropped == 0
+
+
+def test_errors_on_worker_threads_reach_the_consumer():
+    def broken(image):
+        raise RuntimeError("backend exploded")
+
+    pipeline = StreamPipeline(FakeCamera(10, fps=1000), broken).start()
+    with pytest.raises(RuntimeError, match="backend exploded"):
+        list(pipeline.results(timeout=2))
+
+
+class FlakyCapture:
+    """Delivers frames, then fails (camera unplugged) until reopened a second time."""
+
+    opened = 0
+
+    def __init__(self, spec):
+        FlakyCapture.opened += 1
+        self.generation = FlakyCapture.opened
+        self.reads = 0
+
+    def isOpened(self):  # noqa: N802 - OpenCV's name
+        return self.generation != 2  # the first reopen fails, the next one works
+
+    def read(self):
+        self.reads += 1
+        if self.generation == 1 and self.reads > 5:
+            return False, None
+        return True, np.full((48, 64, 3), self.generation * 40, np.uint8)
+
+    def get(self, prop):
+        return 30.0
+
+    def release(self):
+        pass
+
+
+def test_dropped_camera_is_reported_and_reopened():
+    messages = []
+    FlakyCapture.opened = 0
+    source = LiveSource("0", open_capture=FlakyCapture, on_status=messages.append, initial_backoff=0.01)
+    frames = [source.read() for _ in range(10)]
+    assert all(f is not None for f in frames)
+    assert frames[-1].image[0, 0, 0] == 120        # frames from the third opening
+    assert source.reconnects == 1
+    assert any("no frames; reopening" in m for m in messages) and any("reconnected" in m for m in messages)
+
+
+def test_bad_sources_are_named(tmp_path):
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 1000)
+    with pytest.raises(SourceError, match="broken.mp4"):
+        VideoFileSource(bad)
+    with pytest.raises(SourceError, match="no such file, folder, camera or stream URL"):
+        open_source(str(tmp_path / "missing.mp4"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(SourceError, match="no images"):
+        open_source(str(empty))
+
+
+def test_overlay_changes_only_what_it_draws():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    dets = Detections(np.array([[100, 120, 300, 260], [5, 2, 60, 50]], np.float32), np.array([0.91, 0.4], np.float32),
+                      np.zeros(2, np.int64))
+    hud = HudInfo(30.0, 29.5, 30.0, 41.2, 7.9, "onnxruntime-cpu")
+    out = draw_overlay(frame, dets, ("polyp",), hud)
+    allowed = drawn_regions(frame.shape, dets, ("polyp",), hud)
+    changed = (out != frame).any(axis=2)
+    assert changed.sum() > 1000                       # something was drawn ...
+    assert not (changed & ~allowed).any()             # ... and nothing outside the overlay
+    assert (frame == draw_overlay(frame, Detections(), ("polyp",), None)).all()
+
+
+def _write_video(path, frames=40, size=(96, 96), fps=25):
+    from .synthetic import draw_sample
+
+    rng = np.random.default_rng(0)
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    for _ in range(frames):
+        w.write(draw_sample(rng, size[1], size[0], max_polyps=1)[0])
+    w.release()
+    return path
+
+
+def test_detect_command_writes_video_log_and_report(tiny_onnx, tmp_path):
+    video = _write_video(tmp_path / "clip.mkv")
+    out, log, report = tmp_path / "annotated.mkv", tmp_path / "dets.jsonl", tmp_path / "report.json"
+    proc = subprocess.run([sys.executable, "-m", "app", "detect", str(video), "--model", str(tiny_onnx),
+                           "--out", str(out), "--jsonl", str(log), "--report", str(report), "--conf", "0.05",
+                           "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(report.read_text())
+    assert rep["frames"] == 40 and rep["dropped"] == 0 and rep["fps"] > 0
+    assert set(rep["latency_ms"]) == {"p50", "p99"} and rep["detections"] >= rep["frames_with_detections"] > 0
+    lines = [json.loads(x) for x in log.read_text().splitlines()]
+    assert [x["frame"] for x in lines] == list(range(40)) and "boxes" in lines[0] and "scores" in lines[0]
+    cap = cv2.VideoCapture(str(out))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40
+
+
+def test_detect_on_a_folder_names_images(tiny_onnx, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    from .synthetic import draw_sample
+
+    rng = np.random.default_rng(1)
+    for i in range(5):
+        cv2.imwrite(str(folder / f"img{i}.png"), draw_sample(rng, 90, 110)[0])
+    log = tmp_path / "d.jsonl"
+    proc = subprocess.run([sys.executable, "-m", "app", "detect", str(folder), "--model", str(tiny_onnx),
+                           "--jsonl", str(log), "--conf", "0.01", "--quiet"], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(x)["image"] for x in log.read_text().splitlines()] == [f"img{i}.png" for i in range(5)]
+
+
+RECORD_SCRIPT = """
+import sys, time, numpy as np
+from app.streaming.recorder import VideoRecorder, DetectionLog
+from engine.detections import Detections
+video, log = VideoRecorder(sys.argv[1], 25, (160, 120)), DetectionLog(sys.argv[2])
+for i in range(100000):
+    video.write(np.full((120, 160, 3), i % 255, np.uint8))
+    log.write(i, i * 40.0, Detections())
+    if i == 150:
+        print("ready", flush=True)
+    time.sleep(0.002)
+"""
+
+
+def test_recording_survives_kill_9(tmp_path):
+    video, log = tmp_path / "rec.avi", tmp_path / "rec.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", RECORD_SCRIPT, str(video), str(log)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(0.3)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+    cap = cv2.VideoCapture(str(video))
+    readable = 0
+    while cap.read()[0]:
+        readable += 1
+    rows = log.read_text().splitlines()
+    complete = [json.loads(r) for r in rows[:-1]]  # the last line may be cut mid-write
+    assert len(complete) > 150 and readable > 100
+    assert readable >= len(complete) - 100  # everything but the last few seconds plays
