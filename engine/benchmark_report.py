@@ -1,0 +1,121 @@
+"""``make bench``: time the shipped models on this machine and write ``docs/performance.md``.
+
+The default (pruned) model and the unpruned baseline run interleaved in one process on
+onnxruntime's CPU provider, on a 1280x1024 frame made from a Kvasir-SEG validation image
+when the data is around (a synthetic frame otherwise). The baseline's ONNX is exported to
+a temporary folder when it is not shipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from engine.atomic import atomic_write_text
+from engine.benchmark import BenchTarget, bench_frame, format_report, run_bench
+
+MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
+BARS = {"inference_p50_ms": 8.0, "total_p50_ms": 12.0, "speedup_vs_baseline": 1.7}
+
+
+def _frame_source() -> Path | None:
+    from engine.export import default_check_images
+
+    images = default_check_images(limit=1)
+    return images[0] if images and images[0].is_file() else None
+
+
+def _baseline_onnx(tmp: Path) -> Path:
+    shipped = MODELS / "baseline.onnx"
+    if shipped.is_file():
+        return shipped
+    from engine.export import export_onnx
+
+    return export_onnx(MODELS / "baseline.safetensors", tmp / "baseline.onnx", check_images=None).path
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def render(report: dict, command: str) -> str:
+    default, base = report["models"]
+    d, b = default["latency_ms"], base["latency_ms"]
+    speedup = 1 / report["ratio_inference_p50"]
+    rows = [
+        "| model | params | GFLOPs | ONNX MB | preprocess p50 | inference p50 / p90 / p99 | postprocess p50 | total p50 / p99 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for m in (default, base):
+        lat = m["latency_ms"]
+        rows.append(f"| {Path(m['model']).name} | {m['params']:,} | {m['gflops']:.3f} | {m['file_bytes'] / 1e6:.2f} | "
+                    f"{lat['preprocess']['p50']:.2f} | {lat['inference']['p50']:.2f} / {lat['inference']['p90']:.2f} / "
+                    f"{lat['inference']['p99']:.2f} | {lat['postprocess']['p50']:.2f} | "
+                    f"{lat['total']['p50']:.2f} / {lat['total']['p99']:.2f} |")
+    checks = [
+        ("median inference of the default model", f"{d['inference']['p50']:.2f} ms", f"<= {BARS['inference_p50_ms']} ms",
+         d["inference"]["p50"] <= BARS["inference_p50_ms"]),
+        ("median total (1280x1024 frame)", f"{d['total']['p50']:.2f} ms", f"<= {BARS['total_p50_ms']} ms",
+         d["total"]["p50"] <= BARS["total_p50_ms"]),
+        ("inference speed-up over the baseline", f"{speedup:.2f}x", f">= {BARS['speedup_vs_baseline']}x",
+         speedup >= BARS["speedup_vs_baseline"]),
+    ]
+    lines = [
+        "# Performance",
+        "",
+        f"Measured {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} on {_cpu_name()}, "
+        f"{os.cpu_count()} cores, onnxruntime CPU provider, {report['iterations']} interleaved iterations "
+        f"after warm-up, frame {report['frame'][0]}x{report['frame'][1]}.",
+        "",
+        f"Command: `{command}`",
+        "",
+        *rows,
+        "",
+        "All times in milliseconds. The two models ran interleaved frame by frame in one process, so "
+        "both saw the same machine load; the ratio of their medians is the figure to compare.",
+        "",
+        "| bar | measured | target | met |",
+        "|---|---|---|---|",
+        *[f"| {name} | {value} | {target} | {'yes' if ok else 'NO'} |" for name, value, target, ok in checks],
+        "",
+        "Raw numbers: `docs/performance.json`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--out", default="docs/performance.md")
+    parser.add_argument("--iterations", type=int, default=300)
+    parser.add_argument("--threads", type=int, default=0)
+    args = parser.parse_args()
+    default = MODELS / "default.onnx"
+    if not default.is_file():
+        raise SystemExit(f"{default} is missing: it is produced by the pruning study (docs/pruning.md)")
+    with tempfile.TemporaryDirectory() as tmp:
+        baseline = _baseline_onnx(Path(tmp))
+        source = _frame_source()
+        report = run_bench([BenchTarget(default, "onnxruntime-cpu"), BenchTarget(baseline, "onnxruntime-cpu")],
+                           iterations=args.iterations, threads=args.threads,
+                           frame=bench_frame(source) if source else None)
+    print(format_report(report))
+    out = Path(args.out)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(report, indent=2))
+    atomic_write_text(out, render(report, "make bench"))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
