@@ -87,9 +87,8 @@ def run_bench(targets: list[BenchTarget], *, iterations: int = 200, warmup: int 
     }
     if len(models) == 2:
         a, b = models
-        report["ratio_p50"] = round(a["latency_ms"]["total"]["p50"] / b["latency_ms"]["total"]["p50"], 4)
-        report["ratio_inference_p50"] = round(
-            a["latency_ms"]["inference"]["p50"] / b["latency_ms"]["inference"]["p50"], 4)
+        report["ratio_p50"] = a["latency_ms"]["total"]["p50"] / b["latency_ms"]["total"]["p50"]
+        report["ratio_inference_p50"] = a["latency_ms"]["inference"]["p50"] / b["latency_ms"]["inference"]["p50"]
     return report
 
 
