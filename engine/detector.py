@@ -15,6 +15,7 @@ import numpy as np
 
 from engine.backends.base import Backend, BackendUnavailable
 from engine.detections import Detections
+from engine.engine_file import EngineMismatch
 from engine.model_info import ModelFormatError, ModelInfo, read_onnx_info
 from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU, postprocess
 from engine.preprocess import Preprocessor
@@ -92,7 +93,7 @@ def open_backend(path: str | Path, backend: str = "auto", threads: int = 0) -> t
     for name in order:
         try:
             return _open_backend(name, p, threads), BackendSelection(name, passed)
-        except BackendUnavailable as exc:
+        except (BackendUnavailable, EngineMismatch) as exc:  # a stale engine is passed over, with the fix
             passed[name] = str(exc)
     raise BackendUnavailable(f"{p}: no backend can run it: " + "; ".join(f"{k}: {v}" for k, v in passed.items()))
 

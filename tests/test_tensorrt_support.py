@@ -106,3 +106,56 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_onnx, tmp_path):
     a, b = trt_det(frame), ort_det(frame)
     assert len(a) == len(b)
     np.testing.assert_allclose(a.boxes, b.boxes, atol=0.5)
+
+
+def _install_fakes(monkeypatch, onnx_path, **kw):
+    import sys
+
+    from .fake_tensorrt import make_modules
+
+    trt, pycuda, cuda = make_modules(str(onnx_path), **kw)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setitem(sys.modules, "pycuda", pycuda)
+    monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+
+
+def _fake_engine(tmp_path, onnx_path, **sidecar):
+    engine = tmp_path / "model.engine"
+    engine.write_bytes(b"FAKE-ENGINE")
+    write_sidecar(engine, _sidecar(onnx_path, tensorrt_version="10.3.0", gpu_name="Fake GPU",
+                                   compute_capability="8.6", **sidecar))
+    return engine
+
+
+def test_tensorrt_data_path_binds_tensors_by_name(monkeypatch, tiny_onnx, tmp_path):
+    """The native backend's buffers, copies and execute_async_v3 call, against stand-ins
+    whose engine runs the same ONNX: detections must equal onnxruntime's."""
+    _install_fakes(monkeypatch, tiny_onnx)
+    from engine.detector import Detector
+
+    engine = _fake_engine(tmp_path, tiny_onnx)
+    trt_det = Detector(engine, "tensorrt", conf=0.05)
+    ort_det = Detector(tiny_onnx, "onnxruntime-cpu", conf=0.05)
+    assert trt_det.backend_name == "tensorrt" and trt_det.info == ort_det.info
+    from .synthetic import draw_sample
+
+    frame = draw_sample(np.random.default_rng(3), 200, 260)[0]
+    a, b = trt_det(frame), ort_det(frame)
+    assert len(a) == len(b) > 0
+    np.testing.assert_allclose(a.boxes, b.boxes, atol=1e-3)
+    trt_det.close()
+
+
+def test_tensorrt_engine_for_another_gpu_is_refused(monkeypatch, tiny_onnx, tmp_path):
+    _install_fakes(monkeypatch, tiny_onnx, gpu="NVIDIA L4", capability=(8, 9))
+    from engine.detector import Detector, open_backend
+
+    engine = _fake_engine(tmp_path, tiny_onnx)
+    with pytest.raises(EngineMismatch, match="built for Fake GPU .* this GPU is NVIDIA L4.*build-engine"):
+        Detector(engine, "tensorrt")
+    # "auto" on the ONNX passes over the stale engine beside it, says why, and falls back.
+    onnx_copy = tmp_path / "model.onnx"
+    onnx_copy.write_bytes(tiny_onnx.read_bytes())
+    backend, selection = open_backend(onnx_copy, "auto")
+    assert selection.chosen == "onnxruntime-cpu"
+    assert "this GPU is NVIDIA L4" in selection.passed_over["tensorrt"] and "rebuild" in selection.passed_over["tensorrt"]

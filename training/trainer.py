@@ -27,6 +27,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from models import YoloConfig, YOLOv3, config_for, load_checkpoint, save_checkpoint
+from models.checkpoint import atomic_write_bytes
 from models.darknet_weights import load_darknet_weights
 from training.anchors import box_sizes_at, kmeans_anchors
 from training.augment import AugmentConfig
@@ -258,7 +259,7 @@ class Trainer:
         cfg = self.cfg
         if self.dist.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+            atomic_write_bytes(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
         # Fill the image caches before the first epoch (and before any worker forks).
         self.train_cache.fill()
         self.val_cache.fill()

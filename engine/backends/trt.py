@@ -35,7 +35,10 @@ def import_tensorrt() -> tuple[Any, Any]:
 
 def cuda_device_info(cuda: Any, index: int = 0) -> tuple[str, str]:
     """(GPU name, "major.minor" compute capability) of CUDA device ``index``."""
-    cuda.init()
+    try:
+        cuda.init()
+    except Exception as exc:  # pycuda raises its own error types when no driver or GPU is present
+        raise BackendUnavailable(f"CUDA cannot start here ({exc})") from None
     if cuda.Device.count() <= index:
         raise BackendUnavailable(f"no CUDA device {index} (found {cuda.Device.count()})")
     dev = cuda.Device(index)

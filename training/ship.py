@@ -1,0 +1,58 @@
+"""Package a trained checkpoint for shipping: fp16 weights, then one scoring on test.
+
+    python -m training.ship --weights runs/baseline/best.safetensors \\
+        --out assets/models/baseline.safetensors --data ../shared/data/kvasir-seg
+
+The shipped (fp16) file itself is evaluated, so the metrics in its header and in
+``--json-out`` are those of exactly what ships. Test is scored once, here, after model
+selection on val is over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from models import load_checkpoint, save_checkpoint
+from training.datasets import open_dataset
+from training.evaluate import evaluate_model, write_json
+from training.loader import ImageCache
+from training.run_log import save_pr_plot
+from training.validate import format_table
+
+
+def score(weights: Path, data: Path, split: str, bootstrap: int = 1000):
+    ckpt = load_checkpoint(weights)
+    size = ckpt.config.input_size
+    cache = ImageCache(open_dataset(data, split).samples, size)
+    return evaluate_model(ckpt.model, cache, size, ckpt.config.class_names, bootstrap_reps=bootstrap)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--data", required=True)
+    parser.add_argument("--json-out", help="test metrics as JSON")
+    parser.add_argument("--pr-plot", help="test PR curve (PNG)")
+    parser.add_argument("--extra", default="{}", help="JSON object merged into the metadata (e.g. training time)")
+    args = parser.parse_args()
+    source = load_checkpoint(args.weights)
+    out = Path(args.out)
+    meta = {**source.metadata, **json.loads(args.extra), "shipped_from": Path(args.weights).name}
+    save_checkpoint(out, source.model, meta, half=True)
+    val, _ = score(out, Path(args.data), "val", bootstrap=0)
+    test, evaluator = score(out, Path(args.data), "test")
+    print(format_table(val, f"{out.name} on val"))
+    print(format_table(test, f"{out.name} on test"))
+    meta.update({"val_metrics_fp16": val, "test_metrics": test})
+    save_checkpoint(out, source.model, meta, half=True)
+    if args.json_out:
+        write_json(args.json_out, {"val": val, "test": test})
+    if args.pr_plot:
+        save_pr_plot(evaluator.image_results(), Path(args.pr_plot), f"{out.stem} on test")
+
+
+if __name__ == "__main__":
+    main()
