@@ -51,7 +51,7 @@ def _cpu_name() -> str:
 
 def render(report: dict, command: str) -> str:
     default, base = report["models"]
-    d, b = default["latency_ms"], base["latency_ms"]
+    d = default["latency_ms"]
     speedup = 1 / report["ratio_inference_p50"]
     rows = [
         "| model | params | GFLOPs | ONNX MB | preprocess p50 | inference p50 / p90 / p99 | postprocess p50 | total p50 / p99 |",
