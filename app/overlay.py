@@ -8,7 +8,7 @@ the rectangles the overlay may touch, for tests and for anyone auditing that pro
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -56,8 +56,15 @@ def _label_rect(box: np.ndarray, text: str, style: OverlayStyle, shape: tuple[in
 
 
 def _hud_lines(hud: HudInfo) -> list[str]:
-    return [f"capture {hud.capture_fps:5.1f} fps   inference {hud.inference_fps:5.1f} fps   display {hud.display_fps:5.1f} fps",
-            f"latency {hud.latency_ms:6.1f} ms   model {hud.inference_ms:5.1f} ms   {hud.backend}"]
+    return [f"FPS  cap {hud.capture_fps:4.1f}  inf {hud.inference_fps:4.1f}  disp {hud.display_fps:4.1f}",
+            f"lat {hud.latency_ms:5.1f} ms  model {hud.inference_ms:4.1f} ms",
+            hud.backend]
+
+
+def scaled(style: OverlayStyle, shape: tuple[int, ...]) -> OverlayStyle:
+    """The style with text and lines sized for this frame (tuned at 800 px wide)."""
+    factor = min(2.0, max(0.6, shape[1] / 800))
+    return replace(style, font_scale=style.font_scale * factor, thickness=max(1, round(style.thickness * factor)))
 
 
 def _hud_rect(hud: HudInfo, style: OverlayStyle, shape: tuple[int, int]) -> tuple[int, int, int, int]:
@@ -77,6 +84,7 @@ def draw_overlay(frame: np.ndarray, dets: Detections, class_names: tuple[str, ..
     """A copy of ``frame`` with boxes (and scores), alert marker and HUD drawn on it."""
     out = frame.copy()
     shape = out.shape[:2]
+    style = scaled(style, shape)
     for box, score, cls in zip(dets.boxes, dets.scores, dets.classes):
         p1 = (int(round(box[0])), int(round(box[1])))
         p2 = (int(round(box[2])), int(round(box[3])))
@@ -104,6 +112,7 @@ def drawn_regions(frame_shape: tuple[int, ...], dets: Detections, class_names: t
                   hud: HudInfo | None = None, style: OverlayStyle = OverlayStyle()) -> np.ndarray:
     """Boolean mask of every pixel :func:`draw_overlay` is allowed to change."""
     h, w = frame_shape[:2]
+    style = scaled(style, (h, w))
     mask = np.zeros((h, w), bool)
     pad = style.thickness
     for box, score, cls in zip(dets.boxes, dets.scores, dets.classes):
