@@ -117,7 +117,7 @@ the matched boxes there. The interval is a 95% percentile bootstrap over test im
 
 Against the bars: the target of AP50 >= 0.82 on test is {"met" if test["ap50"] >= 0.82 else "NOT met"}
 ({test['ap50']:.4f}); the published YOLOv3+SPP's 0.8532 is {"beaten" if test["ap50"] > 0.8532 else "not beaten"}, though it lies
-{"inside" if lo <= 0.8532 <= hi else "outside"} this model's 95% interval, at a sixteenth of the width, half the input
+{"inside" if lo <= 0.8532 <= hi else "outside"} this model's 95% interval, at a quarter of the width, half the input
 side and no pretraining.
 
 Validation (88 images, fp16 file): AP50 {val['ap50']:.4f}, AP50-95 {val['ap50_95']:.4f}, F1 {val['f1']:.4f}.
