@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from engine.model_info import ModelInfo, sha256_file
 
@@ -91,8 +90,3 @@ def write_sidecar(engine_path: str | Path, sidecar: EngineSidecar) -> Path:
     from engine.atomic import atomic_write_text
 
     return atomic_write_text(sidecar_path(engine_path), sidecar.to_json())
-
-
-def describe(sidecar: EngineSidecar) -> dict[str, Any]:
-    return {"precision": sidecar.precision, "gpu": sidecar.gpu_name, "tensorrt": sidecar.tensorrt_version,
-            "input_shape": sidecar.input_shape}

@@ -57,8 +57,3 @@ class LatestSlot(Generic[T]):
         with self._cond:
             self._closed = True
             self._cond.notify_all()
-
-    def clear(self) -> None:
-        with self._cond:
-            self._item, self._full = None, False
-            self._cond.notify_all()

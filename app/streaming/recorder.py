@@ -45,10 +45,6 @@ class VideoRecorder:
         self.size = size
         self.frames = 0
 
-    @property
-    def crash_safe(self) -> bool:
-        return self.path.suffix.lower() in CRASH_SAFE_SUFFIXES
-
     def write(self, image: np.ndarray) -> None:
         if (image.shape[1], image.shape[0]) != self.size:
             image = cv2.resize(image, self.size)

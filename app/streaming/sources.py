@@ -48,6 +48,30 @@ class SourceInfo:
     frame_count: int | None  # None for live sources
 
 
+class Pacer:
+    """Sleeps so that frame ``index`` is released at ``index / (fps * speed)`` seconds after
+    the pacing (re)started; a seek, a speed change or a resume restarts it from now."""
+
+    def __init__(self, fps: float) -> None:
+        self.fps = fps
+        self.speed = 1.0
+        self._start: float | None = None
+        self._start_index = 0
+
+    def restart(self, speed: float | None = None) -> None:
+        if speed is not None:
+            self.speed = max(0.05, float(speed))
+        self._start = None
+
+    def wait(self, index: int) -> None:
+        now = time.perf_counter()
+        if self._start is None:
+            self._start, self._start_index = now, index
+        due = self._start + (index - self._start_index) / (self.fps * self.speed)
+        if due > now:
+            time.sleep(due - now)
+
+
 def classify(spec: str) -> str:
     """"device", "stream", "folder" or "file" for a source given on the command line."""
     if spec.isdigit() or re.fullmatch(r"/dev/video\d+", spec):
@@ -81,14 +105,15 @@ class VideoFileSource:
         self.info = SourceInfo(self.path.name, first.shape[1], first.shape[0],
                                fps if fps and fps > 0 else 25.0, False, count if count > 0 else None)
         self._index = 0
-        self._start: float | None = None
-        self._start_index = 0
-        self.speed = 1.0
+        self.pacer = Pacer(self.info.fps)
+
+    @property
+    def speed(self) -> float:
+        return self.pacer.speed
 
     def set_speed(self, speed: float) -> None:
         """Playback speed for real-time pacing (1.0 = the file's own rate)."""
-        self.speed = max(0.05, float(speed))
-        self._start = None
+        self.pacer.restart(speed)
 
     def read(self) -> Frame | None:
         if self._first is not None:
@@ -98,24 +123,16 @@ class VideoFileSource:
             if not ok:
                 return None
         if self.realtime:
-            self._pace()
+            self.pacer.wait(self._index)
         frame = Frame(self._index, image, time.perf_counter(), position_ms=1000 * self._index / self.info.fps)
         self._index += 1
         return frame
-
-    def _pace(self) -> None:
-        now = time.perf_counter()
-        if self._start is None:
-            self._start, self._start_index = now, self._index
-        due = self._start + (self._index - self._start_index) / (self.info.fps * self.speed)
-        if due > now:
-            time.sleep(due - now)
 
     def seek(self, index: int) -> None:
         self.cap.set(cv2.CAP_PROP_POS_FRAMES, max(0, index))
         self._first = None
         self._index = max(0, index)
-        self._start = None
+        self.pacer.restart()
 
     def close(self) -> None:
         self.cap.release()
@@ -135,14 +152,15 @@ class ImageFolderSource:
         self.realtime = realtime
         self.info = SourceInfo(self.folder.name, first.shape[1], first.shape[0], fps, False, len(self.files))
         self._index = 0
-        self._start: float | None = None
-        self._start_index = 0
-        self.speed = 1.0
+        self.pacer = Pacer(fps)
         self.unreadable: list[str] = []
 
+    @property
+    def speed(self) -> float:
+        return self.pacer.speed
+
     def set_speed(self, speed: float) -> None:
-        self.speed = max(0.05, float(speed))
-        self._start = None
+        self.pacer.restart(speed)
 
     def read(self) -> Frame | None:
         while self._index < len(self.files):
@@ -154,18 +172,13 @@ class ImageFolderSource:
                 self.unreadable.append(path.name)
                 continue
             if self.realtime:
-                now = time.perf_counter()
-                if self._start is None:
-                    self._start, self._start_index = now, index
-                due = self._start + (index - self._start_index) / (self.info.fps * self.speed)
-                if due > now:
-                    time.sleep(due - now)
+                self.pacer.wait(index)
             return Frame(index, image, time.perf_counter(), name=path.name, position_ms=1000 * index / self.info.fps)
         return None
 
     def seek(self, index: int) -> None:
         self._index = min(max(0, index), len(self.files))
-        self._start = None
+        self.pacer.restart()
 
     def close(self) -> None:
         pass

@@ -35,14 +35,6 @@ def nvidia_driver_present() -> bool:
     return False
 
 
-def available_providers() -> list[str]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
-        return []
-    return list(ort.get_available_providers())
-
-
 class OnnxRuntimeBackend:
     """``device`` is "cpu", "cuda" or "tensorrt" (the ORT TensorRT provider, with CUDA and
     CPU as fall-backs for unsupported nodes)."""
