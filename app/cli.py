@@ -118,8 +118,12 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                    help="one ranking over the whole network (default) or the same ratio in every layer")
     p.add_argument("--steps", type=int, default=1, help="iterative pruning: prune and fine-tune in this many steps")
     p.add_argument("--finetune-epochs", type=int, default=0, help="fine-tuning epochs in all (0: none)")
-    p.add_argument("--finetune-lr", type=float, default=0.0005, help="peak learning rate while fine-tuning")
+    p.add_argument("--finetune-lr", type=float, default=0.001, help="peak learning rate while fine-tuning")
     p.add_argument("--taylor-batches", type=int, default=32, help="batches to accumulate Taylor scores over")
+    p.add_argument("--recalibration-batches", type=int, default=32,
+                   help="training batches to re-estimate BatchNorm statistics after slimming (0: keep the old ones)")
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes while fine-tuning")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

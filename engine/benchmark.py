@@ -57,7 +57,9 @@ def run_bench(targets: list[BenchTarget], *, iterations: int = 200, warmup: int 
               frame: np.ndarray | None = None, show_progress: bool = True) -> dict[str, Any]:
     """Time every target on the same frame, interleaved; returns the JSON report."""
     frame = bench_frame() if frame is None else frame
-    detectors = [Detector(t.model, t.backend, threads=threads, warmup=warmup) for t in targets]
+    # Interleaved sessions must not busy-wait: one's spinning threads would slow the next.
+    spin = len(targets) == 1
+    detectors = [Detector(t.model, t.backend, threads=threads, warmup=warmup, spin=spin) for t in targets]
     times: list[list[StageTimes]] = [[] for _ in detectors]
     started = time.perf_counter()
     steps = range(iterations)
@@ -82,6 +84,7 @@ def run_bench(targets: list[BenchTarget], *, iterations: int = 200, warmup: int 
         "frame": list(frame.shape[1::-1]),
         "iterations": iterations,
         "threads": threads or os.cpu_count(),
+        "onnxruntime_spinning": spin,
         "wall_seconds": round(elapsed, 2),
         "models": models,
     }

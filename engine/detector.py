@@ -55,7 +55,7 @@ def model_kind(path: Path) -> str:
     raise ModelFormatError(f"{path}: unknown model type {suffix!r}; expected .onnx, .engine or .safetensors")
 
 
-def _open_backend(name: str, path: Path, threads: int) -> Backend:
+def _open_backend(name: str, path: Path, threads: int, spin: bool = True) -> Backend:
     """Create backend ``name`` for ``path`` or raise BackendUnavailable saying why not."""
     kind = model_kind(path)
     if name == "tensorrt":
@@ -76,35 +76,41 @@ def _open_backend(name: str, path: Path, threads: int) -> Backend:
             raise BackendUnavailable(f"onnxruntime runs .onnx models, not .{kind}")
         from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 
-        return OnnxRuntimeBackend(path, read_onnx_info(path), device=name.split("-", 1)[1], threads=threads)
+        return OnnxRuntimeBackend(path, read_onnx_info(path), device=name.split("-", 1)[1], threads=threads,
+                                  spin=spin)
     raise ValueError(f"unknown backend {name!r}; choose from {BACKENDS}")
 
 
-def open_backend(path: str | Path, backend: str = "auto", threads: int = 0) -> tuple[Backend, BackendSelection]:
+def open_backend(path: str | Path, backend: str = "auto", threads: int = 0,
+                 spin: bool = True) -> tuple[Backend, BackendSelection]:
     p = Path(path)
     if not p.is_file():
         raise ModelFormatError(f"{p}: no such model file")
     kind = model_kind(p)
     if backend != "auto":
-        return _open_backend(backend, p, threads), BackendSelection(backend)
+        return _open_backend(backend, p, threads, spin), BackendSelection(backend)
     order = {"engine": ["tensorrt"], "safetensors": ["torch"],
              "onnx": ["tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"]}[kind]
     passed: dict[str, str] = {}
     for name in order:
         try:
-            return _open_backend(name, p, threads), BackendSelection(name, passed)
+            return _open_backend(name, p, threads, spin), BackendSelection(name, passed)
         except (BackendUnavailable, EngineMismatch) as exc:  # a stale engine is passed over, with the fix
             passed[name] = str(exc)
     raise BackendUnavailable(f"{p}: no backend can run it: " + "; ".join(f"{k}: {v}" for k, v in passed.items()))
 
 
 class Detector:
-    """Letterbox -> backend -> NMS -> frame pixels. Not thread-safe: one per thread."""
+    """Letterbox -> backend -> NMS -> frame pixels. Not thread-safe: one per thread.
+
+    ``spin=False`` stops onnxruntime's worker threads from busy-waiting between runs: needed
+    whenever several sessions share the cores (an idle session's spinning threads would
+    steal time from the one running), at the cost of a little wake-up latency."""
 
     def __init__(self, model: str | Path, backend: str = "auto", *, conf: float = DEFAULT_CONF,
-                 iou: float = DEFAULT_IOU, threads: int = 0, warmup: int = WARMUP_RUNS) -> None:
+                 iou: float = DEFAULT_IOU, threads: int = 0, warmup: int = WARMUP_RUNS, spin: bool = True) -> None:
         self.model_path = Path(model)
-        self.backend, self.selection = open_backend(self.model_path, backend, threads)
+        self.backend, self.selection = open_backend(self.model_path, backend, threads, spin)
         self.info: ModelInfo = self.backend.info  # type: ignore[attr-defined]
         self.conf = conf
         self.iou = iou

@@ -77,8 +77,9 @@ def run_prune(args: argparse.Namespace) -> int:
     data = Path(args.data) if args.data else default_data_root()
     job = PruneJob(weights=Path(args.weights), method=args.method, ratio=args.ratio, out=Path(args.out),
                    data=data, scope=args.scope, steps=args.steps, finetune_epochs=args.finetune_epochs,
-                   finetune_lr=args.finetune_lr, taylor_batches=args.taylor_batches, seed=args.seed,
-                   threads=args.threads or 0, show_progress=not args.quiet)
+                   finetune_lr=args.finetune_lr, taylor_batches=args.taylor_batches,
+                   recalibration_batches=args.recalibration_batches, seed=args.seed, threads=args.threads or 0,
+                   workers=args.workers, device=args.device, show_progress=not args.quiet)
     meta = run_prune(job)
     b, a = meta["before"], meta["after"]
     print(f"{args.method} pruning, ratio {args.ratio} ({args.scope}, {args.steps} step(s)): "

@@ -39,7 +39,8 @@ class OnnxRuntimeBackend:
     """``device`` is "cpu", "cuda" or "tensorrt" (the ORT TensorRT provider, with CUDA and
     CPU as fall-backs for unsupported nodes)."""
 
-    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int = 0,
+                 spin: bool = True) -> None:
         import onnxruntime as ort
 
         if device not in PROVIDERS:
@@ -56,6 +57,8 @@ class OnnxRuntimeBackend:
         options.intra_op_num_threads = threads or 0
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        if not spin:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.session = ort.InferenceSession(str(path), options, providers=_provider_chain(device, path))
         active = self.session.get_providers()
         if active[0] != wanted:

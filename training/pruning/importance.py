@@ -69,7 +69,8 @@ class TaylorImportance:
     loss from removing a parameter is estimated by ``|w * dL/dw|``; a channel's score sums
     that over its convolution weights and its BatchNorm gamma and beta, accumulated over
     ``num_batches`` batches (one batch is noisy). Needs gradients: ``batch_loss`` runs a
-    forward pass on a batch and returns the loss; it is called in training mode.
+    forward pass on a batch and returns the loss; it is called in training mode. The
+    BatchNorm running statistics are restored afterwards: scoring must not change the model.
     """
 
     batches: Iterable
@@ -81,18 +82,22 @@ class TaylorImportance:
         convs = prunable_convs(model)
         totals = {n: np.zeros(c.conv.out_channels) for n, c in convs.items()}
         was_training = model.training
+        buffers = {k: v.clone() for k, v in model.state_dict().items() if "running" in k or "num_batches" in k}
         model.train()
         count = 0
-        for batch in self.batches:
-            if count >= self.num_batches:
-                break
+        try:
+            for batch in self.batches:
+                if count >= self.num_batches:
+                    break
+                model.zero_grad(set_to_none=True)
+                self.batch_loss(model, batch).backward()
+                for n, c in convs.items():
+                    totals[n] += _taylor_terms(c)
+                count += 1
+        finally:
             model.zero_grad(set_to_none=True)
-            self.batch_loss(model, batch).backward()
-            for n, c in convs.items():
-                totals[n] += _taylor_terms(c)
-            count += 1
-        model.zero_grad(set_to_none=True)
-        model.train(was_training)
+            model.load_state_dict(buffers, strict=False)
+            model.train(was_training)
         if count == 0:
             raise ValueError("Taylor importance needs at least one batch of data")
         return totals

@@ -1,6 +1,10 @@
 """``polypscope prune``: score channels, slim the network physically, fine-tune it.
 
-One-shot (``steps=1``) or iterative (prune a little, fine-tune, repeat). The result is an
+One-shot (``steps=1``) or iterative (prune a little, fine-tune, repeat). After every
+slimming the BatchNorm statistics are re-estimated on training images (see
+:mod:`training.pruning.bn_recalibration`); the work folder beside ``out`` keeps each step's
+pruned-but-not-fine-tuned network (``step{k}_pruned.safetensors``) and the channels it kept
+(``step{k}_keep.json``, indices into the previous step's channels per group). The result is an
 ordinary checkpoint whose config records every new width, so the engine, the exporter
 and the app use it like any other.
 """
@@ -9,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,6 +29,7 @@ from training.datasets import open_dataset
 from training.loader import ImageCache, TrainDataset, collate
 from training.loss import YoloLoss
 from training.progress import progress
+from training.pruning.bn_recalibration import recalibrate_batchnorm
 from training.pruning.graph import coupling_groups
 from training.pruning.importance import (
     BNScaleImportance,
@@ -47,11 +53,14 @@ class PruneJob:
     scope: str = "global"
     steps: int = 1
     finetune_epochs: int = 0
-    finetune_lr: float = 0.0005
+    finetune_lr: float = 0.001
     taylor_batches: int = 32
+    recalibration_batches: int = 32
     batch: int = 16
     seed: int = 0
     threads: int = 0
+    workers: int = 1
+    device: str = "auto"
     divisor: int = 8
     show_progress: bool = True
 
@@ -63,6 +72,12 @@ def taylor_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
     dataset.use_mosaic = False
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch, shuffle=True, collate_fn=collate, generator=generator)
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
 
 
 def make_criterion(job: PruneJob, model: YOLOv3) -> Importance:
@@ -79,19 +94,35 @@ def make_criterion(job: PruneJob, model: YOLOv3) -> Importance:
         batches = progress(loader, desc="taylor importance", total=min(len(loader), job.taylor_batches),
                            enabled=job.show_progress)
         loss_fn = YoloLoss(model.config)
+        device = resolve_device(job.device)
 
         def batch_loss(m: YOLOv3, batch: Any) -> torch.Tensor:
-            return loss_fn(m(batch.images), batch.targets)[0]
+            return loss_fn(m(batch.images.to(device)), batch.targets)[0]
 
         return TaylorImportance(batches, batch_loss, job.taylor_batches)
     raise ValueError(f"unknown pruning method {job.method!r}; choose taylor, random, l1 or bn")
 
 
-def prune_once(model: YOLOv3, criterion: Importance, spec: PruneSpec) -> tuple[YOLOv3, dict[str, np.ndarray]]:
-    """Score, plan and slim: a new smaller model and the kept indices per group."""
+def prune_once(model: YOLOv3, criterion: Importance, spec: PruneSpec,
+               device: torch.device | str = "cpu") -> tuple[YOLOv3, dict[str, np.ndarray]]:
+    """Score (on ``device``), plan and slim (on the CPU): a new smaller model on the CPU and
+    the kept indices per group."""
     groups = coupling_groups(model.config.spp)
-    keep = plan_keep(group_scores(criterion(model), groups), spec)
-    return slim(model, keep), keep
+    scores = criterion(model.to(device))
+    keep = plan_keep(group_scores(scores, groups), spec)
+    return slim(model.cpu(), keep), keep
+
+
+def recalibrate(job: PruneJob, model: YOLOv3) -> YOLOv3:
+    """Fresh BatchNorm statistics from training images (no-op without data)."""
+    if job.data is None or not job.recalibration_batches:
+        return model
+    device = resolve_device(job.device)
+    loader = taylor_batches(job.data, model.config.input_size, job.batch, job.seed + 1)
+    batches = progress(loader, desc="BatchNorm recalibration", enabled=job.show_progress,
+                       total=min(len(loader), job.recalibration_batches))
+    recalibrate_batchnorm(model.to(device), batches, job.recalibration_batches, device)
+    return model.cpu()
 
 
 def step_ratios(total: float, steps: int) -> list[float]:
@@ -111,9 +142,10 @@ def summary(model: YOLOv3) -> dict[str, Any]:
 
 def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
     cfg = TrainConfig(data=str(job.data), out=str(run_dir), init_weights=str(start), epochs=epochs,
-                      lr=job.finetune_lr, warmup_epochs=min(1.0, epochs / 3), close_mosaic=max(1, epochs // 3),
-                      fit_anchors=False, img=load_checkpoint(start).config.input_size, batch=job.batch,
-                      seed=job.seed, threads=job.threads)
+                      lr=job.finetune_lr, warmup_epochs=min(1.0, epochs / 3),
+                      close_mosaic=max(1, min(10, epochs // 3)), fit_anchors=False,
+                      img=load_checkpoint(start).config.input_size, batch=job.batch, seed=job.seed,
+                      threads=job.threads, workers=job.workers, device=job.device)
     Trainer(cfg, show_progress=job.show_progress).run()
     return run_dir / "best.safetensors"
 
@@ -129,7 +161,9 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     per_step_epochs = job.finetune_epochs // job.steps if job.finetune_epochs else 0
     for k, ratio in enumerate(step_ratios(job.ratio, job.steps), start=1):
         spec = PruneSpec(ratio, job.scope, divisor=job.divisor)
-        model, _ = prune_once(model, make_criterion(job, model), spec)
+        model, keep = prune_once(model, make_criterion(job, model), spec, resolve_device(job.device))
+        (work / f"step{k}_keep.json").write_text(json.dumps({g: idx.tolist() for g, idx in keep.items()}))
+        model = recalibrate(job, model)
         step_path = save_checkpoint(work / f"step{k}_pruned.safetensors", model, {"pruned_step": k})
         if per_step_epochs:
             if job.data is None:
@@ -140,6 +174,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     meta = {
         "pruning": {"method": job.method, "ratio": job.ratio, "scope": job.scope, "steps": job.steps,
                     "finetune_epochs": job.finetune_epochs, "divisor": job.divisor,
+                    "recalibration_batches": job.recalibration_batches if job.data else 0,
                     "base_checkpoint": job.weights.name,
                     "base_sha256": hashlib.sha256(job.weights.read_bytes()).hexdigest()},
         "before": before, "after": after,
