@@ -10,7 +10,7 @@ DATA   ?= ../shared/data/kvasir-seg
 DEMO_CLIP  ?= assets/demo/demo.mp4
 DEMO_MODEL ?= assets/models/default.onnx
 
-.PHONY: all venv test test-fast demo lint bench train-baseline clean
+.PHONY: all venv test test-fast demo lint bench train-baseline prune-study clean
 
 all: test
 
@@ -49,6 +49,13 @@ bench: $(STAMP)
 train-baseline: $(STAMP)
 	$(BIN)/polypscope train --data $(DATA) --out runs/baseline --model yolov3-spp --width 0.25 --img 256 \
 		--epochs 90 --batch 16 --threads 2 --workers 1
+
+# The pruning study on this CPU (docs/pruning.md): 15 variants, one-shot + BatchNorm
+# recalibration + a short fine-tune each, then test scoring and side-by-side latency.
+prune-study: $(STAMP)
+	$(BIN)/python -m training.prune_study --weights assets/models/baseline.safetensors --data $(DATA) \
+		--out runs/study --finetune-epochs 2 --jobs 2 --threads 1 --workers 0 \
+		--extra default=assets/models/default.safetensors
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -73,6 +73,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, help="epochs (default 100)")
     p.add_argument("--batch", type=int, help="batch size (default 16)")
     p.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 0.002)")
+    p.add_argument("--init-weights", help="start from this checkpoint's weights and widths (e.g. to fine-tune "
+                                          "a pruned model longer); anchors are kept")
+    p.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up, in epochs (default 3)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--workers", type=int, help="data-loading processes (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")

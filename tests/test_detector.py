@@ -87,7 +87,21 @@ def test_benchmark_report_fields(tiny_onnx, tiny_checkpoint):
     assert report["ratio_p50"] == pytest.approx(
         first["latency_ms"]["total"]["p50"] / second["latency_ms"]["total"]["p50"], rel=1e-9)
     assert "ratio_inference_p50" in report
+    assert report["onnxruntime_spinning"] is False  # interleaved sessions must not busy-wait
     assert bench_frame().shape == (1024, 1280, 3)
+
+
+def test_performance_page_states_each_bar_from_the_right_run(tiny_onnx):
+    from engine.benchmark_report import render
+
+    alone = run_bench([BenchTarget(tiny_onnx, "onnxruntime-cpu")], iterations=6, warmup=1, show_progress=False)
+    pair = run_bench([BenchTarget(tiny_onnx, "onnxruntime-cpu")] * 2, iterations=6, warmup=1, show_progress=False)
+    assert alone["onnxruntime_spinning"] is True and "ratio_p50" not in alone
+    page = render(alone, pair, "make bench")
+    assert "## The default model alone" in page and "## Side by side with the unpruned baseline" in page
+    inference = alone["models"][0]["latency_ms"]["inference"]["p50"]
+    assert f"| median inference of the default model | {inference:.2f} ms | <= 8.0 ms |" in page
+    assert f"| {1 / pair['ratio_inference_p50']:.2f}x | >= 1.7x |" in page
 
 
 BLOCK_TORCH = """

@@ -1,4 +1,6 @@
 
+import json
+
 import cv2
 import numpy as np
 import onnx
@@ -140,6 +142,65 @@ def test_plans_respect_ratio_rounding_and_floors():
     assert summed["g"].tolist() == [3, 3, 3, 3]
 
 
+def test_global_plan_normalisation_is_fair_to_wide_layers():
+    """Two layers with the same score distribution lose the same share under mean
+    normalisation; L2 normalisation strips the wide one (the failure seen on Kvasir)."""
+    rng = np.random.default_rng(1)
+    narrow, wide = rng.random(32), rng.random(256)
+    scores = {"narrow": narrow, "wide": wide}
+    by_mean = plan_keep(scores, PruneSpec(0.5, "global"))
+    assert abs(len(by_mean["narrow"]) / 32 - len(by_mean["wide"]) / 256) <= 0.25
+    by_l2 = plan_keep(scores, PruneSpec(0.5, "global", normalize="l2"))
+    assert len(by_l2["narrow"]) == 32 and len(by_l2["wide"]) < 128
+    scaled = plan_keep({"narrow": narrow * 1e-6, "wide": wide * 1e3}, PruneSpec(0.5, "global"))
+    assert {g: len(k) for g, k in scaled.items()} == {g: len(k) for g, k in by_mean.items()}  # scale-free
+    with pytest.raises(ValueError, match="normalize must be one of"):
+        PruneSpec(0.5, normalize="max")
+
+
+def test_floors_are_multiples_of_the_divisor():
+    scores = {"big": np.r_[np.full(4, 100.0), np.full(252, 1e-9)], "other": np.ones(64)}
+    keep = plan_keep(scores, PruneSpec(0.5, "global"))
+    assert len(keep["big"]) == 40  # 15% of 256 is 38.4: the floor rounds up to 40, not 39
+    assert all(len(k) % 8 == 0 for k in keep.values())
+
+
+def test_taylor_scoring_leaves_batchnorm_statistics_untouched():
+    model = _model(False, size=64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    x = torch.rand(2, 3, 64, 64)
+    from training.loss import YoloLoss
+
+    loss_fn = YoloLoss(model.config)
+    targets = torch.tensor([[0, 0, 8, 8, 40, 40.0]])
+    TaylorImportance([x, x], lambda m, b: loss_fn(m(b), targets)[0], num_batches=2)(model)
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not model.training
+
+
+def test_batchnorm_recalibration_measures_the_new_statistics():
+    from training.pruning.bn_recalibration import recalibrate_batchnorm
+
+    model = _model(False, size=64)
+    small = slim(model, _random_keep(model, 0.5))
+    batches = [torch.rand(4, 3, 64, 64) for _ in range(3)]
+    captured = []
+    stem = small.named_convs()["stem"]
+    hook = stem.conv.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+    used = recalibrate_batchnorm(small, batches + batches, num_batches=3)
+    hook.remove()
+    assert used == 3 and not small.training
+    pre_bn = torch.cat(captured)  # the stem's convolution outputs for the 3 batches
+    expected_mean = pre_bn.mean(dim=(0, 2, 3))
+    np.testing.assert_allclose(stem.bn.running_mean.numpy(), expected_mean.numpy(), rtol=1e-4, atol=1e-5)
+    per_batch_var = torch.stack([c.var(dim=(0, 2, 3), unbiased=True) for c in captured])
+    np.testing.assert_allclose(stem.bn.running_var.numpy(), per_batch_var.mean(0).numpy(), rtol=1e-4, atol=1e-5)
+    assert stem.bn.momentum == 0.1  # restored
+    with pytest.raises(ValueError, match="at least one batch"):
+        recalibrate_batchnorm(small, [], num_batches=3)
+
+
 def test_step_ratios_compound_to_the_total():
     ratios = step_ratios(0.5, 3)
     kept = np.prod([1 - r for r in ratios])
@@ -161,5 +222,8 @@ def test_prune_command_end_to_end(tmp_path):
     ckpt = load_checkpoint(tmp_path / "pruned.safetensors")
     assert ckpt.metadata["pruning"]["method"] == "taylor" and ckpt.config.is_pruned
     assert (tmp_path / "pruned" / "step2_finetune" / "results.csv").is_file()
+    kept = json.loads((tmp_path / "pruned" / "step1_keep.json").read_text())
+    assert set(kept) == set(coupling_groups(False)) and all(len(v) % 8 == 0 or len(v) < 8 for v in kept.values())
+    assert ckpt.metadata["pruning"]["recalibration_batches"] == 32
     small, keep = prune_once(ckpt.model, RandomImportance(0), PruneSpec(0.3))
     assert count_flops(small, 64) < count_flops(ckpt.model, 64)

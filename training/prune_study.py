@@ -193,6 +193,10 @@ def plot_tradeoff(path: Path, baseline: dict[str, Any], results: list[dict[str, 
 
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     markers = dict(zip(METHODS, "osD^", strict=True))
+    for r in (r for r in results if r.get("extra")):
+        ax.scatter([r["latency_ms"]["p50"]], [_final(r)["test"]["ap50"]], marker="P", s=110, zorder=6,
+                   label=r["name"])
+    results = [r for r in results if not r.get("extra")]
     series = sorted({(r["method"], r["scope"]) for r in results})
     for method, scope in series:
         pts = sorted((r["latency_ms"]["p50"], _final(r)["test"]["ap50"]) for r in results
@@ -212,28 +216,51 @@ def plot_tradeoff(path: Path, baseline: dict[str, Any], results: list[dict[str, 
     plt.close(fig)
 
 
+def _pair(r: dict[str, Any], key: str) -> str:
+    after = _final(r)["test"][key]
+    if "before_finetune" not in r or "after_finetune" not in r:
+        return f"{after:.3f}"
+    return f"{r['before_finetune']['test'][key]:.3f} → {after:.3f}"
+
+
 def table(baseline: dict[str, Any], results: list[dict[str, Any]]) -> str:
+    """Markdown: one row per model; 'a → b' is before → after fine-tuning."""
     base_lat, base_flops = baseline["latency_ms"]["p50"], baseline["gflops"]
     lines = ["| variant | params | GFLOPs (cut) | ONNX MB | inference p50 / p99 ms | speed-up | FT epochs | "
-             "test AP50 before → after FT | test AP50-95 before → after | test F1 before → after | val AP50 after |",
+             "test AP50 | test AP50-95 | test F1 | val AP50 |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in [baseline, *results]:
-        before = r.get("before_finetune", r["after_finetune"])["test"]
-        after = _final(r)["test"]
         epochs = "–" if r is baseline else f"{r['finetune_epochs']}"
         lines.append(
             f"| {r['name']} | {r['params']:,} | {r['gflops']:.3f} ({100 * (1 - r['gflops'] / base_flops):.0f}%) | "
             f"{r['onnx_bytes'] / 1e6:.2f} | {r['latency_ms']['p50']:.2f} / {r['latency_ms']['p99']:.2f} | "
-            f"{base_lat / r['latency_ms']['p50']:.2f}x | {epochs} | {before['ap50']:.3f} → {after['ap50']:.3f} | "
-            f"{before['ap50_95']:.3f} → {after['ap50_95']:.3f} | {before['f1']:.3f} → {after['f1']:.3f} | "
-            f"{_final(r)['val']['ap50']:.3f} |")
+            f"{base_lat / r['latency_ms']['p50']:.2f}x | {epochs} | {_pair(r, 'ap50')} | {_pair(r, 'ap50_95')} | "
+            f"{_pair(r, 'f1')} | {_final(r)['val']['ap50']:.3f} |")
     return "\n".join(lines) + "\n"
+
+
+def score_extra(args: argparse.Namespace, label: str, weights: Path) -> dict[str, Any]:
+    """Any other checkpoint scored and timed with the study (e.g. the default fine-tuned longer)."""
+    ckpt = load_checkpoint(weights)
+    pruning = ckpt.metadata.get("pruning", {})
+    return {"name": label, "method": pruning.get("method", "other"), "ratio": float(pruning.get("ratio", 0.0)),
+            "scope": pruning.get("scope", "-"), "extra": True, **summary(ckpt.model), "weights": str(weights),
+            "finetune_epochs": ckpt.metadata.get("finetune_epochs_total", ckpt.metadata.get("epoch", 0)),
+            "after_finetune": {s: evaluate(weights, Path(args.data), s) for s in ("val", "test")}}
+
+
+def parse_extra(text: str) -> tuple[str, Path]:
+    label, sep, path = text.partition("=")
+    if not sep or not label or not Path(path).is_file():
+        raise argparse.ArgumentTypeError(f"--extra {text!r}: expected LABEL=PATH to an existing checkpoint")
+    return label, Path(path)
 
 
 def report(args: argparse.Namespace, variants: list[Variant]) -> dict[str, Any]:
     results = [r for r in (score_variant(args, v) for v in variants) if r is not None]
     if not results:
         raise SystemExit(f"{args.out}: no pruned variants to report; run --phase prune first")
+    results += [score_extra(args, label, path) for label, path in args.extra]
     weights = Path(args.weights)
     baseline = {"name": "baseline", "method": "baseline", "ratio": 0.0, "scope": "-",
                 **summary(load_checkpoint(weights).model),
@@ -269,6 +296,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--bench-iterations", type=int, default=200)
+    parser.add_argument("--extra", type=parse_extra, action="append", default=[], metavar="LABEL=PATH",
+                        help="also score and time this checkpoint in the report (repeatable)")
     parser.add_argument("--docs", default="docs", help="where the table and the plot go")
     parser.add_argument("--quiet", action="store_true")
     args = parser.parse_args(argv)
