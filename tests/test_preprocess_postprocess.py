@@ -1,3 +1,4 @@
+import cv2
 import numpy as np
 import pytest
 
@@ -26,6 +27,28 @@ def test_buffers_are_reused_and_geometry_tracks_frame_size():
     assert (b3.left, b3.top, b3.width, b3.height) == (21, 0, 21, 64)
     tensor, _ = prep(np.full((300, 100, 3), 255, np.uint8))
     assert np.allclose(tensor[0, :, :, :21], 114 / 255), "stale pixels from the previous geometry"
+
+
+def test_large_frames_take_the_fast_two_step_resize_close_to_a_direct_area_resize():
+    from engine.preprocess import decimation_factor
+
+    assert decimation_factor(1024, 1280, 205, 256) == 4      # 1280x1024 -> 320x256 -> 256x205
+    assert decimation_factor(1080, 1920, 144, 256) == 4      # 1920x1080 -> 480x270
+    assert decimation_factor(641, 800, 205, 256) == 1        # odd height: direct resize
+    assert decimation_factor(200, 256, 200, 256) == 1
+    rng = np.random.default_rng(0)
+    tissue = cv2.resize(rng.integers(30, 220, (64, 80, 3), dtype=np.uint8), (1280, 1024),
+                        interpolation=cv2.INTER_CUBIC)
+    tissue = cv2.add(tissue, rng.integers(0, 12, tissue.shape, dtype=np.uint8))  # fine texture too
+    fast, box = Preprocessor(256)(tissue)
+    exact, exact_box = Preprocessor(256, exact_area=True)(tissue)
+    assert box == exact_box and (box.width, box.height) == (256, 205)
+    rows = slice(box.top, box.top + box.height)
+    diff = np.abs(fast[0, :, rows] - exact[0, :, rows]) * 255
+    assert diff.mean() < 1.5 and diff.max() < 40
+    assert not np.array_equal(fast, exact)  # really a different path
+    odd = tissue[:1023]
+    np.testing.assert_array_equal(Preprocessor(256)(odd)[0], Preprocessor(256, exact_area=True)(odd)[0])
 
 
 def test_rejects_non_frames():

@@ -38,6 +38,8 @@ def test_default_is_chosen_on_validation_among_models_that_halve_the_flops():
                _result("l1-c", 0.60, val_ap50=0.95, test_ap50=0.99),      # too many FLOPs
                _result("bn-d", 0.30, val_ap50=0.99, finetuned=False)]      # not fine-tuned
     assert choose_default(baseline, results)["name"] == "random-b"   # val decides, not test
+    extra = {**_result("shipped", 0.3, val_ap50=1.0), "extra": True}
+    assert choose_default(baseline, [*results, extra])["name"] == "random-b"  # extras are never chosen
     assert choose_default(baseline, results[2:]) is None
 
 

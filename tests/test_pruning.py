@@ -151,7 +151,7 @@ def test_global_plan_normalisation_is_fair_to_wide_layers():
     by_mean = plan_keep(scores, PruneSpec(0.5, "global"))
     assert abs(len(by_mean["narrow"]) / 32 - len(by_mean["wide"]) / 256) <= 0.25
     by_l2 = plan_keep(scores, PruneSpec(0.5, "global", normalize="l2"))
-    assert len(by_l2["narrow"]) == 32 and len(by_l2["wide"]) < 128
+    assert len(by_l2["narrow"]) / 32 - len(by_l2["wide"]) / 256 > 0.2
     scaled = plan_keep({"narrow": narrow * 1e-6, "wide": wide * 1e3}, PruneSpec(0.5, "global"))
     assert {g: len(k) for g, k in scaled.items()} == {g: len(k) for g, k in by_mean.items()}  # scale-free
     with pytest.raises(ValueError, match="normalize must be one of"):
@@ -187,6 +187,7 @@ def test_batchnorm_recalibration_measures_the_new_statistics():
     batches = [torch.rand(4, 3, 64, 64) for _ in range(3)]
     captured = []
     stem = small.named_convs()["stem"]
+    momentum = stem.bn.momentum
     hook = stem.conv.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
     used = recalibrate_batchnorm(small, batches + batches, num_batches=3)
     hook.remove()
@@ -196,7 +197,7 @@ def test_batchnorm_recalibration_measures_the_new_statistics():
     np.testing.assert_allclose(stem.bn.running_mean.numpy(), expected_mean.numpy(), rtol=1e-4, atol=1e-5)
     per_batch_var = torch.stack([c.var(dim=(0, 2, 3), unbiased=True) for c in captured])
     np.testing.assert_allclose(stem.bn.running_var.numpy(), per_batch_var.mean(0).numpy(), rtol=1e-4, atol=1e-5)
-    assert stem.bn.momentum == 0.1  # restored
+    assert stem.bn.momentum == momentum  # restored
     with pytest.raises(ValueError, match="at least one batch"):
         recalibrate_batchnorm(small, [], num_batches=3)
 

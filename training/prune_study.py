@@ -180,8 +180,10 @@ def measure_latency(args: argparse.Namespace, baseline: dict[str, Any], results:
 
 
 def choose_default(baseline: dict[str, Any], results: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """Best validation AP50 among fine-tuned variants that cut FLOPs by at least half."""
-    eligible = [r for r in results if "after_finetune" in r and r["gflops"] <= (1 - MIN_FLOPS_CUT) * baseline["gflops"]]
+    """Best validation AP50 among the study's fine-tuned variants that cut FLOPs by at least
+    half (``--extra`` checkpoints are shown, never chosen)."""
+    eligible = [r for r in results if "after_finetune" in r and not r.get("extra")
+                and r["gflops"] <= (1 - MIN_FLOPS_CUT) * baseline["gflops"]]
     return max(eligible, key=lambda r: r["after_finetune"]["val"]["ap50"], default=None)
 
 
