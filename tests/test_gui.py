@@ -103,3 +103,15 @@ def test_settings_are_kept(window, tmp_path):
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
     assert int(settings.value("conf")) == 40 and int(settings.value("persist_hold")) == 7
     assert window.detector.conf == pytest.approx(0.40)
+
+
+@pytest.mark.slow
+def test_playback_check_reports_the_hud_figures_for_a_whole_clip(qtbot, tiny_onnx, clip):
+    from app.gui.playback_check import measure
+
+    report = measure(str(clip), str(tiny_onnx), timeout=60)
+    assert report["source_frames"] == 150 and report["source_fps"] == pytest.approx(25)
+    assert report["frames_shown"] + report["dropped"] == 150  # every frame is shown or counted as dropped
+    assert 0 < report["display_fps"]["min"] <= report["display_fps"]["median"] <= 30
+    lat = report["latency_ms"]
+    assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]
