@@ -224,7 +224,7 @@ def test_prune_command_end_to_end(tmp_path):
     assert ckpt.metadata["pruning"]["method"] == "taylor" and ckpt.config.is_pruned
     assert (tmp_path / "pruned" / "step2_finetune" / "results.csv").is_file()
     kept = json.loads((tmp_path / "pruned" / "step1_keep.json").read_text())
-    assert set(kept) == set(coupling_groups(False)) and all(len(v) % 8 == 0 or len(v) < 8 for v in kept.values())
+    assert set(kept) == set(coupling_groups(ckpt.config.spp)) and all(len(v) % 8 == 0 or len(v) < 8 for v in kept.values())
     assert ckpt.metadata["pruning"]["recalibration_batches"] == 32
     small, keep = prune_once(ckpt.model, RandomImportance(0), PruneSpec(0.3))
     assert count_flops(small, 64) < count_flops(ckpt.model, 64)
