@@ -76,6 +76,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--init-weights", help="start from this checkpoint's weights and widths (e.g. to fine-tune "
                                           "a pruned model longer); anchors are kept")
     p.add_argument("--warmup-epochs", type=float, help="linear learning-rate warm-up, in epochs (default 3)")
+    p.add_argument("--distill-from", help="teacher checkpoint with the same head layout (e.g. the unpruned "
+                                          "baseline when training a pruned network): knowledge distillation")
+    p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1.0)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--workers", type=int, help="data-loading processes (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -127,6 +130,8 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                    help="training batches to re-estimate BatchNorm statistics after slimming (0: keep the old ones)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes while fine-tuning")
+    p.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
+                   help="knowledge distillation from the unpruned network while fine-tuning (e.g. 1.0; 0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -217,12 +217,13 @@ def test_prune_command_end_to_end(tmp_path):
                         workers=0), show_progress=False).run()
     job = PruneJob(weights=tmp_path / "base" / "last.safetensors", method="taylor", ratio=0.5,
                    out=tmp_path / "pruned.safetensors", data=data, steps=2, finetune_epochs=2, batch=4,
-                   taylor_batches=2, show_progress=False)
+                   taylor_batches=2, distill_weight=1.0, show_progress=False)
     meta = run_prune(job)
     assert meta["after"]["gflops"] < 0.75 * meta["before"]["gflops"]  # many tiny layers sit at the 8-channel floor
     ckpt = load_checkpoint(tmp_path / "pruned.safetensors")
     assert ckpt.metadata["pruning"]["method"] == "taylor" and ckpt.config.is_pruned
-    assert (tmp_path / "pruned" / "step2_finetune" / "results.csv").is_file()
+    results = (tmp_path / "pruned" / "step2_finetune" / "results.csv").read_text().splitlines()
+    assert "loss_kd" in results[0].split(",")  # the unpruned network taught the fine-tune
     kept = json.loads((tmp_path / "pruned" / "step1_keep.json").read_text())
     assert set(kept) == set(coupling_groups(ckpt.config.spp)) and all(len(v) % 8 == 0 or len(v) < 8 for v in kept.values())
     assert ckpt.metadata["pruning"]["recalibration_batches"] == 32

@@ -32,6 +32,7 @@ from models.darknet_weights import load_darknet_weights
 from training.anchors import box_sizes_at, kmeans_anchors
 from training.augment import AugmentConfig
 from training.datasets import DatasetIndex, open_dataset
+from training.distill import DistillationLoss
 from training.ema import ModelEMA
 from training.evaluate import evaluate_model
 from training.loader import ImageCache, TrainDataset, collate
@@ -73,6 +74,8 @@ class TrainConfig:
     fit_anchors: bool = True
     init_weights: str | None = None  # a PolypScope checkpoint to start from (fine-tuning a pruned model)
     bn_sparsity: float = 0.0         # L1 penalty on BatchNorm gamma (network-slimming sparsity training)
+    distill_from: str | None = None  # a teacher checkpoint (same head layout): knowledge distillation
+    distill_weight: float = 1.0
     pretrained: str | None = None   # Darknet .weights (yolov3.weights or darknet53.conv.74)
     pretrained_classes: int = 80    # class count the .weights file was trained with
     eval_every: int = 1
@@ -230,6 +233,12 @@ class Trainer:
         if state is not None:
             state.apply(self.model, self.ema, self.optimizer)
         self.loss = YoloLoss(model_config, cfg.loss)
+        self.teacher, self.distill = None, None
+        if cfg.distill_from:
+            self.teacher = load_checkpoint(cfg.distill_from).model.to(self.device).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+            self.distill = DistillationLoss(model_config, cfg.loss, cfg.distill_weight)
         self.train_cache = ImageCache(train.samples, cfg.img)
         self.val_cache = ImageCache(val.samples, cfg.img)
         self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed)
@@ -280,7 +289,8 @@ class Trainer:
         self.dataset.use_mosaic = epoch < cfg.epochs - cfg.close_mosaic
         net = self.ddp or self.model
         net.train()
-        sums = {"box": 0.0, "obj": 0.0, "cls": 0.0, "total": 0.0}
+        parts_logged = ("box", "obj", "cls", "kd") if self.teacher is not None else ("box", "obj", "cls")
+        sums = {**dict.fromkeys(parts_logged, 0.0), "total": 0.0}
         bar = progress(self.loader, desc=f"epoch {epoch + 1}/{cfg.epochs}",
                        enabled=self.show_progress and self.dist.is_main, leave=False)
         count = 0
@@ -292,6 +302,11 @@ class Trainer:
             with torch.autocast(self.device.type, enabled=self.use_amp):
                 raw = net(images)
             loss, parts = self.loss([r.float() for r in raw], batch.targets)
+            if self.teacher is not None:
+                with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
+                    teacher_raw = self.teacher.forward_raw(images)
+                kd, parts["kd"] = self.distill([r.float() for r in raw], [t.float() for t in teacher_raw])
+                loss = loss + kd
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
                     f"loss became {float(loss)} at epoch {epoch + 1}, step {i + 1} "
@@ -308,7 +323,7 @@ class Trainer:
             self.scaler.update()
             self.ema.update(self.model)
             count += 1
-            for k in ("box", "obj", "cls"):
+            for k in parts_logged:
                 sums[k] += parts[k]
             sums["total"] += float(loss.detach()) / images.shape[0]
             if hasattr(bar, "set_postfix"):

@@ -61,6 +61,7 @@ class PruneJob:
     threads: int = 0
     workers: int = 1
     device: str = "auto"
+    distill_weight: float = 0.0   # > 0: the unpruned network teaches while fine-tuning
     divisor: int = 8
     show_progress: bool = True
 
@@ -145,7 +146,9 @@ def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
                       lr=job.finetune_lr, warmup_epochs=min(1.0, epochs / 3),
                       close_mosaic=max(1, min(10, epochs // 3)), fit_anchors=False,
                       img=load_checkpoint(start).config.input_size, batch=job.batch, seed=job.seed,
-                      threads=job.threads, workers=job.workers, device=job.device)
+                      threads=job.threads, workers=job.workers, device=job.device,
+                      distill_from=str(job.weights) if job.distill_weight > 0 else None,
+                      distill_weight=job.distill_weight)
     Trainer(cfg, show_progress=job.show_progress).run()
     return run_dir / "best.safetensors"
 
@@ -174,6 +177,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     meta = {
         "pruning": {"method": job.method, "ratio": job.ratio, "scope": job.scope, "steps": job.steps,
                     "finetune_epochs": job.finetune_epochs, "divisor": job.divisor,
+                    "distill_weight": job.distill_weight,
                     "recalibration_batches": job.recalibration_batches if job.data else 0,
                     "base_checkpoint": job.weights.name,
                     "base_sha256": hashlib.sha256(job.weights.read_bytes()).hexdigest()},
