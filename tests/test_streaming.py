@@ -111,6 +111,22 @@ def test_lossless_replay_processes_every_frame():
     assert seen == list(range(120)) and pipeline.dropped == 0
 
 
+def test_inference_thread_warms_up_before_the_first_capture():
+    calls = []
+
+    def recording(image):
+        calls.append((threading.current_thread().name, image.shape, int(image.max()), time.perf_counter()))
+        return Detections()
+
+    pipeline = StreamPipeline(FakeCamera(5, fps=1000), recording, lossless=True).start()
+    results = list(pipeline.results(timeout=2))
+    assert [r.frame.index for r in results] == [0, 1, 2, 3, 4]
+    thread, shape, brightest, warmed_at = calls[0]
+    assert thread == "inference" and shape == (64, 80, 3) and brightest == 0  # a blank frame of the source's size
+    assert warmed_at < results[0].frame.captured  # before the first frame was even captured
+    assert len(calls) == 1 + len(results)
+
+
 def test_errors_on_worker_threads_reach_the_consumer():
     def broken(image):
         raise RuntimeError("backend exploded")

@@ -61,6 +61,8 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
                            "p99": round(float(np.percentile(latencies, 99)), 2),
                            "max": round(float(latencies.max()), 2)},
             "inference_ms_median": round(snap.inference_ms, 2),
+            "first_latencies_ms": [round(float(x), 1) for x in latencies[:5]],
+            "slowest_frame": int(latencies.argmax()),
         }
         window.close()
     app.processEvents()

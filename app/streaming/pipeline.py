@@ -56,6 +56,7 @@ class StreamPipeline:
         self._control = threading.Lock()  # guards seek/step requests (never held during inference)
         self._seek_to: int | None = None
         self._steps = 0
+        self._inference_ready = threading.Event()
 
     # -- control ---------------------------------------------------------------------
     def start(self) -> StreamPipeline:
@@ -143,6 +144,12 @@ class StreamPipeline:
         return run
 
     def _capture_loop(self) -> None:
+        # Capture starts once the inference thread has run once: otherwise the first frames
+        # of a real-time stream queue behind that first, slowest run and one is dropped.
+        while not self._inference_ready.wait(0.05):
+            if self._stop.is_set():
+                self._frames.close()
+                return
         while not self._stop.is_set():
             with self._control:
                 seek, self._seek_to = self._seek_to, None
@@ -163,7 +170,22 @@ class StreamPipeline:
             self._frames.put(frame)
         self._frames.close()
 
+    def _warm_up_on_this_thread(self) -> None:
+        """One run on a blank frame of the source's size, on the inference thread itself
+        (its first run there is slower than the detector's own warm-up suggests, and it sizes
+        the pre-processing buffers for this geometry). Detections are discarded."""
+        info = getattr(self.source, "info", None)
+        if info is not None and getattr(info, "width", 0) and getattr(info, "height", 0):
+            import numpy as np
+
+            with self._lock:
+                self.detector(np.zeros((info.height, info.width, 3), np.uint8))
+
     def _inference_loop(self) -> None:
+        try:
+            self._warm_up_on_this_thread()
+        finally:
+            self._inference_ready.set()
         while not self._stop.is_set():
             try:
                 frame = self._frames.get(timeout=0.1)
