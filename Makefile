@@ -10,7 +10,7 @@ DATA   ?= ../shared/data/kvasir-seg
 DEMO_CLIP  ?= assets/demo/demo.mp4
 DEMO_MODEL ?= assets/models/default.onnx
 
-.PHONY: all venv test test-fast demo lint bench train-baseline prune-study clean
+.PHONY: all venv test test-fast demo lint bench train-baseline prune-study default-model clean
 
 all: test
 
@@ -56,6 +56,21 @@ prune-study: $(STAMP)
 	$(BIN)/python -m training.prune_study --weights assets/models/baseline.safetensors --data $(DATA) \
 		--out runs/study --finetune-epochs 2 --jobs 2 --threads 1 --workers 0 \
 		--extra default=assets/models/default.safetensors
+
+# The shipped default model (docs/pruning.md), in its two stages: Taylor-prune half the
+# channels of every layer and fine-tune 50 epochs (DEVICE=cuda on a GPU; hours on 2 CPU
+# cores), then distil 20 epochs from the baseline; ship (fp16, scored once) and export.
+DEVICE ?= auto
+default-model: $(STAMP)
+	$(BIN)/polypscope prune --weights assets/models/baseline.safetensors --method taylor --ratio 0.5 \
+		--scope uniform --finetune-epochs 50 --data $(DATA) --device $(DEVICE) --out runs/default/stage1.safetensors
+	$(BIN)/polypscope train --data $(DATA) --out runs/default/distill --init-weights runs/default/stage1.safetensors \
+		--distill-from assets/models/baseline.safetensors --epochs 20 --lr 3e-4 --warmup-epochs 0.5 \
+		--close-mosaic 8 --threads 2 --workers 1 --seed 1 --device $(DEVICE)
+	$(BIN)/python -m training.ship --weights runs/default/distill/best.safetensors \
+		--out assets/models/default.safetensors --data $(DATA) --json-out docs/default-metrics.json \
+		--pr-plot docs/default-test-pr.png
+	$(BIN)/polypscope export --weights assets/models/default.safetensors --out assets/models/default.onnx
 
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info
