@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
+
 from app.streaming.handoff import Closed, LatestSlot
 from app.streaming.persistence import PersistenceFilter
 from app.streaming.sources import Frame
@@ -176,8 +178,6 @@ class StreamPipeline:
         the pre-processing buffers for this geometry). Detections are discarded."""
         info = getattr(self.source, "info", None)
         if info is not None and getattr(info, "width", 0) and getattr(info, "height", 0):
-            import numpy as np
-
             with self._lock:
                 self.detector(np.zeros((info.height, info.width, 3), np.uint8))
 

@@ -40,7 +40,7 @@ from training.pruning.importance import (
 )
 from training.pruning.plan import PruneSpec, group_scores, plan_keep
 from training.pruning.slim import slim
-from training.trainer import TrainConfig, Trainer
+from training.trainer import TrainConfig, Trainer, pick_device
 
 
 @dataclass
@@ -66,8 +66,8 @@ class PruneJob:
     show_progress: bool = True
 
 
-def taylor_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
-    """Augmented training batches (no mosaic) for gradient-based importance."""
+def training_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
+    """Augmented training batches (no mosaic): Taylor scoring and BatchNorm recalibration."""
     index = open_dataset(data, "train")
     dataset = TrainDataset(ImageCache(index.samples, size), size, dataclasses.replace(AugmentConfig(), mosaic=0.0), seed)
     dataset.use_mosaic = False
@@ -75,13 +75,7 @@ def taylor_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
     return DataLoader(dataset, batch_size=batch, shuffle=True, collate_fn=collate, generator=generator)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def make_criterion(job: PruneJob, model: YOLOv3) -> Importance:
+def make_criterion(job: PruneJob, model: YOLOv3, loader: DataLoader | None = None) -> Importance:
     if job.method == "random":
         return RandomImportance(job.seed)
     if job.method == "l1":
@@ -91,11 +85,11 @@ def make_criterion(job: PruneJob, model: YOLOv3) -> Importance:
     if job.method == "taylor":
         if job.data is None:
             raise ValueError("Taylor importance needs --data (it measures gradients on training images)")
-        loader = taylor_batches(job.data, model.config.input_size, job.batch, job.seed)
+        loader = loader or training_batches(job.data, model.config.input_size, job.batch, job.seed)
         batches = progress(loader, desc="taylor importance", total=min(len(loader), job.taylor_batches),
                            enabled=job.show_progress)
         loss_fn = YoloLoss(model.config)
-        device = resolve_device(job.device)
+        device = pick_device(job.device)
 
         def batch_loss(m: YOLOv3, batch: Any) -> torch.Tensor:
             return loss_fn(m(batch.images.to(device)), batch.targets)[0]
@@ -114,12 +108,11 @@ def prune_once(model: YOLOv3, criterion: Importance, spec: PruneSpec,
     return slim(model.cpu(), keep), keep
 
 
-def recalibrate(job: PruneJob, model: YOLOv3) -> YOLOv3:
+def recalibrate(job: PruneJob, model: YOLOv3, loader: DataLoader | None) -> YOLOv3:
     """Fresh BatchNorm statistics from training images (no-op without data)."""
-    if job.data is None or not job.recalibration_batches:
+    if loader is None or not job.recalibration_batches:
         return model
-    device = resolve_device(job.device)
-    loader = taylor_batches(job.data, model.config.input_size, job.batch, job.seed + 1)
+    device = pick_device(job.device)
     batches = progress(loader, desc="BatchNorm recalibration", enabled=job.show_progress,
                        total=min(len(loader), job.recalibration_batches))
     recalibrate_batchnorm(model.to(device), batches, job.recalibration_batches, device)
@@ -164,9 +157,11 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     per_step_epochs = job.finetune_epochs // job.steps if job.finetune_epochs else 0
     for k, ratio in enumerate(step_ratios(job.ratio, job.steps), start=1):
         spec = PruneSpec(ratio, job.scope, divisor=job.divisor)
-        model, keep = prune_once(model, make_criterion(job, model), spec, resolve_device(job.device))
+        # One loader (one image cache) per step serves both Taylor scoring and recalibration.
+        loader = training_batches(job.data, model.config.input_size, job.batch, job.seed + k - 1) if job.data else None
+        model, keep = prune_once(model, make_criterion(job, model, loader), spec, pick_device(job.device))
         (work / f"step{k}_keep.json").write_text(json.dumps({g: idx.tolist() for g, idx in keep.items()}))
-        model = recalibrate(job, model)
+        model = recalibrate(job, model, loader)
         step_path = save_checkpoint(work / f"step{k}_pruned.safetensors", model, {"pruned_step": k})
         if per_step_epochs:
             if job.data is None:
