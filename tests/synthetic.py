@@ -61,3 +61,16 @@ def write_kvasir_like(root: Path, n: int = 24, seed: int = 0, size=(160, 200),
     for name, members in splits.items():
         (root / "splits" / f"{name}.txt").write_text("\n".join(members) + "\n")
     return root
+
+
+def write_moving_clip(path: Path, frames: int, size: tuple[int, int] = (240, 320), fps: float = 25.0,
+                      seed: int = 0, shift_every: int = 3) -> Path:
+    """A Motion-JPEG AVI of one synthetic polyp scene sliding sideways by a pixel every
+    ``shift_every`` frames; ``size`` is (height, width)."""
+    h, w = size
+    image, _, _ = draw_sample(np.random.default_rng(seed), h, w, max_polyps=1)
+    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), fps, (w, h))
+    for i in range(frames):
+        writer.write(np.roll(image, (i // shift_every) % w, axis=1))
+    writer.release()
+    return path

@@ -10,20 +10,13 @@ from PySide6.QtCore import QSettings  # noqa: E402
 
 from app.gui.main_window import MainWindow  # noqa: E402
 
-from .synthetic import draw_sample  # noqa: E402
+from .synthetic import write_moving_clip  # noqa: E402
 
 
 @pytest.fixture
 def clip(tmp_path):
     """A 6 s synthetic clip (25 fps) with one polyp moving slowly."""
-    rng = np.random.default_rng(0)
-    image, _, _ = draw_sample(rng, 240, 320, max_polyps=1)
-    path = tmp_path / "clip.avi"
-    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), 25, (320, 240))
-    for i in range(150):
-        writer.write(np.roll(image, i // 3, axis=1))
-    writer.release()
-    return path
+    return write_moving_clip(tmp_path / "clip.avi", 150)
 
 
 @pytest.fixture

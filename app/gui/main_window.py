@@ -70,10 +70,16 @@ class VideoView(QWidget):
 class MainWindow(QMainWindow):
     model_ready = Signal(object)
     model_failed = Signal(str)
+    #: Messages from worker threads (a live source reconnecting); queued to the GUI thread,
+    #: since widgets may only be touched there.
+    source_status = Signal(str)
 
     def __init__(self, source: str | None = None, model: str | None = None, *, settings: QSettings | None = None,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, realtime: bool = True) -> None:
+        """``realtime=False`` plays files and folders as fast as the detector and the window
+        go, every frame shown (soak tests, quick reviews); live sources are live either way."""
         super().__init__()
+        self.realtime = realtime
         self.setWindowTitle("PolypScope")
         self.settings = settings or QSettings(ORGANISATION, APPLICATION)
         self.detector: Detector | None = None
@@ -88,6 +94,7 @@ class MainWindow(QMainWindow):
         self._build_ui()
         self.model_ready.connect(self._on_model_ready)
         self.model_failed.connect(self._on_model_failed)
+        self.source_status.connect(self.statusBar().showMessage)
         if backend:
             self.backend_box.setCurrentText(backend)
         model = model or self.settings.value("model", "", str) or None
@@ -226,7 +233,7 @@ class MainWindow(QMainWindow):
             return False
         self.stop_stream()
         try:
-            self.source = open_source(spec, realtime=True, on_status=lambda m: self.statusBar().showMessage(m))
+            self.source = open_source(spec, realtime=self.realtime, on_status=self.source_status.emit)
         except (SourceError, OSError) as exc:
             self.show_error(str(exc))
             return False
@@ -234,7 +241,8 @@ class MainWindow(QMainWindow):
         info = self.source.info
         self.seek_slider.setEnabled(not info.live and bool(info.frame_count))
         self.seek_slider.setRange(0, max(0, (info.frame_count or 1) - 1))
-        pipeline = StreamPipeline(self.source, self.detector, persistence=self._persistence())
+        lossless = not (self.realtime or info.live)
+        pipeline = StreamPipeline(self.source, self.detector, lossless=lossless, persistence=self._persistence())
         self.worker = StreamWorker(pipeline, self.detector.info.class_names, self.detector.backend_name)
         self.worker.show_overlay = self.overlay_box.isChecked()
         self.worker.frame_ready.connect(self._on_frame, Qt.ConnectionType.QueuedConnection)

@@ -7,12 +7,19 @@ The numbers come from the pipeline's own per-frame timestamps (capture -> shown 
 window), so they include the GUI thread's drawing, unlike ``polypscope detect``. Display
 FPS is sampled every half second over the HUD's 2-second window once playback has settled;
 the report gives its median and minimum over the clip.
+
+It is also the soak test of docs/realtime.md: every ``--memory-every`` seconds it records
+the process's resident memory, the frames shown and dropped so far and the recent
+latency p99, so a leak or a slow-down over an hour-long recording shows as a slope
+(``--plot`` draws it). ``--fast`` plays a file as fast as the detector and the window go,
+every frame shown, instead of at the file's own rate: thousands of frames in a minute.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -21,8 +28,22 @@ from typing import Any
 
 import numpy as np
 
+SETTLE_SECONDS = 2.0
+#: The clip is over when no new frame has been shown for this long.
+ENDED_AFTER_SECONDS = 2.0
 
-def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: float = 2.0) -> dict[str, Any]:
+
+def resident_mb() -> float | None:
+    """This process's resident memory in MiB (Linux ``/proc``; ``None`` elsewhere)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: float = SETTLE_SECONDS,
+            fast: bool = False, memory_every: float = 10.0) -> dict[str, Any]:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -31,55 +52,119 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     with tempfile.TemporaryDirectory() as tmp:
         settings = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(source, model, settings=settings)
+        window = MainWindow(source, model, settings=settings, realtime=not fast)
         window.resize(1280, 800)
         window.show()
         if not wait_until(lambda: window.frames_shown > 0, timeout=60):
             window.close()
-            raise RuntimeError(f"{source}: no frame reached the window within 60 s")
+            raise RuntimeError(f"{source}: no frame reached the window within {60} s")
         worker, info = window.worker, window.source.info
-        started, samples, last_count, last_change = time.monotonic(), [], 0, time.monotonic()
+        started = time.monotonic()
+        samples, timeline = [], []
+        last_count, last_change, next_memory = 0, started, started
         while time.monotonic() - started < timeout:
             wait_until(lambda: False, timeout=0.5)  # let Qt run for half a second
             now = time.monotonic()
             if window.frames_shown != last_count:
                 last_count, last_change = window.frames_shown, now
-            elif now - last_change > 2.0:
+            elif now - last_change > ENDED_AFTER_SECONDS:
                 break  # the clip has ended
+            snap = worker.pipeline.stats.snapshot()
             if now - started > settle_seconds and now - last_change < 0.5:
-                samples.append(worker.pipeline.stats.snapshot().display_fps)
-        stats = worker.pipeline.stats
-        snap = stats.snapshot()
-        latencies = np.asarray(stats.latencies_ms)
-        report = {
-            "source": source, "model": model, "backend": window.detector.backend_name if window.detector else None,
-            "source_fps": info.fps, "source_frames": info.frame_count, "frames_shown": window.frames_shown,
-            "dropped": snap.dropped,
-            "display_fps": {"median": round(float(np.median(samples)), 2) if samples else 0.0,
-                            "min": round(float(np.min(samples)), 2) if samples else 0.0, "samples": len(samples)},
-            "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 2),
-                           "p99": round(float(np.percentile(latencies, 99)), 2),
-                           "max": round(float(latencies.max()), 2)},
-            "inference_ms_median": round(snap.inference_ms, 2),
-            "first_latencies_ms": [round(float(x), 1) for x in latencies[:5]],
-            "slowest_frame": int(latencies.argmax()),
-        }
+                samples.append(snap.display_fps)
+            if now >= next_memory:
+                timeline.append({"t_s": round(now - started, 1), "frames_shown": window.frames_shown,
+                                 "dropped": snap.dropped, "rss_mb": _round(resident_mb()),
+                                 "latency_p99_ms": round(snap.latency_p99_ms, 2)})
+                next_memory = now + memory_every
+        report = _report(source, model, window, worker, info, samples, timeline, time.monotonic() - started)
+        report["paced"] = not fast
         window.close()
     app.processEvents()
     return report
 
 
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 1)
+
+
+def _report(source: str, model: str, window, worker, info, samples: list[float], timeline: list[dict],
+            seconds: float) -> dict[str, Any]:
+    stats = worker.pipeline.stats
+    snap = stats.snapshot()
+    latencies = np.asarray(stats.latencies_ms)
+    return {
+        "source": source, "model": model, "backend": window.detector.backend_name if window.detector else None,
+        "source_fps": info.fps, "source_frames": info.frame_count, "frames_shown": window.frames_shown,
+        "dropped": snap.dropped, "seconds": round(seconds, 1),
+        "display_fps": {"median": round(float(np.median(samples)), 2) if samples else 0.0,
+                        "min": round(float(np.min(samples)), 2) if samples else 0.0, "samples": len(samples)},
+        # over the last LATENCY_HISTORY frames (the whole clip when it is shorter)
+        "latency_ms": {"p50": round(float(np.percentile(latencies, 50)), 2),
+                       "p99": round(float(np.percentile(latencies, 99)), 2),
+                       "max": round(float(latencies.max()), 2), "frames": int(latencies.size)},
+        "inference_ms_median": round(snap.inference_ms, 2),
+        "first_latencies_ms": [round(float(x), 1) for x in latencies[:5]],
+        "memory": _memory_summary(timeline),
+        "timeline": timeline,
+    }
+
+
+def _memory_summary(timeline: list[dict]) -> dict[str, Any]:
+    """Resident memory at the start and end, its peak, and its trend over the second half
+    of the run (MiB per hour; the first half includes the allocator settling)."""
+    rows = [r for r in timeline if r["rss_mb"] is not None]
+    if not rows:
+        return {}
+    t = np.array([r["t_s"] for r in rows])
+    rss = np.array([r["rss_mb"] for r in rows])
+    late = t >= t[-1] / 2
+    slope = float(np.polyfit(t[late], rss[late], 1)[0] * 3600) if late.sum() >= 3 and np.ptp(t[late]) > 0 else None
+    return {"start_mb": float(rss[0]), "end_mb": float(rss[-1]), "peak_mb": float(rss.max()),
+            "second_half_trend_mb_per_hour": None if slope is None else round(slope, 1)}
+
+
+def save_plot(report: dict[str, Any], path: Path) -> None:
+    """Memory, latency p99 and dropped frames over the run, one panel each."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["timeline"]
+    minutes = [r["t_s"] / 60 for r in rows]
+    fig, axes = plt.subplots(3, 1, figsize=(8, 7), sharex=True)
+    for ax, key, label in zip(axes, ("rss_mb", "latency_p99_ms", "dropped"),
+                              ("resident memory (MiB)", "latency p99, recent frames (ms)", "dropped frames (total)")):
+        ax.plot(minutes, [r[key] for r in rows], lw=1.2)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(bottom=0)
+    axes[-1].set_xlabel("minutes of playback")
+    fig.suptitle(f"{Path(report['source']).name}: {report['frames_shown']} frames shown, "
+                 f"{report['dropped']} dropped, {report['seconds'] / 60:.0f} min")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", required=True, help="a video file (played in real time)")
+    parser.add_argument("--source", required=True, help="a video file (played in real time unless --fast)")
     parser.add_argument("--model", required=True)
     parser.add_argument("--json-out", help="write the report here as JSON")
+    parser.add_argument("--fast", action="store_true", help="play as fast as possible, every frame shown")
+    parser.add_argument("--timeout", type=float, default=300.0, help="stop after this many seconds (default 300)")
+    parser.add_argument("--memory-every", type=float, default=10.0, help="seconds between memory samples")
+    parser.add_argument("--plot", help="write memory, latency and drops over time here (PNG; needs matplotlib)")
     args = parser.parse_args()
-    report = measure(args.source, args.model)
+    report = measure(args.source, args.model, timeout=args.timeout, fast=args.fast, memory_every=args.memory_every)
     text = json.dumps(report, indent=2)
-    print(text)
+    print(json.dumps({k: v for k, v in report.items() if k != "timeline"}, indent=2))
     if args.json_out:
         Path(args.json_out).write_text(text + "\n")
+    if args.plot:
+        save_plot(report, Path(args.plot))
 
 
 if __name__ == "__main__":

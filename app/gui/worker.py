@@ -4,6 +4,13 @@ A ``StreamWorker`` consumes pipeline results on its own thread, draws the overla
 and emits an owned ``QImage`` (a deep copy, so it never points into a numpy buffer that
 the next frame reuses) together with the stats. The GUI slot only swaps the picture. To
 stop, the worker sets a flag, stops the pipeline and is joined; nothing is terminated.
+
+At most one picture is in flight to the GUI thread: the worker takes the next result
+from the pipeline only after the window has painted the last one (:meth:`mark_shown`).
+Without that gate a GUI thread that falls behind (a slow paint, a window being dragged,
+an unpaced replay) would let queued pictures pile up in Qt's event queue, growing memory
+and latency; with it, the pipeline's one-slot hand-off drops stale results (live) or
+holds inference back (lossless replay), exactly as it does for the headless consumer.
 """
 
 from __future__ import annotations
@@ -45,6 +52,8 @@ class StreamWorker(QObject):
         self.last_annotated: np.ndarray | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
+        self._painted = threading.Event()  # the last emitted picture has been shown
+        self._painted.set()
 
     def start(self) -> None:
         self.pipeline.start()
@@ -62,7 +71,11 @@ class StreamWorker(QObject):
             for result in self.pipeline.results(timeout=0.2):
                 if self._stop.is_set():
                     break
+                self._painted.clear()
                 self.frame_ready.emit(*self.render(result))
+                while not self._painted.wait(0.1):
+                    if self._stop.is_set():
+                        return
         except Exception as exc:  # reported in the window, never a silent crash
             self.failed.emit(f"{type(exc).__name__}: {exc}")
         finally:
@@ -78,4 +91,6 @@ class StreamWorker(QObject):
         return to_qimage(annotated), result, snap
 
     def mark_shown(self, result: Result) -> None:
+        """Called by the GUI thread once ``result`` is on screen; lets the next one through."""
         self.pipeline.mark_shown(result, time.perf_counter())
+        self._painted.set()
