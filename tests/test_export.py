@@ -56,7 +56,9 @@ def test_dynamic_batch_and_triton_repository(tiny_checkpoint, tmp_path):
     result = session.run(None, {"images": batch})[0]
     single = session.run(None, {"images": batch[1:2]})[0]
     assert result.shape[0] == 3
-    np.testing.assert_allclose(result[1:2], single, atol=1e-4)
+    # Relative as well as absolute: decoded boxes reach a few hundred pixels, where 1e-4 is
+    # only a few float32 ulps, and batching may change a kernel's summation order.
+    np.testing.assert_allclose(result[1:2], single, rtol=1e-5, atol=1e-4)
     repo = write_triton_repository(out.path, out.info, tmp_path / "triton", max_batch=8)
     config = (repo / "config.pbtxt").read_text()
     assert 'platform: "onnxruntime_onnx"' in config and "max_batch_size: 8" in config

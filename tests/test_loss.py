@@ -1,3 +1,5 @@
+import math
+
 import numpy as np
 import torch
 
@@ -53,30 +55,94 @@ def test_ignore_zone_spares_good_unassigned_predictions():
     assert ignored[0, 0, 0, 0] == 1 and ignored[0, 1, 1, 1] == 0 and ignored.sum() == 1
 
 
-def test_optimising_the_loss_fits_a_batch():
-    torch.manual_seed(0)
-    model = create("yolov3", width=0.125, input_size=64).train()
-    loss_fn = YoloLoss(model.config)
-    # Two synthetic frames with one bright "polyp" each; the boxes are the ellipses' extents.
-    rng = np.random.default_rng(0)
+#: Steps of the fit below and the IoU every positive prediction must reach; see its docstring.
+FIT_STEPS = 60
+FIT_IOU = 0.75
+
+
+def _two_frames(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two synthetic 64 px frames with one bright "polyp" each (float64), and their targets."""
+    rng = np.random.default_rng(seed)
     images, rows = [], []
     for b in range(2):
         image, _, boxes = draw_sample(rng, 64, 64, max_polyps=1)
         images.append(to_tensor(image))
         rows.append([b, 0, *boxes[0]])
-    x = torch.stack(images)
-    targets = torch.tensor(rows, dtype=torch.float32)
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    return torch.stack(images).double(), torch.tensor(rows, dtype=torch.float32)
+
+
+def _fit(model, loss_fn: YoloLoss, x: torch.Tensor, targets: torch.Tensor, steps: int = FIT_STEPS):
+    """Adam at lr 1e-2, warmed up over the first ten steps (a full-size first step can throw
+    a prediction into the saturated corner of the decode, where it stays), then decayed to
+    zero on a cosine (the fit ends settled, not mid-oscillation). Returns the loss and its
+    parts before and after."""
+    warmup = 10
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    schedule = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.1 + 0.9 * i / warmup if i < warmup else
+                                                 0.5 * (1 + math.cos(math.pi * (i - warmup) / (steps - warmup))))
     first = None
-    for _ in range(120):
+    for _ in range(steps):
         total, parts = loss_fn(model(x), targets)
-        first = first if first is not None else float(total)
+        first = first or (float(total.detach()), parts)
         opt.zero_grad()
         total.backward()
         opt.step()
-    assert float(total) < 0.3 * first
-    with torch.no_grad():  # decode with batch statistics: 40 steps leave running stats unsettled
-        pred = model.decoder(model(x))
-    for b in range(2):
-        best = pred[b, pred[b, :, 4].argmax(), :4]
-        assert box_iou(best[None], targets[b:b + 1, 2:6])[0, 0] > 0.5
+        schedule.step()
+    with torch.no_grad():
+        total, parts = loss_fn(model(x), targets)
+    return first, (float(total), parts)
+
+
+def _positive_ious(model, loss_fn: YoloLoss, x: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """IoU with its target of the box decoded at every (image, anchor, cell) the loss
+    makes responsible for a target (its best anchor and any other well-shaped one)."""
+    with torch.no_grad():
+        raw = model(x)
+    ious = []
+    for s, pos in enumerate(loss_fn._assign(targets, loss_fn.anchors, [tuple(r.shape[2:]) for r in raw])):
+        if pos is not None:
+            b, a, gy, gx, t = pos
+            _, _, h, w = raw[s].shape
+            boxes = model.decoder.decode_scale(raw[s], s)[b, a * h * w + gy * w + gx, :4].double()
+            ious.append(box_iou(boxes[:, None], targets[t, None, 2:6].double())[:, 0, 0])
+    return torch.cat(ious)
+
+
+def test_optimising_the_loss_fits_a_batch():
+    """Descending the loss moves every prediction it makes responsible for a box (each
+    target's best anchor at its centre cell, and the other well-shaped anchors there)
+    onto that box, in both images of the batch, and brings the loss down by a large factor.
+
+    The fit is chaotic: the first steps of a small network trained from scratch amplify
+    rounding, so another CPU (AVX-512 or AVX2 kernels, another summation order) follows
+    another path. So the test asserts only what held on every path measured, with
+    margin. Measured over 171 fits of this recipe (60 steps, Adam 1e-2 warmed up, then
+    decayed on a cosine): 155 other problems (network seeds 0-19 crossed with data seeds
+    0-9, 19 and 23, float64 and float32) and this batch with its initial weights
+    perturbed by 1e-6 relative noise (16 draws: far more than any rounding difference)
+    under ATEN_CPU_CAPABILITY avx512, avx2 and default (some on 2 threads). The worst
+    IoU of a positive prediction with its box was 0.875 (0.94 on this batch; the median
+    0.98, from 0.2-0.75 at the start); the worst ratios of final to first loss were 0.071
+    (total), 0.057 (box term) and 0.13 (objectness term). The thresholds (IoU 0.75; ratios
+    0.2, 0.15, 0.35) keep a wide margin over all of them. float64 keeps the network's own
+    rounding, where paths first part, 1e9 times below float32's.
+
+    Measured and not asserted, because no few-second fit makes it robust: that the
+    *highest-scoring* box is the right one. At 64 px the objectness term weighs 0.01 and
+    is far from fitted: the positives and the strongest background cell (often the other
+    image's positive cell) stay within a fraction of a logit of each other and trade
+    places from step to step, so that arg-max is decided by rounding. It is what failed
+    in this test's former version (arg-max box IoU > 0.5 after 120 steps at a constant lr:
+    IoU 0.0 on AMD Zen 4 and newer CPUs, while the loss still fell). Without the warm-up, one fit in
+    25 threw a secondary anchor into the saturated corner of the decode, where it stayed.
+    """
+    torch.manual_seed(0)
+    model = create("yolov3", width=0.125, input_size=64).train().double()
+    loss_fn = YoloLoss(model.config)
+    x, targets = _two_frames(0)
+    assert float(_positive_ious(model, loss_fn, x, targets).min()) < 0.5  # far from fitted at the start
+    (first, first_parts), (last, last_parts) = _fit(model, loss_fn, x, targets)
+    assert last < 0.2 * first
+    assert last_parts["box"] < 0.15 * first_parts["box"] and last_parts["obj"] < 0.35 * first_parts["obj"]
+    ious = _positive_ious(model, loss_fn, x, targets)
+    assert float(ious.min()) > FIT_IOU, ious

@@ -95,14 +95,22 @@ class SlowDetector:
 
 
 def test_slow_backend_drops_frames_instead_of_building_latency():
-    pipeline = StreamPipeline(FakeCamera(300, fps=100), SlowDetector(0.03)).start()
-    latencies = []
+    """Latency counted in frames, not milliseconds (a loaded machine stretches every
+    wall-clock figure): each time a result arrives, the frames the camera has produced
+    that were neither delivered nor dropped are the ones in flight, at most one per stage
+    (being read, frame slot, inference, result slot). A queue instead of one-slot
+    hand-offs would have them pile up: about two hundred by the end of this run."""
+    camera = FakeCamera(300, fps=100)
+    pipeline = StreamPipeline(camera, SlowDetector(0.03)).start()
+    delivered, backlog = 0, []
     for result in pipeline.results(timeout=2):
         pipeline.mark_shown(result)
-        latencies.append((time.perf_counter() - result.frame.captured) * 1000)
-    assert len(latencies) < 200 and pipeline.dropped > 100       # it could not keep up ...
-    early, late = np.median(latencies[5:30]), np.median(latencies[-25:])
-    assert late < 80 and late < early + 20                        # ... and latency did not grow
+        delivered += 1
+        produced = camera.i  # read before the drops: frames dropped meanwhile only lower the count
+        backlog.append(produced - delivered - pipeline.dropped)
+    assert delivered + pipeline.dropped == 300                     # every frame delivered or counted as dropped
+    assert delivered < 200 and pipeline.dropped > 100              # it could not keep up ...
+    assert max(backlog) <= 4, backlog                              # ... and nothing queued up
 
 
 def test_lossless_replay_processes_every_frame():
@@ -271,5 +279,7 @@ def test_recording_survives_kill_9(tmp_path):
         readable += 1
     rows = log.read_text().splitlines()
     complete = [json.loads(r) for r in rows[:-1]]  # the last line may be cut mid-write
-    assert len(complete) > 150 and readable > 100
+    # Line 150 was written (in one unbuffered write) before "ready": all lines up to it
+    # survive, however few the writer managed in the 0.3 s before the kill.
+    assert len(complete) >= 150 and readable > 100
     assert readable >= len(complete) - 100  # everything but the last few seconds plays
