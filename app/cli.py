@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from engine.detector import BACKENDS  # light: no backend library is imported until one is opened
+
 EPILOG = """\
 typical workflow:
   polypscope data check ../shared/data/kvasir-seg          # what is in the data, and what is wrong
@@ -44,7 +46,7 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
                     "reports counts, box statistics and every problem by file. Nothing is dropped silently.")
     check.add_argument("dir", help="dataset folder")
     check.add_argument("--json-out", help="also write the report as JSON here")
-    check.add_argument("--strict", action="store_true", help="exit 1 if any item had to be skipped")
+    check.add_argument("--strict", action="store_true", help="exit 1 if any item had to be skipped, or the dataset or a split is empty")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(handler=_lazy("training.cli", "run_data_check"))
 
@@ -177,9 +179,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
                                    "process and the ratio of medians is printed: the only fair comparison on "
                                    "a shared machine.")
     p.add_argument("--model", required=True, help=".onnx, .engine or .safetensors")
-    p.add_argument("--backend", default="auto", help="auto, onnxruntime-cpu, onnxruntime-cuda, tensorrt, torch")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="auto (default) or one backend; onnxruntime: its best provider here (CUDA, else CPU)")
     p.add_argument("--vs", help="a second model to compare with")
-    p.add_argument("--vs-backend", help="backend of the second model (default: --backend)")
+    p.add_argument("--vs-backend", choices=BACKENDS, help="backend of the second model (default: --backend)")
     p.add_argument("--iterations", type=int, default=300)
     p.add_argument("--warmup", type=int, default=20)
     p.add_argument("--threads", type=int, default=0, help="inference threads (default: all cores)")
@@ -202,7 +205,7 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
                                    "S snapshot, R record, Esc leave full screen.")
     p.add_argument("source", nargs="?", help="video file, image folder, camera index, /dev/videoN or URL")
     p.add_argument("--model", help=".onnx, .engine or .safetensors (default: the last one used)")
-    p.add_argument("--backend", help="auto, onnxruntime-cpu, onnxruntime-cuda, tensorrt, torch")
+    p.add_argument("--backend", choices=BACKENDS, help="auto or one backend (default: the last one used)")
     p.add_argument("--quit-after", type=float, help=argparse.SUPPRESS)  # for smoke tests and screenshots
     p.set_defaults(handler=_lazy("app.gui.run", "run_app"))
 

@@ -2,7 +2,8 @@
 
 Backend choice ``"auto"`` tries, in order: native TensorRT (for a ``.engine`` file, or a
 ``.onnx`` with a built engine beside it), onnxruntime on CUDA, onnxruntime on the CPU;
-``selection`` records which one it chose and why each one before it was passed over.
+``"onnxruntime"`` tries only the two onnxruntime providers, CUDA first. ``selection``
+records which one it chose and why each one before it was passed over.
 """
 
 from __future__ import annotations
@@ -17,10 +18,14 @@ from engine.backends.base import Backend, BackendUnavailable
 from engine.detections import Detections
 from engine.engine_file import EngineMismatch
 from engine.model_info import ModelFormatError, ModelInfo, read_onnx_info
-from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU, postprocess
+from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU, check_conf, check_iou, postprocess
 from engine.preprocess import Preprocessor
 
-BACKENDS = ("auto", "tensorrt", "onnxruntime-cuda", "onnxruntime-tensorrt", "onnxruntime-cpu", "torch")
+BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "onnxruntime-cpu",
+            "torch")
+# Choices that stand for "the first of these that works here"; anything else is opened as named.
+ONNXRUNTIME_BEST = ("onnxruntime-cuda", "onnxruntime-cpu")
+AUTO_ORDER = {"engine": ("tensorrt",), "safetensors": ("torch",), "onnx": ("tensorrt", *ONNXRUNTIME_BEST)}
 WARMUP_RUNS = 3
 
 
@@ -41,9 +46,11 @@ class StageTimes:
 class BackendSelection:
     chosen: str
     passed_over: dict[str, str] = field(default_factory=dict)
+    requested: str | None = None  # what was asked for, when that was a choice among several
 
     def explain(self) -> str:
-        lines = [f"backend: {self.chosen}"]
+        picked = f" (best available for '{self.requested}')" if self.requested not in (None, self.chosen) else ""
+        lines = [f"backend: {self.chosen}{picked}"]
         lines += [f"  not {name}: {why}" for name, why in self.passed_over.items()]
         return "\n".join(lines)
 
@@ -87,14 +94,16 @@ def open_backend(path: str | Path, backend: str = "auto", threads: int = 0,
     if not p.is_file():
         raise ModelFormatError(f"{p}: no such model file")
     kind = model_kind(p)
-    if backend != "auto":
+    if backend == "auto":
+        order = AUTO_ORDER[kind]
+    elif backend == "onnxruntime":
+        order = ONNXRUNTIME_BEST
+    else:
         return _open_backend(backend, p, threads, spin), BackendSelection(backend)
-    order = {"engine": ["tensorrt"], "safetensors": ["torch"],
-             "onnx": ["tensorrt", "onnxruntime-cuda", "onnxruntime-cpu"]}[kind]
     passed: dict[str, str] = {}
     for name in order:
         try:
-            return _open_backend(name, p, threads, spin), BackendSelection(name, passed)
+            return _open_backend(name, p, threads, spin), BackendSelection(name, passed, backend)
         except (BackendUnavailable, EngineMismatch) as exc:  # a stale engine is passed over, with the fix
             passed[name] = str(exc)
     raise BackendUnavailable(f"{p}: no backend can run it: " + "; ".join(f"{k}: {v}" for k, v in passed.items()))
@@ -105,19 +114,40 @@ class Detector:
 
     ``spin=False`` stops onnxruntime's worker threads from busy-waiting between runs: needed
     whenever several sessions share the cores (an idle session's spinning threads would
-    steal time from the one running), at the cost of a little wake-up latency."""
+    steal time from the one running), at the cost of a little wake-up latency.
+
+    ``conf`` must lie in (0, 1) and ``iou`` in (0, 1], in the constructor and whenever they
+    are set later (the app sets them from sliders): a ValueError names the one that is not."""
 
     def __init__(self, model: str | Path, backend: str = "auto", *, conf: float = DEFAULT_CONF,
                  iou: float = DEFAULT_IOU, threads: int = 0, warmup: int = WARMUP_RUNS, spin: bool = True) -> None:
+        self.conf = conf  # checked before the (slow) backend is opened
+        self.iou = iou
+        if threads < 0:
+            raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
         self.model_path = Path(model)
         self.backend, self.selection = open_backend(self.model_path, backend, threads, spin)
         self.info: ModelInfo = self.backend.info  # type: ignore[attr-defined]
-        self.conf = conf
-        self.iou = iou
         self.preprocess = Preprocessor(self.info.input_size, self.info.letterbox_colour)
         self.last_times = StageTimes()
         if warmup:
             self.warm_up(warmup)
+
+    @property
+    def conf(self) -> float:
+        return self._conf
+
+    @conf.setter
+    def conf(self, value: float) -> None:
+        self._conf = check_conf(value)
+
+    @property
+    def iou(self) -> float:
+        return self._iou
+
+    @iou.setter
+    def iou(self, value: float) -> None:
+        self._iou = check_iou(value)
 
     @property
     def backend_name(self) -> str:

@@ -19,6 +19,25 @@ DEFAULT_IOU = 0.45
 DEFAULT_MAX_DETECTIONS = 100
 
 
+def check_conf(conf: float) -> float:
+    """``conf`` as a float, or ValueError naming it: a score threshold of 1 or more keeps no
+    box and one of 0 or less keeps every candidate, so neither is ever what was meant."""
+    value = float(conf)
+    if not 0.0 < value < 1.0:  # also refuses NaN
+        raise ValueError(f"conf must be in (0, 1), got {conf}")
+    return value
+
+
+def check_iou(iou: float) -> float:
+    """``iou`` as a float, or ValueError naming it: NMS compares overlaps, which lie in
+    [0, 1], and OpenCV fails deep inside with a traceback on a negative threshold. 1 keeps
+    every box but exact duplicates; 0 is refused (any touching boxes would merge)."""
+    value = float(iou)
+    if not 0.0 < value <= 1.0:
+        raise ValueError(f"iou must be in (0, 1], got {iou}")
+    return value
+
+
 def postprocess(predictions: np.ndarray, box: Letterbox, conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU,
                 max_detections: int = DEFAULT_MAX_DETECTIONS) -> Detections:
     """``predictions``: ``[N, 5 + C]`` (or ``[1, N, 5 + C]``) rows of x1, y1, x2, y2 in input

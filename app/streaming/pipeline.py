@@ -51,6 +51,7 @@ class StreamPipeline:
         self._frames: LatestSlot[Frame] = LatestSlot(lossless)
         self._results: LatestSlot[Result] = LatestSlot(lossless)
         self._stop = threading.Event()
+        self._stop_requested = False  # set by request_stop (a plain flag: signal-handler safe)
         self._paused = threading.Event()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -78,6 +79,17 @@ class StreamPipeline:
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout)
+
+    def request_stop(self) -> None:
+        """Ask for a stop from anywhere, a signal handler included: this only sets a flag
+        (taking no lock that the interrupted code might hold). The consumer's
+        :meth:`results` sees it before its next result, or within its ``timeout`` while no
+        result comes, and then stops the stages; results already taken stay taken."""
+        self._stop_requested = True
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_requested
 
     def pause(self, paused: bool = True) -> None:
         if paused:
@@ -113,9 +125,14 @@ class StreamPipeline:
 
     # -- consuming -------------------------------------------------------------------
     def results(self, timeout: float | None = None) -> Iterator[Result]:
-        """Results in order until the source ends; the caller should call :meth:`mark_shown`
-        when a result reaches the screen (or the file)."""
+        """Results in order until the source ends or :meth:`request_stop`; the caller should
+        call :meth:`mark_shown` when a result reaches the screen (or the file). Pass a
+        ``timeout`` if a stop may be requested while the source delivers nothing (a live
+        outage): it bounds how long the request waits to be seen."""
         while True:
+            if self._stop_requested:
+                self.stop()
+                break
             try:
                 item = self._results.get(timeout)
             except Closed:
