@@ -12,8 +12,10 @@ from engine.atomic import atomic_write_text
 
 def run_export(args: argparse.Namespace) -> int:
     from engine.export import default_check_images, export_onnx, write_triton_repository
+    from models import read_header
 
     weights = Path(args.weights)
+    read_header(weights)  # a wrong --weights (an .onnx, a .pt) fails in one line, before anything is printed
     out = Path(args.out) if args.out else weights.with_suffix(".onnx")
     images = [Path(p) for p in args.check_images] if args.check_images else default_check_images()
     if not images:

@@ -2,7 +2,9 @@
 
 The exporter writes these keys (``polypscope.*``) into the ONNX ``metadata_props``, so a
 ``.onnx`` alone is enough to run: no checkpoint, no config file, no torch. Files without
-them are refused rather than guessed at.
+them are refused rather than guessed at, and so is a graph whose input and output do not
+match its metadata (metadata copied onto another network, or a graph edited after export):
+onnxruntime would otherwise fail at the first frame with a message that names no file.
 """
 
 from __future__ import annotations
@@ -107,7 +109,40 @@ def read_onnx_info(path: str | Path) -> ModelInfo:
         session = ort.InferenceSession(str(p), options, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own exception types
         raise ModelFormatError(f"{p}: not a readable ONNX model ({exc})") from None
-    return ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, p)
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, p)
+    check_graph_io(session, info, p)
+    return info
+
+
+def expected_rows(info: ModelInfo) -> int:
+    """Prediction rows N of a square input: three anchors per cell of every output scale."""
+    return 3 * sum((info.input_size // s) ** 2 for s in info.strides)
+
+
+def check_graph_io(session: Any, info: ModelInfo, source: str | Path) -> None:
+    """Raise :class:`ModelFormatError` unless the session has one float input
+    ``[1 or dynamic, 3, S, S]`` and one float output ``[B, N, 5 + C]``, named as the metadata
+    says (S = input_size, N = 3 * sum((S / stride)^2), C = number of classes)."""
+    s = info.input_size
+    checks = (("input", session.get_inputs(), info.input_name, ["1 or dynamic", 3, s, s]),
+              ("output", session.get_outputs(), info.output_name, ["B", expected_rows(info), 5 + info.num_classes]))
+    for role, args, name, want in checks:
+        names = [a.name for a in args]
+        if names != [name]:
+            raise ModelFormatError(f"{source}: the graph does not match its PolypScope metadata: its {role}s are "
+                                   f"{names}, the metadata says one {role} {name!r}")
+        shape, kind = list(args[0].shape), args[0].type
+        if kind != "tensor(float)" or not _shape_fits(shape, want, fixed_batch=role == "input"):
+            raise ModelFormatError(f"{source}: the graph does not match its PolypScope metadata: {role} {name!r} is "
+                                   f"{kind} {shape}, expected tensor(float) {want} (input_size {s}, strides "
+                                   f"{list(info.strides)}, {info.num_classes} classes)")
+
+
+def _shape_fits(shape: list, want: list, fixed_batch: bool) -> bool:
+    """Every axis but the first as wanted; the first (batch) 1 or symbolic when ``fixed_batch``."""
+    if len(shape) != len(want) or shape[1:] != want[1:]:
+        return False
+    return not fixed_batch or not isinstance(shape[0], int) or shape[0] == 1
 
 
 def sha256_file(path: str | Path) -> str:

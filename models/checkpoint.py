@@ -3,13 +3,19 @@
 safetensors holds only raw tensors and a JSON header, so loading a checkpoint can never
 run code from the file (unlike ``torch.load`` of a pickle). Writes go to a temporary file
 in the same folder and are renamed into place, so a crash never leaves half a file under
-the real name.
+the real name; a process killed mid-write leaves the temporary, which
+:func:`remove_stale_temporaries` clears at the next start.
+
+A file that is not safetensors but another model format (a PyTorch pickle, ONNX, a
+TensorRT engine, Darknet weights) is named as such, with what to use it for instead.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+import struct
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +35,13 @@ FORMAT_KEY = "polypscope_format"
 FORMAT_VERSION = "1"
 CONFIG_KEY = "config"
 META_KEY = "metadata"
+#: What :func:`atomic_write_bytes` names its temporary for NAME: ``.NAME.`` plus mkstemp's
+#: eight random characters plus ``.tmp``.
+TEMP_PATTERN = re.compile(r"^\..+\.[a-z0-9_]{8}\.tmp$")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's default container since PyTorch 1.6
+PICKLE_PROTO = b"\x80"  # pickle's PROTO opcode, then the protocol number (2-5)
+_NEED = "a PolypScope .safetensors checkpoint is needed here"
+_ONNX_FIELD_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42}  # ModelProto fields 2-8 after ir_version
 
 
 class CheckpointError(RuntimeError):
@@ -61,6 +74,19 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return target
+
+
+def remove_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
+    """Delete what killed :func:`atomic_write_bytes` calls left in ``folder`` (only files of
+    its naming pattern) and return them. Call it where no other process is writing, e.g.
+    when a run starts in the run folder it owns."""
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    stale = sorted(p for p in root.iterdir() if TEMP_PATTERN.match(p.name) and p.is_file())
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
 
 
 def save_checkpoint(
@@ -150,6 +176,10 @@ def _read_bytes(p: Path) -> bytes:
 
 def _parse_header(p: Path, raw: bytes) -> dict[str, str]:
     """Read the safetensors header by hand, so every failure gets a precise message."""
+    if not _looks_like_safetensors(raw):
+        kind = foreign_model_format(p, raw)
+        if kind is not None:
+            raise CheckpointError(f"{p}: {kind}")
     if len(raw) < 8:
         raise CheckpointError(f"{p}: file is {len(raw)} bytes, too short to be a safetensors checkpoint")
     size = int.from_bytes(raw[:8], "little")
@@ -182,6 +212,46 @@ def _parse_header(p: Path, raw: bytes) -> dict[str, str]:
             f"{FORMAT_VERSION!r}); upgrade PolypScope"
         )
     return meta
+
+
+def _looks_like_safetensors(raw: bytes) -> bool:
+    """A plausible header length followed by the header's opening brace."""
+    return len(raw) > 9 and int.from_bytes(raw[:8], "little") <= len(raw) - 8 and raw[8:9] == b"{"
+
+
+def foreign_model_format(p: Path, raw: bytes) -> str | None:
+    """What a non-safetensors file is, when it is a model format worth naming, and what to
+    do with it instead; ``None`` for anything else. Sniffs the content first (a renamed
+    file is still recognised), then the suffix."""
+    suffix = p.suffix.lower()
+    if raw.startswith(ZIP_MAGIC) or (raw[:1] == PICKLE_PROTO and raw[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05")):
+        kind = ("a PyTorch pickle file (torch.save: pickled objects in a zip container)" if raw.startswith(ZIP_MAGIC)
+                else "a pickle file (e.g. a legacy torch.save checkpoint)")
+        return (f"{kind}; PolypScope reads .safetensors checkpoints only and never "
+                "unpickles (unpickling runs code from the file): if you trust it, load it yourself and save "
+                "the model with models.save_checkpoint, or train one with 'polypscope train'")
+    if suffix == ".onnx" or _looks_like_onnx(raw):
+        return ("an ONNX model (what 'polypscope export' writes; run it with 'detect --model' or "
+                f"'bench --model'); {_NEED}")
+    if suffix in (".engine", ".plan", ".trt"):
+        return f"a TensorRT engine (run it with 'detect --model'); {_NEED}, e.g. the one it was built from"
+    if suffix in (".weights", ".74") or _looks_like_darknet(raw):
+        return f"Darknet weights (start a training run from them with 'polypscope train --pretrained {p}'); {_NEED}"
+    return None
+
+
+def _looks_like_onnx(raw: bytes) -> bool:
+    """An ONNX ModelProto starts with field 1, ir_version (a small varint), then field 2-8."""
+    return len(raw) > 2 and raw[0] == 0x08 and 0 < raw[1] < 32 and raw[2] in _ONNX_FIELD_TAGS
+
+
+def _looks_like_darknet(raw: bytes) -> bool:
+    """Darknet's header: int32 major 0, minor 1 or 2, a small revision, then the images seen."""
+    if len(raw) < 20:
+        return False
+    major, minor, revision = struct.unpack("<3i", raw[:12])
+    header = 20 if major * 10 + minor >= 2 else 16
+    return major == 0 and minor in (1, 2) and 0 <= revision < 100 and (len(raw) - header) % 4 == 0
 
 
 def _config_from_header(p: Path, meta: Mapping[str, str]) -> YoloConfig:

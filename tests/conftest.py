@@ -44,3 +44,14 @@ def tiny_onnx(tiny_checkpoint) -> Path:
     out = tiny_checkpoint.with_suffix(".onnx")
     export_onnx(tiny_checkpoint, out, check_images=None)
     return out
+
+
+@pytest.fixture(scope="module")
+def restore_torch_threads():
+    """Training runs with ``threads=N`` set torch's thread count for the whole process; a
+    module that makes such runs gives the next module the count it found."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

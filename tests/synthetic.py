@@ -74,3 +74,36 @@ def write_moving_clip(path: Path, frames: int, size: tuple[int, int] = (240, 320
         writer.write(np.roll(image, (i // shift_every) % w, axis=1))
     writer.release()
     return path
+
+
+def write_mask_folder(root: Path, n: int = 6, seed: int = 0, size=(120, 150)) -> Path:
+    """An images/ + masks/ folder (CVC-ClinicDB style, PNG masks); returns ``root``."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
+    for i in range(n):
+        image, mask, _ = draw_sample(rng, *size)
+        cv2.imwrite(str(root / "images" / f"{i:03d}.png"), image)
+        cv2.imwrite(str(root / "masks" / f"{i:03d}.png"), mask)
+    return root
+
+
+def write_yolo_folder(root: Path, n: int = 6, seed: int = 0, size=(120, 150)) -> Path:
+    """An images/ + labels/ folder (normalised ``class cx cy w h`` lines); returns ``root``."""
+    rng = np.random.default_rng(seed)
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    (root / "labels").mkdir(exist_ok=True)
+    h, w = size
+    for i in range(n):
+        image, _, boxes = draw_sample(rng, h, w)
+        cv2.imwrite(str(root / "images" / f"{i:03d}.jpg"), image)
+        lines = [f"0 {(x1 + x2) / 2 / w} {(y1 + y2) / 2 / h} {(x2 - x1) / w} {(y2 - y1) / h}" for x1, y1, x2, y2 in boxes]
+        (root / "labels" / f"{i:03d}.txt").write_text("\n".join(lines) + "\n")
+    return root
+
+
+def truncate_file(path: Path, fraction: float = 0.5, zero_padding: int = 0) -> Path:
+    """Cut ``path`` to ``fraction`` of its bytes (an interrupted copy), optionally padded with zeros."""
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * fraction)] + b"\0" * zero_padding)
+    return path

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from training.augment import AugmentConfig
-from training.datasets import open_dataset
+from training.data_check import open_checked, print_problems, require_samples
 from training.trainer import TrainConfig, Trainer
 
 
@@ -24,13 +24,15 @@ def run_data_check(args: argparse.Namespace) -> int:
     print(format_report(report))
     if args.json_out:
         Path(args.json_out).write_text(json.dumps(report, indent=2))
-    return 1 if report["skipped"] and args.strict else 0
+    return 1 if (report["skipped"] or report["empty"]) and args.strict else 0
 
 
 def run_anchors(args: argparse.Namespace) -> int:
     from training.anchors import box_sizes_at, kmeans_anchors
 
-    index = open_dataset(args.data, args.split)
+    index = open_checked(args.data, args.split)  # the boxes training will see, nothing it would skip
+    require_samples(index, args.split)
+    print_problems(index, f"split {args.split!r}")
     fit = kmeans_anchors(box_sizes_at(index.samples, args.img), k=9, seed=args.seed)
     print(f"{len(index.samples)} images of split {args.split!r} at {args.img} px")
     print("anchors (w, h) in input pixels, smallest first:")
@@ -51,6 +53,7 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"error: {saved}: nothing to resume", file=sys.stderr)
             return 2
         cfg = TrainConfig.from_dict(json.loads(saved.read_text()))
+        cfg.out = str(out)  # the folder named now, even if the run was moved since it started
         if args.epochs is not None:
             cfg.epochs = args.epochs
     else:

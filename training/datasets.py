@@ -4,6 +4,10 @@ Every reader returns a :class:`DatasetIndex`: the usable samples plus a list of
 :class:`Problem` records. Nothing is dropped silently: an item that cannot be used is
 named in ``problems`` with the reason, and ``polypscope data check`` prints them all.
 Boxes are ``x1, y1, x2, y2`` in the pixels of the original image.
+
+Readers decode only what the boxes need (masks of mask folders, images whose size scales
+normalised labels); ``training.data_check.open_checked`` decodes the rest, and is what
+``data check``, ``train`` and ``val`` all use.
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+
+from training.image_files import UnreadableImage, read_grayscale, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_THRESHOLD = 128
@@ -39,11 +45,15 @@ class Sample:
     labels: np.ndarray
     mask_path: Path | None = None
     size: tuple[int, int] | None = None  # (height, width) when the annotation states it
+    #: The boxes were taken from the mask, so the reader has already decoded and size-checked it.
+    boxes_from_mask: bool = False
 
 
 @dataclass(frozen=True)
 class Problem:
-    """Something wrong with one item: which file, and what."""
+    """Something wrong with one item: which file, and what. ``item`` is the sample id, or
+    ``""`` for a problem of the whole dataset or split; the printed form names both, so a
+    line from a split file or the box JSON can be traced to its sample."""
 
     item: str
     path: str
@@ -51,7 +61,8 @@ class Problem:
     skipped: bool  # True when the item was left out of the dataset because of it
 
     def __str__(self) -> str:
-        return f"{'SKIPPED ' if self.skipped else ''}{self.path}: {self.message}"
+        id_part = f" (id {self.item})" if self.item else ""
+        return f"{'SKIPPED ' if self.skipped else ''}{self.path}: {self.message}{id_part}"
 
 
 @dataclass
@@ -66,20 +77,23 @@ class DatasetIndex:
     def skipped(self) -> list[Problem]:
         return [p for p in self.problems if p.skipped]
 
-    def subset(self, ids: Iterable[str], split_name: str) -> DatasetIndex:
-        """The samples whose id is in ``ids``, in the order of ``ids``; unknown ids are problems."""
+    def subset(self, ids: list[str], split_name: str) -> DatasetIndex:
+        """The samples whose id is in ``ids``, in the order of ``ids``, with their problems;
+        ids the dataset does not know are problems too."""
         by_id = {s.id: s for s in self.samples}
-        skipped_ids = {p.item for p in self.skipped}
         out = DatasetIndex(self.root, self.format, self.class_names)
-        for item in ids:
-            if item in by_id:
-                out.samples.append(by_id[item])
-            elif item not in skipped_ids:
-                out.problems.append(Problem(item, f"{SPLITS_DIR}/{split_name}.txt",
-                                            "id listed in the split but not in the dataset", True))
+        out.samples = [by_id[item] for item in ids if item in by_id]
+        out.problems = self.unknown_ids(ids, split_name)
         wanted = set(ids)
         out.problems.extend(p for p in self.problems if p.item in wanted)
         return out
+
+    def unknown_ids(self, ids: Iterable[str], split_name: str) -> list[Problem]:
+        """One skipping problem per listed id that is neither a sample nor already reported
+        as skipped (those carry their own reason)."""
+        known = {s.id for s in self.samples} | {p.item for p in self.skipped}
+        return [Problem(item, f"{SPLITS_DIR}/{split_name}.txt", "id listed in the split but not in the dataset", True)
+                for item in ids if item not in known]
 
 
 def find_image(folder: Path, stem: str) -> Path | None:
@@ -161,8 +175,11 @@ def read_kvasir(root: Path) -> DatasetIndex:
         if len(boxes) == 0:
             index.problems.append(Problem(item, rel, "no usable box", True))
             continue
-        index.samples.append(Sample(item, image, boxes, np.zeros(len(boxes), np.int64),
-                                    find_image(root / "masks", item), size))
+        mask = find_image(root / "masks", item)
+        if mask is None:
+            index.problems.append(Problem(item, f"masks/{item}.jpg", "mask file missing (the boxes come from "
+                                          f"{KVASIR_BOXES_FILE}, so the image is still used)", False))
+        index.samples.append(Sample(item, image, boxes, np.zeros(len(boxes), np.int64), mask, size))
     return index
 
 
@@ -171,23 +188,53 @@ def read_mask_folder(root: Path) -> DatasetIndex:
     boxes come from the connected components of each thresholded mask."""
     index = DatasetIndex(root, "image-mask folders", ("polyp",))
     for image in list_images(root / "images"):
-        item = image.stem
-        mask_path = find_image(root / "masks", item)
-        if mask_path is None:
-            index.problems.append(Problem(item, str(image.relative_to(root)), "no mask with this name in masks/", True))
-            continue
-        mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
-        rel_mask = str(mask_path.relative_to(root))
-        if mask is None:
-            index.problems.append(Problem(item, rel_mask, "mask cannot be decoded", True))
-            continue
-        boxes = boxes_from_mask(mask)
-        if len(boxes) == 0:
-            index.problems.append(Problem(item, rel_mask, "mask is empty (no pixel above threshold)", True))
-            continue
-        index.samples.append(Sample(item, image, boxes, np.zeros(len(boxes), np.int64),
-                                    mask_path, mask.shape[:2]))
+        sample, problems = _read_mask_item(root, image)
+        index.problems.extend(problems)
+        if sample is not None:
+            index.samples.append(sample)
     return index
+
+
+def _read_mask_item(root: Path, image_path: Path) -> tuple[Sample | None, list[Problem]]:
+    """One image and its mask; a mask of another size than its image is rescaled to it
+    (nearest neighbour keeps it binary) before the boxes are taken, so boxes are always
+    in image pixels."""
+    item = image_path.stem
+    mask_path = find_image(root / "masks", item)
+    if mask_path is None:
+        return None, [Problem(item, str(image_path.relative_to(root)), "no mask with this name in masks/", True)]
+    rel_mask = str(mask_path.relative_to(root))
+    try:
+        height, width = read_image(image_path).shape[:2]
+    except UnreadableImage as exc:
+        return None, [undecodable(item, str(image_path.relative_to(root)), "image", exc)]
+    try:
+        mask = read_grayscale(mask_path)
+    except UnreadableImage as exc:
+        return None, [undecodable(item, rel_mask, "mask", exc)]
+    problems = []
+    if mask.shape != (height, width):
+        problems.append(mask_size_problem(item, rel_mask, mask.shape, (height, width),
+                                          ": rescaled to the image (nearest neighbour) before taking its boxes"))
+        mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+    boxes = boxes_from_mask(mask)
+    if len(boxes) == 0:
+        return None, [*problems, Problem(item, rel_mask, "mask is empty (no pixel above threshold)", True)]
+    sample = Sample(item, image_path, boxes, np.zeros(len(boxes), np.int64), mask_path, (height, width),
+                    boxes_from_mask=True)
+    return sample, problems
+
+
+def mask_size_problem(item: str, rel_mask: str, mask_hw: tuple[int, ...], image_hw: tuple[int, int],
+                      consequence: str) -> Problem:
+    """The one wording for a mask whose size differs from its image's, in every reader."""
+    return Problem(item, rel_mask, f"mask is {mask_hw[1]}x{mask_hw[0]}, image {image_hw[1]}x{image_hw[0]}"
+                                   f"{consequence}", False)
+
+
+def undecodable(item: str, rel: str, what: str, exc: UnreadableImage) -> Problem:
+    """The one wording for an image or mask file that cannot be used: the item is skipped."""
+    return Problem(item, rel, f"{what} cannot be decoded: {exc.detail}", True)
 
 
 def _read_yolo_label(path: Path, item: str, rel: str) -> tuple[np.ndarray, np.ndarray, list[Problem]]:
@@ -228,20 +275,14 @@ def read_yolo_folder(root: Path) -> DatasetIndex:
         if len(boxes) == 0:
             index.problems.append(Problem(item, rel, "no usable box", True))
             continue
-        size = image_size(image)
-        if size is None:
-            index.problems.append(Problem(item, str(image.relative_to(root)), "image cannot be decoded", True))
+        try:
+            size = read_image(image).shape[:2]
+        except UnreadableImage as exc:
+            index.problems.append(undecodable(item, str(image.relative_to(root)), "image", exc))
             continue
         scale = np.array([size[1], size[0], size[1], size[0]], np.float32)
         index.samples.append(Sample(item, image, boxes * scale, labels, None, size))
     return index
-
-
-def image_size(path: Path) -> tuple[int, int] | None:
-    """(height, width) of an image file, or ``None`` when it cannot be decoded."""
-    data = np.fromfile(str(path), dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    return None if image is None else image.shape[:2]
 
 
 def detect_format(root: Path) -> str:

@@ -15,16 +15,8 @@ import torch
 from torch.utils.data import Dataset
 
 from training.augment import AugmentConfig, Augmenter, Item, letterbox
-from training.datasets import DatasetError, Sample
-
-
-def read_image(path: str) -> np.ndarray:
-    """BGR uint8 image; raises with the file name when it cannot be decoded."""
-    data = np.fromfile(path, dtype=np.uint8)
-    image = cv2.imdecode(data, cv2.IMREAD_COLOR) if data.size else None
-    if image is None:
-        raise DatasetError(f"{path}: image cannot be decoded")
-    return image
+from training.datasets import Sample
+from training.image_files import read_image
 
 
 def resize_longest(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,7 +29,12 @@ def resize_longest(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.
 
 
 class ImageCache:
-    """Decoded, resized images of a sample list, filled on first use."""
+    """Decoded, resized images of a sample list, filled on first use.
+
+    Give it the samples of ``training.data_check.open_checked``, which has already left out
+    the files that cannot be decoded; one that fails anyway (changed on disk since) raises
+    ``UnreadableImage`` naming the file.
+    """
 
     def __init__(self, samples: list[Sample], size: int) -> None:
         self.samples = samples
@@ -51,7 +48,7 @@ class ImageCache:
         item = self._items[index]
         if item is None:
             s = self.samples[index]
-            image, boxes = resize_longest(read_image(str(s.image_path)), s.boxes, self.size)
+            image, boxes = resize_longest(read_image(s.image_path), s.boxes, self.size)
             item = Item(image, boxes.astype(np.float32), s.labels.copy())
             self._items[index] = item
         return item

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from models import load_checkpoint
-from training.datasets import open_dataset
+from training.data_check import open_checked, print_problems, require_samples
 from training.evaluate import evaluate_model
 from training.loader import ImageCache
 from training.pruning.prune import PruneJob, run_prune, summary
@@ -125,7 +125,10 @@ def prune_in_parallel(args: argparse.Namespace, variants: list[Variant]) -> None
 def evaluate(weights: Path, data: Path, split: str) -> dict[str, float]:
     ckpt = load_checkpoint(weights)
     size = ckpt.config.input_size
-    cache = ImageCache(open_dataset(data, split).samples, size)
+    index = open_checked(data, split)
+    print_problems(index, split)
+    require_samples(index, split)
+    cache = ImageCache(index.samples, size)
     metrics, _ = evaluate_model(ckpt.model, cache, size, ckpt.config.class_names, bootstrap_reps=0)
     return {k: round(float(metrics[k]), 4) for k in KEYS}
 

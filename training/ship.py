@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 
 from models import load_checkpoint, save_checkpoint
-from training.datasets import open_dataset
+from training.data_check import open_checked, print_problems, require_samples
 from training.evaluate import evaluate_model, write_json
 from training.loader import ImageCache
 from training.run_log import save_pr_plot
@@ -25,7 +25,10 @@ from training.validate import format_table
 def score(weights: Path, data: Path, split: str, bootstrap: int = 1000):
     ckpt = load_checkpoint(weights)
     size = ckpt.config.input_size
-    cache = ImageCache(open_dataset(data, split).samples, size)
+    index = open_checked(data, split)
+    print_problems(index, split)
+    require_samples(index, split)
+    cache = ImageCache(index.samples, size)
     return evaluate_model(ckpt.model, cache, size, ckpt.config.class_names, bootstrap_reps=bootstrap)
 
 

@@ -1,5 +1,10 @@
 """Resumable training state without pickle: raw weights, EMA weights and optimiser
-moments as safetensors tensors, the rest (epoch, hyper-parameters) as JSON in the header."""
+moments as safetensors tensors, the rest (epoch, hyper-parameters) as JSON in the header.
+
+The state is the first file an epoch writes, before ``last`` and ``best``. It also carries
+the metadata those checkpoints get (``checkpoint_meta``) and the epoch of the best one, so
+a run killed between the writes can rewrite them from the state's EMA weights on resume.
+"""
 
 from __future__ import annotations
 
@@ -21,7 +26,11 @@ STATE_FILE = "state.safetensors"
 
 
 def save_train_state(out: Path, epoch: int, best_fitness: float, model: torch.nn.Module,
-                     ema: ModelEMA, optimizer: torch.optim.Optimizer) -> Path:
+                     ema: ModelEMA, optimizer: torch.optim.Optimizer, *, best_epoch: int | None = None,
+                     checkpoint_meta: dict[str, Any] | None = None) -> Path:
+    """``epoch`` is the 0-based epoch just finished; ``best_epoch`` the 1-based epoch of the
+    best checkpoint; ``checkpoint_meta`` what this epoch's checkpoints carry (None when
+    it was not evaluated)."""
     tensors: dict[str, torch.Tensor] = {}
     for k, v in model.state_dict().items():
         tensors[f"model.{k}"] = v.detach().cpu().contiguous()
@@ -38,6 +47,10 @@ def save_train_state(out: Path, epoch: int, best_fitness: float, model: torch.nn
         "param_groups": json.dumps(opt["param_groups"]),
         "model_config": model.config.to_json(),
     }
+    if best_epoch is not None:
+        header["best_epoch"] = str(best_epoch)
+    if checkpoint_meta is not None:
+        header["checkpoint_meta"] = json.dumps(checkpoint_meta, default=str)
     return atomic_write_bytes(out / STATE_FILE, st_save(tensors, metadata=header))
 
 
@@ -49,6 +62,8 @@ class TrainState:
     model_config: YoloConfig
     param_groups: list[dict[str, Any]]
     tensors: dict[str, torch.Tensor]
+    best_epoch: int | None = None
+    checkpoint_meta: dict[str, Any] | None = None
 
     def apply(self, model: torch.nn.Module, ema: ModelEMA, optimizer: torch.optim.Optimizer) -> None:
         model.load_state_dict({k[6:]: v for k, v in self.tensors.items() if k.startswith("model.")})
@@ -79,4 +94,6 @@ def load_train_state(out: Path) -> TrainState | None:
         model_config=YoloConfig.from_json(meta["model_config"]),
         param_groups=json.loads(meta["param_groups"]),
         tensors=tensors,
+        best_epoch=int(meta["best_epoch"]) if "best_epoch" in meta else None,
+        checkpoint_meta=json.loads(meta["checkpoint_meta"]) if "checkpoint_meta" in meta else None,
     )

@@ -3,7 +3,10 @@
 A run folder holds ``last.safetensors`` and ``best.safetensors`` (EMA weights, loadable
 like any checkpoint), ``state.safetensors`` (raw weights, EMA and optimiser state for
 ``--resume``), ``results.csv``/``results.jsonl`` and PNG plots. All writes are atomic,
-so a crash or Ctrl-C loses at most the epoch in progress.
+so a crash or Ctrl-C loses at most the epoch in progress. An epoch writes its log row, then
+the state, then ``last``, then ``best``; the next start removes the temporaries a killed
+write left behind, and ``--resume`` works from whatever the kill left (the state, else
+``last`` with a fresh optimiser).
 
 Multi-GPU: start with ``torchrun --nproc_per_node N -m app train ...``; the loop picks up
 the process group from the environment (NCCL on CUDA, gloo on CPU) and only rank 0
@@ -16,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,12 +30,22 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from models import YoloConfig, YOLOv3, config_for, load_checkpoint, save_checkpoint
-from models.checkpoint import atomic_write_bytes
+from models import (
+    Checkpoint,
+    CheckpointError,
+    YoloConfig,
+    YOLOv3,
+    config_for,
+    load_checkpoint,
+    read_header,
+    save_checkpoint,
+)
+from models.checkpoint import atomic_write_bytes, remove_stale_temporaries
 from models.darknet_weights import load_darknet_weights
 from training.anchors import box_sizes_at, kmeans_anchors
 from training.augment import AugmentConfig
-from training.datasets import DatasetIndex, open_dataset
+from training.data_check import open_checked, print_problems, require_samples
+from training.datasets import DatasetIndex
 from training.distill import DistillationLoss
 from training.ema import ModelEMA
 from training.evaluate import evaluate_model
@@ -39,9 +53,11 @@ from training.loader import ImageCache, TrainDataset, collate
 from training.loss import LossConfig, YoloLoss
 from training.progress import progress
 from training.run_log import RunLog
-from training.train_state import load_train_state, save_train_state
+from training.train_state import STATE_FILE, TrainState, load_train_state, save_train_state
 
 FITNESS_KEY = "ap50"
+LAST_FILE = "last.safetensors"
+BEST_FILE = "best.safetensors"
 
 
 class TrainingDiverged(RuntimeError):
@@ -167,6 +183,39 @@ def build_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Opt
     )
 
 
+@dataclass
+class StartPoint:
+    """Where a run begins: the model config, the first epoch (0-based), the best fitness and
+    its epoch so far, and what to load into the new model: a full training ``state`` or
+    plain ``weights`` (``--init-weights``, or ``last`` when resuming without a state)."""
+
+    config: YoloConfig
+    epoch: int = 0
+    best_fitness: float = -1.0
+    best_epoch: int | None = None
+    state: TrainState | None = None
+    weights: dict[str, torch.Tensor] | None = None
+    anchor_info: dict[str, float] = field(default_factory=dict)
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The epoch a run's checkpoint was written at, or ``None`` when it is missing or unreadable."""
+    try:
+        return int(read_header(path)[1].get("epoch", -1))
+    except (CheckpointError, ValueError, TypeError):
+        return None
+
+
+def best_so_far(out: Path, last: Checkpoint) -> tuple[float, int | None]:
+    """Fitness and epoch of the run's best checkpoint (``last``'s when ``best`` is unreadable)."""
+    try:
+        meta = read_header(out / BEST_FILE)[1]
+    except CheckpointError:
+        meta = last.metadata
+    fitness = meta.get("val_metrics", {}).get(FITNESS_KEY)
+    return (float(fitness), meta.get("epoch")) if fitness is not None else (-1.0, None)
+
+
 def fit_anchor_config(model_config: YoloConfig, train: DatasetIndex, size: int, seed: int) -> tuple[YoloConfig, dict[str, float]]:
     fit = kmeans_anchors(box_sizes_at(train.samples, size), k=9, seed=seed)
     anchors = tuple((round(float(w), 2), round(float(h), 2)) for w, h in fit.anchors)
@@ -188,59 +237,90 @@ class Trainer:
         self.resume = resume
 
     # -- set-up ---------------------------------------------------------------------
+    def _say(self, message: str) -> None:
+        """A note or warning about the run on stderr (rank 0 only)."""
+        if self.dist.is_main:
+            print(message, file=sys.stderr)
+
     def _prepare(self) -> None:
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
-        train = open_dataset(cfg.data, cfg.train_split)
-        val = open_dataset(cfg.data, cfg.val_split)
-        if not train.samples:
-            raise RuntimeError(f"{cfg.data}: split {cfg.train_split!r} has no usable samples")
-        self.train_index, self.val_index = train, val
-        state = load_train_state(self.out) if self.resume else None
-        if state is not None:
-            model_config = state.model_config
-            self.start_epoch = state.epoch + 1
-            self.best_fitness = state.best_fitness
-            anchor_info: dict[str, float] = {}
-        elif cfg.init_weights:
-            if self.resume:
-                raise FileNotFoundError(f"{self.out}: nothing to resume (no state.safetensors)")
-            init = load_checkpoint(cfg.init_weights)
-            model_config, anchor_info = init.config, {}
-            self.start_epoch, self.best_fitness = 0, -1.0
-        else:
-            if self.resume:
-                raise FileNotFoundError(f"{self.out}: nothing to resume (no state.safetensors)")
-            model_config = config_for(cfg.model, width=cfg.width, input_size=cfg.img, new_coords=cfg.new_coords,
-                                      num_classes=len(train.class_names), class_names=train.class_names)
-            anchor_info = {}
-            if cfg.fit_anchors:
-                model_config, anchor_info = fit_anchor_config(model_config, train, cfg.img, cfg.seed)
-            self.start_epoch = 0
-            self.best_fitness = -1.0
-        self.anchor_info = anchor_info
-        self.model = YOLOv3(model_config)
-        if state is None and cfg.init_weights:
-            self.model.load_state_dict(init.model.state_dict())
-        if state is None and cfg.pretrained:
+        self.train_index = self._open_split(cfg.train_split)
+        self.val_index = self._open_split(cfg.val_split)
+        start = self._resume_point() if self.resume else self._fresh_start(self.train_index)
+        self.start_epoch, self.best_fitness, self.best_epoch = start.epoch, start.best_fitness, start.best_epoch
+        self.anchor_info = start.anchor_info
+        self.resumed_state = start.state
+        self.model = YOLOv3(start.config)
+        if start.weights is not None:
+            self.model.load_state_dict(start.weights)
+        if not self.resume and cfg.pretrained:
             report = load_darknet_weights(self.model, cfg.pretrained, file_num_classes=cfg.pretrained_classes)
             print(f"{cfg.pretrained}: loaded {len(report.loaded)} layers, "
                   f"{len(report.skipped)} left freshly initialised")
         self.model.to(self.device)
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = ModelEMA(self.model, cfg.ema_decay)
-        if state is not None:
-            state.apply(self.model, self.ema, self.optimizer)
-        self.loss = YoloLoss(model_config, cfg.loss)
+        if start.state is not None:
+            start.state.apply(self.model, self.ema, self.optimizer)
+        self.loss = YoloLoss(start.config, cfg.loss)
         self.teacher, self.distill = None, None
         if cfg.distill_from:
             self.teacher = load_checkpoint(cfg.distill_from).model.to(self.device).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
-            self.distill = DistillationLoss(model_config, cfg.loss, cfg.distill_weight)
-        self.train_cache = ImageCache(train.samples, cfg.img)
-        self.val_cache = ImageCache(val.samples, cfg.img)
+            self.distill = DistillationLoss(start.config, cfg.loss, cfg.distill_weight)
+        self._build_loader()
+        if self.resume and start.state is None:  # resumed from weights alone: keep the EMA's decay ramp
+            self.ema.updates = self.start_epoch * self.steps_per_epoch
+        self.use_amp = self.device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.log = RunLog(self.out) if self.dist.is_main else None
+
+    def _open_split(self, split: str) -> DatasetIndex:
+        """The usable samples of ``split`` as ``data check`` sees them; its problems as warnings."""
+        index = open_checked(self.cfg.data, split, show_progress=self.show_progress and self.dist.is_main)
+        require_samples(index, split)
+        if self.dist.is_main:
+            print_problems(index, f"split {split!r}")
+        return index
+
+    def _fresh_start(self, train: DatasetIndex) -> StartPoint:
+        cfg = self.cfg
+        if cfg.init_weights:
+            init = load_checkpoint(cfg.init_weights)
+            return StartPoint(init.config, weights=init.model.state_dict())
+        model_config = config_for(cfg.model, width=cfg.width, input_size=cfg.img, new_coords=cfg.new_coords,
+                                  num_classes=len(train.class_names), class_names=train.class_names)
+        if not cfg.fit_anchors:
+            return StartPoint(model_config)
+        model_config, anchor_info = fit_anchor_config(model_config, train, cfg.img, cfg.seed)
+        return StartPoint(model_config, anchor_info=anchor_info)
+
+    def _resume_point(self) -> StartPoint:
+        """From ``state.safetensors`` when there is one; else from ``last.safetensors`` with
+        a fresh optimiser (a run stopped before its first state write, or one written by
+        code that saved the state last)."""
+        state = load_train_state(self.out)
+        if state is not None:
+            self._say(f"resuming from {self.out / STATE_FILE} (epoch {state.epoch + 1} done)")
+            return StartPoint(state.model_config, state.epoch + 1, state.best_fitness, state.best_epoch, state=state)
+        last = self.out / LAST_FILE
+        if not last.is_file():
+            raise FileNotFoundError(f"{self.out}: nothing to resume (no {STATE_FILE} and no {LAST_FILE})")
+        ckpt = load_checkpoint(last)
+        done = int(ckpt.metadata.get("epoch", 0))
+        best_fitness, best_epoch = best_so_far(self.out, ckpt)
+        self._say(f"warning: {self.out / STATE_FILE} is missing: resuming from {LAST_FILE} (epoch {done} done) "
+                  "with the optimiser restarted")
+        return StartPoint(ckpt.config, done, best_fitness, best_epoch, weights=ckpt.model.state_dict())
+
+    def _build_loader(self) -> None:
+        """Image caches, the (distributed) sampler, the loader and the schedule's step counts."""
+        cfg = self.cfg
+        self.train_cache = ImageCache(self.train_index.samples, cfg.img)
+        self.val_cache = ImageCache(self.val_index.samples, cfg.img)
         self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed)
         if self.dist.world > 1:
             self.sampler: Any = DistributedSampler(self.dataset, self.dist.world, self.dist.rank,
@@ -258,17 +338,17 @@ class Trainer:
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = max(100, int(cfg.warmup_epochs * self.steps_per_epoch))
-        self.use_amp = self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
-        self.log = RunLog(self.out) if self.dist.is_main else None
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         self._prepare()
         cfg = self.cfg
         if self.dist.is_main:
+            self._remove_stale_temporaries()
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
+            if self.resumed_state is not None:
+                self._catch_up_checkpoints(self.resumed_state)
         # Fill the image caches before the first epoch (and before any worker forks).
         self.train_cache.fill()
         self.val_cache.fill()
@@ -335,23 +415,53 @@ class Trainer:
         row: dict[str, Any] = {"epoch": epoch + 1, "seconds": round(seconds, 1),
                                "lr": self.optimizer.param_groups[0]["lr"],
                                **{f"loss_{k}": v for k, v in losses.items()}}
-        last_epoch = epoch == cfg.epochs - 1
-        if (epoch + 1) % cfg.eval_every == 0 or last_epoch:
+        meta, evaluator, improved = None, None, False
+        if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
             val_metrics, evaluator = evaluate_model(self.ema.module, self.val_cache, cfg.img,
                                                     self.model.config.class_names)
             row.update({f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, float)})
-            fitness = float(val_metrics[FITNESS_KEY])
             meta = self._checkpoint_meta(epoch, val_metrics)
-            save_checkpoint(self.out / "last.safetensors", self.ema.module, meta)
-            if fitness > self.best_fitness:
-                self.best_fitness = fitness
-                save_checkpoint(self.out / "best.safetensors", self.ema.module, meta)
-                self.log.save_pr_curve(evaluator.image_results(), f"val PR curve (epoch {epoch + 1})")
+            improved = float(val_metrics[FITNESS_KEY]) > self.best_fitness
+            if improved:
+                self.best_fitness, self.best_epoch = float(val_metrics[FITNESS_KEY]), epoch + 1
         row["best_val_ap50"] = self.best_fitness
-        save_train_state(self.out, epoch, self.best_fitness, self.model, self.ema, self.optimizer)
-        self.log.append(row)
+        self.log.append(row)  # a resumed run redoes this epoch's row unless the state below lands
+        self._save_epoch(epoch, meta, improved)
+        if improved and evaluator is not None:
+            self.log.save_pr_curve(evaluator.image_results(), f"val PR curve (epoch {epoch + 1})")
         self.log.plot()
         return row
+
+    def _save_epoch(self, epoch: int, meta: dict[str, Any] | None, improved: bool) -> None:
+        """State first, then ``last``, then ``best`` (each written atomically). A kill between
+        two writes leaves the state ahead of the checkpoints, never behind: resuming from it
+        loses nothing and rewrites them (:meth:`_catch_up_checkpoints`)."""
+        save_train_state(self.out, epoch, self.best_fitness, self.model, self.ema, self.optimizer,
+                         best_epoch=self.best_epoch, checkpoint_meta=meta)
+        if meta is None:
+            return
+        save_checkpoint(self.out / LAST_FILE, self.ema.module, meta)
+        if improved:
+            save_checkpoint(self.out / BEST_FILE, self.ema.module, meta)
+
+    def _catch_up_checkpoints(self, state: TrainState) -> None:
+        """Rewrite ``last``/``best`` from the state's EMA weights when the epoch it records
+        was killed before writing them (the checkpoint on disk is older, or missing)."""
+        if state.checkpoint_meta is None:
+            return
+        done = state.epoch + 1
+        for name in (LAST_FILE, BEST_FILE) if state.best_epoch == done else (LAST_FILE,):
+            path = self.out / name
+            if checkpoint_epoch(path) != done:
+                save_checkpoint(path, self.ema.module, state.checkpoint_meta)
+                self._say(f"note: {path} was older than {STATE_FILE} (the run stopped while writing epoch "
+                          f"{done}): rewritten from it")
+
+    def _remove_stale_temporaries(self) -> None:
+        removed = remove_stale_temporaries(self.out)
+        if removed:
+            self._say(f"note: removed {len(removed)} temporary file(s) an interrupted write left in {self.out}: "
+                      + ", ".join(p.name for p in removed))
 
     def _checkpoint_meta(self, epoch: int, val_metrics: dict[str, Any]) -> dict[str, Any]:
         cfg = self.cfg

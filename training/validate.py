@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from models import load_checkpoint
-from training.datasets import open_dataset
+from training.data_check import open_checked, print_problems, require_samples
 from training.evaluate import evaluate_model, write_json
 from training.loader import ImageCache
 from training.run_log import save_pr_plot
@@ -33,9 +33,9 @@ def format_table(metrics: dict[str, Any], title: str) -> str:
 def validate(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.weights)
     size = args.img or ckpt.config.input_size
-    index = open_dataset(args.data, args.split)
-    for problem in index.skipped:
-        print(f"warning: {problem}")
+    index = open_checked(args.data, args.split, show_progress=not args.quiet)
+    require_samples(index, args.split)
+    print_problems(index, f"split {args.split!r}")
     cache = ImageCache(index.samples, size)
     metrics, evaluator = evaluate_model(ckpt.model, cache, size, ckpt.config.class_names,
                                         bootstrap_reps=args.bootstrap, show_progress=not args.quiet)

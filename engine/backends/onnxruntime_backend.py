@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import BackendUnavailable
-from engine.model_info import ModelInfo
+from engine.model_info import ModelInfo, check_graph_io, expected_rows
 
 PROVIDERS = {
     "cpu": "CPUExecutionProvider",
@@ -37,7 +37,8 @@ def nvidia_driver_present() -> bool:
 
 class OnnxRuntimeBackend:
     """``device`` is "cpu", "cuda" or "tensorrt" (the ORT TensorRT provider, with CUDA and
-    CPU as fall-backs for unsupported nodes)."""
+    CPU as fall-backs for unsupported nodes). ``info`` must describe this graph: its input
+    and output are checked against it (``ModelFormatError`` naming the file otherwise)."""
 
     def __init__(self, path: str | Path, info: ModelInfo, device: str = "cpu", threads: int = 0,
                  spin: bool = True) -> None:
@@ -63,11 +64,10 @@ class OnnxRuntimeBackend:
         active = self.session.get_providers()
         if active[0] != wanted:
             raise BackendUnavailable(f"onnxruntime could not start {wanted} (it fell back to {active[0]})")
+        check_graph_io(self.session, info, path)
         self.name = f"onnxruntime-{device}"
         self.info = info
-        out_meta = self.session.get_outputs()[0]
-        rows = _static_rows(out_meta.shape, info)
-        self._output = np.zeros((1, rows, 5 + info.num_classes), np.float32)
+        self._output = np.zeros((1, expected_rows(info), 5 + info.num_classes), np.float32)
         self._binding = self.session.io_binding()
         self._bound_input_id: tuple | None = None
         self._bound_input: np.ndarray | None = None  # keeps the bound buffer alive
@@ -101,9 +101,3 @@ def _provider_chain(device: str, path: str | Path) -> list:
                    "trt_timing_cache_enable": True}
     return [("TensorrtExecutionProvider", trt_options), "CUDAExecutionProvider", "CPUExecutionProvider"]
 
-
-def _static_rows(shape: list, info: ModelInfo) -> int:
-    """Prediction rows for a square input of the model's size (N = 3 * sum of cells)."""
-    if len(shape) == 3 and isinstance(shape[1], int):
-        return shape[1]
-    return 3 * sum((info.input_size // s) ** 2 for s in info.strides)

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from models.complexity import count_flops, count_parameters
 from training.augment import AugmentConfig
-from training.datasets import open_dataset
+from training.data_check import open_checked, print_problems, require_samples
 from training.loader import ImageCache, TrainDataset, collate
 from training.loss import YoloLoss
 from training.progress import progress
@@ -68,7 +68,9 @@ class PruneJob:
 
 def training_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
     """Augmented training batches (no mosaic): Taylor scoring and BatchNorm recalibration."""
-    index = open_dataset(data, "train")
+    index = open_checked(data, "train")
+    print_problems(index, "train")
+    require_samples(index, "train")
     dataset = TrainDataset(ImageCache(index.samples, size), size, dataclasses.replace(AugmentConfig(), mosaic=0.0), seed)
     dataset.use_mosaic = False
     generator = torch.Generator().manual_seed(seed)
