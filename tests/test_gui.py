@@ -52,12 +52,20 @@ def test_plays_with_boxes_and_hud(window, qtbot):
     assert raw.shape == annotated.shape and (raw != annotated).any()
 
 
+#: Frames that can still reach the window after a pause: the one the capture thread is
+#: reading, one in each one-slot hand-off (frames, results), the one being inferred, and
+#: the one picture the display worker lets wait for the GUI thread.
+IN_FLIGHT = 5
+
+
 def test_pause_play_seek_and_step(window, qtbot):
     window.toggle_pause()
-    qtbot.wait(300)
+    at_pause = window.frames_shown
+    # A count, not a rate: the frames in flight may arrive however slowly the machine
+    # works, but no more; playing on would show about 37 frames in this time (25 fps).
+    qtbot.wait(1500)
     frozen = window.frames_shown
-    qtbot.wait(400)
-    assert window.frames_shown <= frozen + 1
+    assert frozen <= at_pause + IN_FLIGHT
     window.step(1)
     qtbot.waitUntil(lambda: window.frames_shown >= frozen + 1, timeout=5000)
     window.seek(100)
@@ -90,6 +98,20 @@ def test_snapshot_and_recording(window, qtbot, tmp_path):
     assert len((run / "detections.jsonl").read_text().splitlines()) >= 20
 
 
+def test_a_failed_recording_stops_with_an_error_and_playback_goes_on(window, qtbot, monkeypatch):
+    from app.streaming.recorder import RecorderError, VideoRecorder
+
+    def disk_full(self, image):
+        raise RecorderError(f"{self.path}: disk full; recording stopped, the video keeps its {self.frames} frames")
+
+    run = window.start_recording()
+    monkeypatch.setattr(VideoRecorder, "write", disk_full)
+    qtbot.waitUntil(lambda: window.last_error is not None and "disk full" in window.last_error, timeout=10000)
+    assert str(run / "annotated.avi") in window.last_error and window._recording is None
+    shown = window.frames_shown
+    qtbot.waitUntil(lambda: window.frames_shown > shown + 5, timeout=10000)
+
+
 def test_settings_are_kept(window, tmp_path):
     window.conf_slider.setValue(40)
     window.persist_hold.setValue(7)
@@ -105,6 +127,12 @@ def test_playback_check_reports_the_hud_figures_for_a_whole_clip(qtbot, tiny_onn
     report = measure(str(clip), str(tiny_onnx), timeout=60)
     assert report["source_frames"] == 150 and report["source_fps"] == pytest.approx(25)
     assert report["frames_shown"] + report["dropped"] == 150  # every frame is shown or counted as dropped
-    assert 0 < report["display_fps"]["min"] <= report["display_fps"]["median"] <= 30
+    # The HUD's display rate over its 2 s window, sampled while frames are shown: at most the
+    # file's 25 fps on any machine (a slow one shows fewer), plus what a catch-up burst adds:
+    # the paced source reads the frames it fell behind on at once, so a window that starts
+    # inside a stall of L s reads up to 25 x (2 + L) / 2 fps, 30 fps after a 0.4 s stall.
+    # Measured here: 24.85-25.18 fps, also with both cores kept busy by other processes.
+    fps = report["display_fps"]
+    assert fps["samples"] > 0 and 0 < fps["min"] <= fps["median"] <= 1.2 * report["source_fps"]
     lat = report["latency_ms"]
     assert 0 < lat["p50"] <= lat["p99"] <= lat["max"]

@@ -35,7 +35,7 @@ from PySide6.QtWidgets import (
 from app.gui.worker import StreamWorker
 from app.streaming.persistence import PersistenceFilter, PersistenceSettings
 from app.streaming.pipeline import Result, StreamPipeline
-from app.streaming.recorder import DetectionLog, VideoRecorder
+from app.streaming.recorder import DetectionLog, RecorderError, VideoRecorder
 from app.streaming.sources import SourceError, list_cameras, open_source
 from engine.detector import BACKENDS, Detector
 
@@ -275,9 +275,7 @@ class MainWindow(QMainWindow):
         self.frames_shown += 1
         self.last_result = result
         if self._recording is not None and self.worker is not None:
-            video, log = self._recording
-            video.write(self.worker.last_annotated)
-            log.write(result.frame.index, result.frame.position_ms, result.detections, result.frame.name)
+            self._record(result)
         if not self.seek_slider.isSliderDown():
             self.seek_slider.setValue(result.frame.index)
         alert = len(result.shown) > 0
@@ -287,6 +285,17 @@ class MainWindow(QMainWindow):
         self.hud_label.setText(f"capture {snap.capture_fps:.1f} fps · inference {snap.inference_fps:.1f} fps · "
                                f"display {snap.display_fps:.1f} fps · latency p50 {snap.latency_p50_ms:.0f} ms · "
                                f"dropped {snap.dropped}")
+
+    def _record(self, result: Result) -> None:
+        """Append the frame to the recording; a failed write (disk full) stops the recording
+        with what it kept, and playback goes on."""
+        video, log = self._recording
+        try:
+            video.write(self.worker.last_annotated)
+            log.write(result.frame.index, result.frame.position_ms, result.detections, result.frame.name)
+        except RecorderError as exc:
+            self.stop_recording()
+            self.show_error(f"recording stopped: {exc}")
 
     # -- controls -----------------------------------------------------------------------
     def toggle_pause(self) -> None:

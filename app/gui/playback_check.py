@@ -29,8 +29,6 @@ from typing import Any
 import numpy as np
 
 SETTLE_SECONDS = 2.0
-#: The clip is over when no new frame has been shown for this long.
-ENDED_AFTER_SECONDS = 2.0
 
 
 def resident_mb() -> float | None:
@@ -63,12 +61,14 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
         samples, timeline = [], []
         last_count, last_change, next_memory = 0, started, started
         while time.monotonic() - started < timeout:
-            wait_until(lambda: False, timeout=0.5)  # let Qt run for half a second
+            # Qt runs for half a second, or until the clip has ended and its last frame is shown
+            # (a stall, however long, is not mistaken for the end).
+            if wait_until(lambda: not worker.running, timeout=0.5):
+                wait_until(lambda: False, timeout=0.2)
+                break
             now = time.monotonic()
             if window.frames_shown != last_count:
                 last_count, last_change = window.frames_shown, now
-            elif now - last_change > ENDED_AFTER_SECONDS:
-                break  # the clip has ended
             snap = worker.pipeline.stats.snapshot()
             if now - started > settle_seconds and now - last_change < 0.5:
                 samples.append(snap.display_fps)
@@ -141,8 +141,10 @@ def save_plot(report: dict[str, Any], path: Path) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_ylim(bottom=0)
     axes[-1].set_xlabel("minutes of playback")
+    memory = report.get("memory") or {}
+    memory_text = f"; memory {memory['start_mb']:.0f} -> {memory['end_mb']:.0f} MiB" if memory else ""
     fig.suptitle(f"{Path(report['source']).name}: {report['frames_shown']} frames shown, "
-                 f"{report['dropped']} dropped, {report['seconds'] / 60:.0f} min")
+                 f"{report['dropped']} dropped, {report['seconds'] / 60:.0f} min{memory_text}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -66,6 +66,11 @@ class StreamWorker(QObject):
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)
 
+    @property
+    def running(self) -> bool:
+        """Whether results are still coming (false once the source has ended or failed)."""
+        return self._thread is not None and self._thread.is_alive()
+
     def _run(self) -> None:
         try:
             for result in self.pipeline.results(timeout=0.2):
