@@ -210,8 +210,16 @@ def _add_app(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("app.gui.run", "run_app"))
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """An argument error is one line on stderr (the flag and the problem, and where help
+    is), not argparse's usage block above it: the line a user needs is the last one."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="polypscope",
         description="PolypScope: real-time polyp detection for colonoscopy video (YOLOv3, pruned, "
                     "ONNX/TensorRT).",
