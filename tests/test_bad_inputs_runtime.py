@@ -233,6 +233,24 @@ def test_a_video_file_that_stops_growing_is_caught(tmp_path):
     assert 0 < video.frames <= 5 and _frames_in(tmp_path / "a.avi") >= video.frames
 
 
+@pytest.mark.parametrize("size", [(640, 480), (480, 360), (1280, 720)])
+def test_black_frames_after_detailed_ones_are_not_a_stall(tmp_path, size):
+    """A "no signal" screen after detailed frames: many frames per 32 KiB block of the
+    file, on a healthy disk. Judged by the average frame so far, this was called a full
+    disk after 6-12 black frames."""
+    from app.streaming.recorder import VideoRecorder
+
+    w, h = size
+    rng = np.random.default_rng(0)
+    video = VideoRecorder(tmp_path / "a.avi", 25, size)
+    for _ in range(40):
+        video.write(rng.integers(0, 256, (h, w, 3), dtype=np.uint8))
+    for _ in range(200):
+        video.write(np.zeros((h, w, 3), np.uint8))
+    video.close()
+    assert video.frames == 240 and _frames_in(tmp_path / "a.avi") == 240
+
+
 def test_disk_full_in_the_log_keeps_whole_lines(tiny_onnx, tmp_path, capsys, monkeypatch):
     real = DetectionLog._write_all
 
@@ -259,6 +277,14 @@ def test_appending_to_a_log_cut_by_a_crash_drops_the_partial_line(tmp_path):
     DetectionLog(log, on_status=messages.append).close()
     assert log.read_text() == '{"frame": 0}\n{"frame": 1}\n'
     assert len(messages) == 1 and str(log) in messages[0] and "incomplete last line" in messages[0]
+
+
+def test_a_log_whose_last_record_lacks_only_its_newline_keeps_it(tmp_path):
+    log = tmp_path / "d.jsonl"
+    log.write_text('{"frame": 0}\n{"frame": 1}')  # written by a tool that ends without a newline
+    messages = []
+    DetectionLog(log, on_status=messages.append).close()
+    assert log.read_text() == '{"frame": 0}\n{"frame": 1}\n' and messages == []
 
 
 # -- 3. Ctrl-C and SIGTERM ---------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 One helper process forks a child per kill point; the child resumes a tiny one-epoch run,
 trains epoch 2 and SIGKILLs itself at one step of one atomic write (temporary created,
-data written, fsync'd, renamed; for state, last and best in turn). Afterwards the run
+data written, fsync'd, renamed) of every file the epoch writes, in its order: the log
+(results.jsonl, results.csv), state, last and best, then the plots. Afterwards the run
 folder must hold only complete files, and ``train --resume`` must carry on from what the
 kill left (saying from what), remove the stale temporary and end with every file at
 epoch 2. Validation is replaced by fixed metrics that improve each epoch, so ``best`` is
@@ -36,7 +37,9 @@ from .conftest import REPO
 from .synthetic import write_kvasir_like
 
 STEPS = ("created", "written", "fsynced", "renamed")
-TARGETS = ("state", "last", "best")  # the order an epoch writes them in
+# Every file an epoch writes, in the order it writes them.
+TARGETS = ("results.jsonl", "results.csv", "state.safetensors", "last.safetensors", "best.safetensors",
+           "pr_curve.png", "results.png")
 POINTS = [(target, step) for target in TARGETS for step in STEPS]
 AP50 = {1: 0.1, 2: 0.2}
 
@@ -51,9 +54,9 @@ def fake_evaluation(ap50: float):
 
 
 def kill_at(target: str, step: str) -> None:
-    """Make this process SIGKILL itself at ``step`` of the atomic write of ``TARGET.safetensors``
+    """Make this process SIGKILL itself at ``step`` of the atomic write of ``target``
     (hooks on the tempfile/os calls that ``models.checkpoint.atomic_write_bytes`` makes)."""
-    prefix = f".{target}.safetensors."
+    prefix = f".{target}."
     current: dict[str, str | None] = {"tmp": None}
     real_mkstemp, real_fsync, real_replace = tempfile.mkstemp, os.fsync, os.replace
 
@@ -187,10 +190,10 @@ def landed(target: str, step: str) -> set[str]:
 def test_kill_during_checkpoint_writes_leaves_a_resumable_run(killed_runs, target, step, capsys, monkeypatch):
     folder = killed_runs / f"{target}-{step}"
     stale = sorted(p.name for p in folder.iterdir() if TEMP_PATTERN.match(p.name))
-    assert [n.startswith(f".{target}.safetensors.") for n in stale] == ([] if step == "renamed" else [True])
+    assert [n.startswith(f".{target}.") for n in stale] == ([] if step == "renamed" else [True])
     assert_complete_files(folder)
     new = landed(target, step)
-    state_epoch = 2 if "state" in new else 1
+    state_epoch = 2 if "state.safetensors" in new else 1
     assert load_train_state(folder).epoch + 1 == state_epoch
 
     monkeypatch.setattr(trainer, "evaluate_model", fake_evaluation(AP50[2]))
@@ -199,7 +202,8 @@ def test_kill_during_checkpoint_writes_leaves_a_resumable_run(killed_runs, targe
     assert f"resuming from {folder / 'state.safetensors'} (epoch {state_epoch} done)" in err
     assert ("removed 1 temporary file(s)" in err) == bool(stale) and all(n in err for n in stale)
     rewritten = {name for name in ("last", "best") if f"{name}.safetensors was older than state" in err}
-    assert rewritten == ({"last", "best"} - new if "state" in new else set())
+    landed_checkpoints = {name.removesuffix(".safetensors") for name in new}
+    assert rewritten == ({"last", "best"} - landed_checkpoints if "state.safetensors" in new else set())
     assert not [p for p in folder.iterdir() if TEMP_PATTERN.match(p.name)]
     for name in ("last", "best"):
         assert load_checkpoint(folder / f"{name}.safetensors").metadata["epoch"] == 2, name
@@ -228,8 +232,9 @@ def test_nothing_to_resume_is_one_clear_line(base_run, tmp_path, capsys):
     (folder / ".state.safetensors.k1ll3d_x.tmp").write_bytes(b"\0" * 64)
     rc = main(["train", "--resume", "--out", str(folder), "--quiet"])
     err = capsys.readouterr().err
-    assert rc == 1 and err.strip().splitlines() == [
-        f"error: {folder}: nothing to resume (no state.safetensors and no last.safetensors)"]
+    assert rc == 1 and err.strip().splitlines()[-1] == \
+        f"error: {folder}: nothing to resume (no state.safetensors and no last.safetensors)"
+    assert not (folder / ".state.safetensors.k1ll3d_x.tmp").exists()  # the 12 MB temporary is gone too
 
 
 @pytest.mark.parametrize(("name", "ours"), [

@@ -341,10 +341,11 @@ class Trainer:
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
+        if self.dist.is_main and self.out.is_dir():
+            self._remove_stale_temporaries()  # first: even a run that cannot start leaves none behind
         self._prepare()
         cfg = self.cfg
         if self.dist.is_main:
-            self._remove_stale_temporaries()
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(self.out / "train_config.json", json.dumps(cfg.to_dict(), indent=2).encode())
             if self.resumed_state is not None:

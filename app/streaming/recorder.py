@@ -62,6 +62,13 @@ def crash_warning(path: str | Path) -> str | None:
             "(its index is written only at the end); use .avi to keep what was recorded")
 
 
+def smallest_frame_bytes(size: tuple[int, int]) -> int:
+    """A lower bound on one Motion-JPEG frame of ``size`` (width, height) in an AVI: a
+    uniform black frame at OpenCV's writer quality (75) with its chunk header, halved."""
+    ok, data = cv2.imencode(".jpg", np.zeros((size[1], size[0], 3), np.uint8), [cv2.IMWRITE_JPEG_QUALITY, 75])
+    return max(MIN_FRAME_BYTES, ((len(data) if ok else 0) + 8) // 2)  # half: margin for other encoder settings
+
+
 class VideoRecorder:
     """The annotated video. ``write`` raises :class:`RecorderError` instead of losing
     frames when the disk fills; ``frames`` then counts the frames the file keeps once
@@ -85,6 +92,7 @@ class VideoRecorder:
         self.size = size
         self.frames = 0
         self._largest = size[0] * size[1] * 3 // 4  # a guess until the file first grows
+        self._smallest = smallest_frame_bytes(size)
         self._grown = (0, 0)                        # (file size, frames) when it last grew
 
     def write(self, image: np.ndarray) -> None:
@@ -114,8 +122,10 @@ class VideoRecorder:
             self._largest = max(self._largest if last_size else 0, (size - last_size) // (self.frames - last_frames))
             self._grown = (size, self.frames)
             return
-        per_frame = last_size // last_frames if last_frames else MIN_FRAME_BYTES
-        if self.crash_safe and (self.frames - last_frames) * max(per_frame, MIN_FRAME_BYTES) > STALL_BYTES:
+        # Judged by the smallest frame this size can encode to (a uniform one), not the
+        # average so far: after detailed frames, a run of black "no signal" frames is
+        # legitimately many frames per 32 KiB block.
+        if self.crash_safe and (self.frames - last_frames) * self._smallest > STALL_BYTES:
             self.frames = last_frames
             raise RecorderError(f"{self.path}: the file stopped growing (disk full or a write error); recording "
                                 f"stopped, the video keeps about {last_frames} frames")
@@ -174,9 +184,18 @@ class DetectionLog:
             self._fd = -1
 
 
+def _is_json(data: bytes) -> bool:
+    try:
+        json.loads(data)
+    except ValueError:
+        return False
+    return True
+
+
 def _cut_partial_line(path: Path, on_status: Callable[[str], None] | None) -> int:
-    """Truncate ``path`` after its last newline if it does not end with one (a line
-    half-written when an earlier run was killed); returns the resulting size."""
+    """Truncate ``path`` after its last newline if what follows it is not a whole JSON
+    record (a line half-written when an earlier run was killed); a whole record without
+    its newline (other tools write logs so) only gets the newline. Returns the size."""
     if not path.is_file():
         return 0
     with open(path, "r+b") as fh:
@@ -192,6 +211,11 @@ def _cut_partial_line(path: Path, on_status: Callable[[str], None] | None) -> in
             end = start
         if end == size:
             return size
+        fh.seek(end)
+        tail = fh.read(size - end)
+        if _is_json(tail):  # a complete record written without its newline: keep it
+            fh.write(b"\n")
+            return size + 1
         fh.truncate(end)
     if on_status is not None:
         on_status(f"warning: {path}: cut off an incomplete last line ({size - end} bytes) left by an earlier run")
