@@ -191,8 +191,8 @@ def replay(pipeline: StreamPipeline, detector: Detector, args: argparse.Namespac
             if bar is not None:
                 bar.close()
             recording.close()
-    if signals.received is not None and error is None:
-        stopped_by = signals.received
+    if signals.received is not None and error is None and pipeline.cut_short:
+        stopped_by = signals.received  # a signal after the last frame leaves a complete replay
     elapsed = time.perf_counter() - started
     counts = {"frames": frames, "frames_with_detections": with_dets, "detections": n_dets}
     return {**_report(pipeline, detector, args, elapsed, counts), "stopped_by": stopped_by.value, "error": error,

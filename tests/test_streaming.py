@@ -283,3 +283,21 @@ def test_recording_survives_kill_9(tmp_path):
     # survive, however few the writer managed in the 0.3 s before the kill.
     assert len(complete) >= 150 and readable > 100
     assert readable >= len(complete) - 100  # everything but the last few seconds plays
+
+
+@pytest.mark.parametrize("when", ["before the end", "after the end"])
+def test_a_stop_request_cuts_short_only_what_it_interrupts(tmp_path, when):
+    """A signal that lands after a replay's last frame leaves it complete (detect then
+    reports the end, not the signal); one that lands before stops it early."""
+    video = _write_video(tmp_path / "clip.avi", frames=20)
+    pipeline = StreamPipeline(VideoFileSource(video), lambda image: Detections(), lossless=True).start()
+    got = 0
+    for _ in pipeline.results(timeout=0.1):
+        got += 1
+        if when == "before the end" and got == 5:
+            pipeline.request_stop()
+    if when == "after the end":
+        pipeline.request_stop()
+    pipeline.stop()
+    assert pipeline.cut_short == (when == "before the end")
+    assert got == (5 if when == "before the end" else 20)

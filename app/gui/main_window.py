@@ -268,10 +268,14 @@ class MainWindow(QMainWindow):
     # -- frames -----------------------------------------------------------------------
     @Slot(QImage, object, object)
     def _on_frame(self, image: QImage, result: Result, snap) -> None:
-        self.view.set_image(image)
-        self.view.repaint()
-        if self.worker is not None:
-            self.worker.mark_shown(result)
+        worker = self.worker
+        if worker is None or self.sender() is not worker:
+            return  # queued by a stream that has since been closed or replaced
+        try:
+            self.view.set_image(image)
+            self.view.repaint()
+        finally:
+            worker.mark_shown(result)  # the worker sends the next picture only after this
         self.frames_shown += 1
         self.last_result = result
         if self._recording is not None and self.worker is not None:

@@ -52,6 +52,9 @@ class StreamPipeline:
         self._results: LatestSlot[Result] = LatestSlot(lossless)
         self._stop = threading.Event()
         self._stop_requested = False  # set by request_stop (a plain flag: signal-handler safe)
+        #: True when :meth:`results` ended on a stop request before the source's end (a
+        #: request that comes after the last result has cut nothing short).
+        self.cut_short = False
         self._paused = threading.Event()
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
@@ -131,6 +134,7 @@ class StreamPipeline:
         outage): it bounds how long the request waits to be seen."""
         while True:
             if self._stop_requested:
+                self.cut_short = True
                 self.stop()
                 break
             try:
