@@ -141,10 +141,16 @@ def test_read_image_names_what_is_wrong(data, problem, tmp_path):
         read_image(path)
 
 
-def test_read_image_accepts_zero_padding_after_the_jpeg_end(tmp_path):
+@pytest.mark.parametrize("after", [b"\x00" * 100, b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 8],
+                         ids=["zero padding", "a motion photo's video"])
+def test_read_image_accepts_data_after_the_jpeg_end(tmp_path, after):
+    """Only a JPEG cut before its end-of-image marker is truncated; what follows a whole
+    image (padding, an appended video, a vendor trailer) is not a reason to skip it."""
+    from training.image_files import read_image as read_training_image
+
     path = tmp_path / "padded.jpg"
-    path.write_bytes(_jpeg() + b"\x00" * 100)
-    assert read_image(path).shape == (48, 64, 3)
+    path.write_bytes(_jpeg() + after)
+    assert read_image(path).shape == read_training_image(path).shape == (48, 64, 3)
 
 
 def test_unreadable_images_are_skipped_named_and_counted(tiny_onnx, tmp_path, capfd):

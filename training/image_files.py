@@ -35,10 +35,30 @@ class UnreadableImage(ValueError):
         self.detail = detail
 
 
+def _jpeg_has_end(data: bytes) -> bool:
+    """Whether the JPEG in ``data`` reaches its end-of-image marker. The marker segments
+    before the first scan are walked by their lengths (an EXIF thumbnail inside APP1 has
+    its own markers), then FF D9 is looked for after the scan starts: byte stuffing keeps
+    it out of the compressed data, so whatever follows the image (zero padding, a motion
+    photo's video, a vendor trailer) does not matter."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the image data follows
+            return data.find(JPEG_END, pos + 2) != -1
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def truncation(data: bytes) -> str | None:
     """Why ``data`` is visibly cut short, or ``None`` when its format's end marker is there."""
     body = data.rstrip(b"\0")
-    if data.startswith(JPEG_START) and not body.endswith(JPEG_END):
+    if data.startswith(JPEG_START) and not _jpeg_has_end(data):
         return "truncated JPEG (no end-of-image marker FF D9)"
     if data.startswith(PNG_START) and not body.endswith(PNG_END):
         return "truncated PNG (no IEND chunk)"

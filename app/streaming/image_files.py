@@ -29,11 +29,31 @@ class UnreadableImage(ValueError):
     """An image file that cannot be used; the message names the file and says why."""
 
 
+def _jpeg_has_end(data: bytes) -> bool:
+    """Whether the JPEG in ``data`` reaches its end-of-image marker. The marker segments
+    before the first scan are walked by their lengths (an EXIF thumbnail inside APP1 has
+    its own markers), then FF D9 is looked for after the scan starts: byte stuffing keeps
+    it out of the compressed data, so whatever follows the image (zero padding, a motion
+    photo's video, a vendor trailer) does not matter."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return False
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0xDA:  # start of scan: the image data follows
+            return data.find(JPEG_END, pos + 2) != -1
+        pos += 2 + int.from_bytes(data[pos + 2:pos + 4], "big")
+    return False
+
+
 def truncation_problem(data: bytes) -> str | None:
     """Why ``data`` (a whole JPEG or PNG file) is cut short, or None if it ends properly or
     is of another format (left to the decoder)."""
     body = data.rstrip(b"\x00")
-    if data.startswith(JPEG_START) and not body.endswith(JPEG_END):
+    if data.startswith(JPEG_START) and not _jpeg_has_end(data):
         return "truncated JPEG (no end-of-image marker FF D9)"
     if data.startswith(PNG_START) and not body.endswith(PNG_END):
         return "truncated PNG (no IEND chunk)"
