@@ -361,3 +361,18 @@ def test_mismatched_onnx_fails_in_one_line_on_the_command_line(capsys, tmp_path)
     path = write_onnx(tmp_path / "bad.onnx", inp=("images", [1, 3, 64, 64]))
     rc, _, err = cli(capsys, "bench", "--model", path, "--iterations", "1", "--warmup", "0", "--quiet")
     assert_clear_error(rc, err, f"{path}: the graph does not match its PolypScope metadata")
+
+
+def test_runtime_and_training_apply_the_same_truncation_rule():
+    """The rule lives twice (the runtime may not import ``training``): both copies must give
+    the same verdict on whole, padded, trailed, cut and foreign files."""
+    from app.streaming.image_files import truncation_problem
+    from training.image_files import truncation
+
+    image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    jpeg, png = (cv2.imencode(ext, image)[1].tobytes() for ext in (".jpg", ".png"))
+    cases = [jpeg, jpeg + b"\0" * 16, jpeg + b"trailer", jpeg[: len(jpeg) // 2], jpeg[:-2],
+             png, png + b"\0" * 8, png[:-12], b"BM not a jpeg", b""]
+    verdicts = [truncation(data) for data in cases]
+    assert verdicts == [truncation_problem(data) for data in cases]
+    assert [v is not None for v in verdicts] == [False, False, False, True, True, False, False, True, False, False]
