@@ -112,6 +112,27 @@ def test_a_failed_recording_stops_with_an_error_and_playback_goes_on(window, qtb
     qtbot.waitUntil(lambda: window.frames_shown > shown + 5, timeout=10000)
 
 
+def test_a_live_source_status_from_its_thread_reaches_the_status_bar(window, qtbot, monkeypatch):
+    """A live source reports outages from its capture thread through the ``on_status`` the
+    window gives it; the window shows them (queued: widgets live on the GUI thread)."""
+    import threading
+
+    import app.gui.main_window as main_window
+    from app.streaming.sources import SourceError
+
+    given = {}
+
+    def open_source(spec, **kwargs):
+        given["on_status"] = kwargs["on_status"]
+        raise SourceError(f"{spec}: cannot open the camera or stream")
+
+    monkeypatch.setattr(main_window, "open_source", open_source)
+    assert window.open("rtsp://scope/1") is False
+    message = "rtsp://scope/1: lost (no frames); reopening in 0.5 s"
+    threading.Thread(target=given["on_status"], args=(message,)).start()
+    qtbot.waitUntil(lambda: window.statusBar().currentMessage() == message, timeout=5000)
+
+
 def test_settings_are_kept(window, tmp_path):
     window.conf_slider.setValue(40)
     window.persist_hold.setValue(7)
