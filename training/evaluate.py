@@ -53,8 +53,13 @@ def postprocess(pred: torch.Tensor, conf: float = EVAL_CONF, iou: float = EVAL_N
             boxes, scores, labels = boxes[top], scores[top], labels[top]
         if len(scores):
             xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
-            idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(), conf, iou, top_k=max_dets)
-            idx = np.asarray(idx, dtype=int).reshape(-1)[:max_dets]
+            # Suppress among all candidates, then keep the best ``max_dets``: OpenCV's
+            # ``top_k`` would cut to the top k raw boxes BEFORE suppression, so a cluster of
+            # overlapping boxes could push every other object out (and val would disagree
+            # with the runtime's engine.postprocess, which suppresses first as well).
+            idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(), conf, iou)
+            idx = np.asarray(idx, dtype=int).reshape(-1)
+            idx = idx[np.argsort(-scores[idx], kind="stable")][:max_dets]
             boxes, scores, labels = boxes[idx], scores[idx], labels[idx]
         out.append(ImageDetections(boxes.reshape(-1, 4), scores, labels.astype(np.int64)))
     return out
