@@ -101,7 +101,8 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
                                    "threshold, mean IoU, and a 95%% bootstrap interval for AP50.")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint")
     p.add_argument("--data", required=True, help="dataset folder")
-    p.add_argument("--split", default="val", help="split to evaluate (default val; 'test' only for final reports)")
+    p.add_argument("--split", help="split to evaluate (default: val where the folder has splits/, else every "
+                                   "image; 'test' only for final reports)")
     p.add_argument("--img", type=int, help="input size (default: the checkpoint's)")
     p.add_argument("--json-out", help="write the metrics as JSON here")
     p.add_argument("--coco-out", help="write the predictions in COCO results format here")
