@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict
-from enum import StrEnum
+from enum import Enum
 from typing import Any
 
 import numpy as np
@@ -47,7 +47,7 @@ NEVER = "never"
 POLL_SECONDS = 0.1  # how soon a Ctrl-C is seen while a live source delivers nothing
 
 
-class StopReason(StrEnum):
+class StopReason(str, Enum):  # (StrEnum is Python 3.11+; we support 3.10)
     END = "end of source"
     SIGINT = "SIGINT"
     SIGTERM = "SIGTERM"
