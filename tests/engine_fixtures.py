@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from models import create, save_checkpoint
-from training.loader import to_tensor
+from training.data.loader import to_tensor
 from training.loss import YoloLoss
 
 from .synthetic import draw_sample

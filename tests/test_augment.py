@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.augment import (
+from training.data.augment import (
     AugmentConfig,
     Augmenter,
     Item,
@@ -16,7 +16,7 @@ from training.augment import (
     random_affine,
     rotate90,
 )
-from training.metrics import iou_matrix
+from training.evaluation.metrics import iou_matrix
 
 from .synthetic import draw_sample
 

@@ -146,7 +146,7 @@ def test_read_image_names_what_is_wrong(data, problem, tmp_path):
 def test_read_image_accepts_data_after_the_jpeg_end(tmp_path, after):
     """Only a JPEG cut before its end-of-image marker is truncated; what follows a whole
     image (padding, an appended video, a vendor trailer) is not a reason to skip it."""
-    from training.image_files import read_image as read_training_image
+    from training.data.image_files import read_image as read_training_image
 
     path = tmp_path / "padded.jpg"
     path.write_bytes(_jpeg() + after)

@@ -22,9 +22,9 @@ from app.cli import main
 from engine.backends.onnxruntime_backend import OnnxRuntimeBackend
 from engine.model_info import ModelFormatError, ModelInfo, expected_rows, read_onnx_info
 from models import create, save_checkpoint
-from training.data_check import check_dataset, open_checked
-from training.datasets import open_dataset
-from training.image_files import UnreadableImage, read_image
+from training.data.data_check import check_dataset, open_checked
+from training.data.datasets import open_dataset
+from training.data.image_files import UnreadableImage, read_image
 
 from .synthetic import draw_sample, truncate_file, write_kvasir_like, write_mask_folder, write_yolo_folder
 
@@ -367,7 +367,7 @@ def test_runtime_and_training_apply_the_same_truncation_rule():
     """The rule lives twice (the runtime may not import ``training``): both copies must give
     the same verdict on whole, padded, trailed, cut and foreign files."""
     from app.streaming.image_files import truncation_problem
-    from training.image_files import truncation
+    from training.data.image_files import truncation
 
     image = np.random.default_rng(0).integers(0, 256, (40, 50, 3), dtype=np.uint8)
     jpeg, png = (cv2.imencode(ext, image)[1].tobytes() for ext in (".jpg", ".png"))

@@ -4,8 +4,8 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data_check import check_dataset
-from training.datasets import DatasetError, boxes_from_mask, open_dataset
+from training.data.data_check import check_dataset
+from training.data.datasets import DatasetError, boxes_from_mask, open_dataset
 
 from .synthetic import draw_sample, write_kvasir_like
 

@@ -13,7 +13,7 @@ import torch
 
 from engine.postprocess import postprocess as runtime_postprocess
 from engine.preprocess import Letterbox
-from training.evaluate import postprocess as eval_postprocess
+from training.evaluation.evaluate import postprocess as eval_postprocess
 
 SIZE = 256
 

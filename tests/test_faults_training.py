@@ -29,7 +29,7 @@ from app.cli import main
 from models import load_checkpoint
 from models.checkpoint import TEMP_PATTERN, remove_stale_temporaries
 from training import trainer
-from training.evaluate import DetectionEvaluator
+from training.evaluation.evaluate import DetectionEvaluator
 from training.train_state import load_train_state
 from training.trainer import TrainConfig, Trainer
 

@@ -8,7 +8,7 @@ import pytest
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
-from training.metrics import ImageResult, average_precision, detection_metrics, iou_matrix
+from training.evaluation.metrics import ImageResult, average_precision, detection_metrics, iou_matrix
 
 
 def random_results(seed: int, n_images: int = 40) -> list[ImageResult]:

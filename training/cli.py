@@ -12,13 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-from training.augment import AugmentConfig
-from training.data_check import open_checked, print_problems, require_samples
+from training.data.augment import AugmentConfig
+from training.data.data_check import open_checked, print_problems, require_samples
 from training.trainer import TrainConfig, Trainer
 
 
 def run_data_check(args: argparse.Namespace) -> int:
-    from training.data_check import check_dataset, format_report
+    from training.data.data_check import check_dataset, format_report
 
     report = check_dataset(args.dir, show_progress=not args.quiet)
     print(format_report(report))
@@ -28,7 +28,7 @@ def run_data_check(args: argparse.Namespace) -> int:
 
 
 def run_anchors(args: argparse.Namespace) -> int:
-    from training.anchors import box_sizes_at, kmeans_anchors
+    from training.data.anchors import box_sizes_at, kmeans_anchors
 
     index = open_checked(args.data, args.split)  # the boxes training will see, nothing it would skip
     require_samples(index, args.split)
@@ -68,13 +68,13 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def run_val(args: argparse.Namespace) -> int:
-    from training.validate import validate
+    from training.evaluation.validate import validate
 
     return validate(args)
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from training.datasets import default_data_root
+    from training.data.datasets import default_data_root
     from training.pruning.prune import PruneJob, run_prune
 
     data = Path(args.data) if args.data else default_data_root()

@@ -32,9 +32,9 @@ from pathlib import Path
 from typing import Any
 
 from models import load_checkpoint
-from training.data_check import open_checked, print_problems, require_samples
-from training.evaluate import evaluate_model
-from training.loader import ImageCache
+from training.data.data_check import open_checked, print_problems, require_samples
+from training.evaluation.evaluate import evaluate_model
+from training.data.loader import ImageCache
 from training.pruning.prune import PruneJob, run_prune, summary
 
 METHODS = ("taylor", "random", "l1", "bn")

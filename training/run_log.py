@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from models.checkpoint import atomic_write_bytes
-from training.metrics import ImageResult, pr_curve
+from training.evaluation.metrics import ImageResult, pr_curve
 
 
 class RunLog:

@@ -15,11 +15,11 @@ import json
 from pathlib import Path
 
 from models import load_checkpoint, save_checkpoint
-from training.data_check import open_checked, print_problems, require_samples
-from training.evaluate import evaluate_model, write_json
-from training.loader import ImageCache
+from training.data.data_check import open_checked, print_problems, require_samples
+from training.evaluation.evaluate import evaluate_model, write_json
+from training.data.loader import ImageCache
 from training.run_log import save_pr_plot
-from training.validate import format_table
+from training.evaluation.validate import format_table
 
 
 def score(weights: Path, data: Path, split: str, bootstrap: int = 1000):

@@ -9,7 +9,7 @@ fills the rest grey and prints "Premature end of JPEG file" on stderr, where nob
 it, and the frame goes on to the detector. So truncation is checked on the bytes before
 decoding: a JPEG must end with its end-of-image marker FF D9, a PNG with its IEND chunk,
 either allowing the zero padding some cameras and copy tools append. The training side's
-readers (``training/image_files.py``) apply the same rule with their own copy, since the
+readers (``training/data/image_files.py``) apply the same rule with their own copy, since the
 runtime may not import ``training``.
 """
 

@@ -24,9 +24,9 @@ from torch.utils.data import DataLoader
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from models.complexity import count_flops, count_parameters
-from training.augment import AugmentConfig
-from training.data_check import open_checked, print_problems, require_samples
-from training.loader import ImageCache, TrainDataset, collate
+from training.data.augment import AugmentConfig
+from training.data.data_check import open_checked, print_problems, require_samples
+from training.data.loader import ImageCache, TrainDataset, collate
 from training.loss import YoloLoss
 from training.progress import progress
 from training.pruning.bn_recalibration import recalibrate_batchnorm

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
-from training.datasets import (
+from training.data.datasets import (
     KVASIR_BOXES_FILE,
     MASK_THRESHOLD,
     SPLITS_DIR,
@@ -28,7 +28,7 @@ from training.datasets import (
     read_split_ids,
     undecodable,
 )
-from training.image_files import UnreadableImage, read_grayscale, read_image
+from training.data.image_files import UnreadableImage, read_grayscale, read_image
 from training.progress import progress
 
 

@@ -18,10 +18,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from models.decode import FIRST_CLASS_INDEX, OBJECTNESS_INDEX
-from training.augment import letterbox_params
-from training.datasets import Sample
-from training.loader import EvalDataset, ImageCache, collate
-from training.metrics import ImageResult, detection_metrics
+from training.data.augment import letterbox_params
+from training.data.datasets import Sample
+from training.data.loader import EvalDataset, ImageCache, collate
+from training.evaluation.metrics import ImageResult, detection_metrics
 from training.progress import progress
 
 EVAL_CONF = 0.001

@@ -6,7 +6,7 @@ named in ``problems`` with the reason, and ``polypscope data check`` prints them
 Boxes are ``x1, y1, x2, y2`` in the pixels of the original image.
 
 Readers decode only what the boxes need (masks of mask folders, images whose size scales
-normalised labels); ``training.data_check.open_checked`` decodes the rest, and is what
+normalised labels); ``training.data.data_check.open_checked`` decodes the rest, and is what
 ``data check``, ``train`` and ``val`` all use.
 """
 
@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.image_files import UnreadableImage, read_grayscale, read_image
+from training.data.image_files import UnreadableImage, read_grayscale, read_image
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 MASK_THRESHOLD = 128

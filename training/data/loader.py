@@ -14,9 +14,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.augment import AugmentConfig, Augmenter, Item, letterbox
-from training.datasets import Sample
-from training.image_files import read_image
+from training.data.augment import AugmentConfig, Augmenter, Item, letterbox
+from training.data.datasets import Sample
+from training.data.image_files import read_image
 
 
 def resize_longest(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +31,7 @@ def resize_longest(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.
 class ImageCache:
     """Decoded, resized images of a sample list, filled on first use.
 
-    Give it the samples of ``training.data_check.open_checked``, which has already left out
+    Give it the samples of ``training.data.data_check.open_checked``, which has already left out
     the files that cannot be decoded; one that fails anyway (changed on disk since) raises
     ``UnreadableImage`` naming the file.
     """
