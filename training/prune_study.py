@@ -33,8 +33,8 @@ from typing import Any
 
 from models import load_checkpoint
 from training.data.data_check import open_checked, print_problems, require_samples
-from training.evaluation.evaluate import evaluate_model
 from training.data.loader import ImageCache
+from training.evaluation.evaluate import evaluate_model
 from training.pruning.prune import PruneJob, run_prune, summary
 
 METHODS = ("taylor", "random", "l1", "bn")

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from models import load_checkpoint, save_checkpoint
 from training.data.data_check import open_checked, print_problems, require_samples
-from training.evaluation.evaluate import evaluate_model, write_json
 from training.data.loader import ImageCache
-from training.run_log import save_pr_plot
+from training.evaluation.evaluate import evaluate_model, write_json
 from training.evaluation.validate import format_table
+from training.run_log import save_pr_plot
 
 
 def score(weights: Path, data: Path, split: str, bootstrap: int = 1000):

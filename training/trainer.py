@@ -46,10 +46,10 @@ from training.data.anchors import box_sizes_at, kmeans_anchors
 from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.datasets import DatasetIndex
+from training.data.loader import ImageCache, TrainDataset, collate
 from training.distill import DistillationLoss
 from training.ema import ModelEMA
 from training.evaluation.evaluate import evaluate_model
-from training.data.loader import ImageCache, TrainDataset, collate
 from training.loss import LossConfig, YoloLoss
 from training.progress import progress
 from training.run_log import RunLog

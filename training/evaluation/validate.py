@@ -10,8 +10,8 @@ from typing import Any
 from models import load_checkpoint
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.datasets import SPLITS_DIR
-from training.evaluation.evaluate import evaluate_model, write_json
 from training.data.loader import ImageCache
+from training.evaluation.evaluate import evaluate_model, write_json
 from training.run_log import save_pr_plot
 
 TABLE_ROWS = (
