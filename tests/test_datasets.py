@@ -39,9 +39,10 @@ def test_mask_folder_reader_boxes_from_components(tmp_path):
     index = open_dataset(root)
     assert index.format == "image-mask folders"
     got = {s.id: sorted(map(tuple, s.boxes.astype(int).tolist())) for s in index.samples}
-    assert got == truth
+    assert got == {**truth, "blank": []}  # an empty mask is a polyp-free image, kept as a negative
+    assert [s.id for s in index.negatives] == ["blank"] and len(index.positives) == 3
     skipped = {p.item: p.message for p in index.skipped}
-    assert skipped == {"lonely": "no mask with this name in masks/", "blank": "mask is empty (no pixel above threshold)"}
+    assert skipped == {"lonely": "no mask with this name in masks/"}
 
 
 def test_boxes_from_mask_ignores_specks():
@@ -57,14 +58,21 @@ def test_yolo_reader(tmp_path):
     (root / "labels").mkdir()
     cv2.imwrite(str(root / "images" / "a.png"), np.zeros((100, 200, 3), np.uint8))
     (root / "labels" / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n0 1.5 0.5 0.2 0.2\nbad line\n")
-    cv2.imwrite(str(root / "images" / "b.png"), np.zeros((100, 200, 3), np.uint8))
+    cv2.imwrite(str(root / "images" / "b.png"), np.zeros((100, 200, 3), np.uint8))  # no label file
+    cv2.imwrite(str(root / "images" / "c.png"), np.zeros((100, 200, 3), np.uint8))
+    (root / "labels" / "c.txt").write_text("")                                      # empty: no polyp
+    cv2.imwrite(str(root / "images" / "d.png"), np.zeros((100, 200, 3), np.uint8))
+    (root / "labels" / "d.txt").write_text("0 0.5 0.5 0 0.2\n")                    # only a bad line
     index = open_dataset(root)
     assert index.format == "yolo labels"
     np.testing.assert_allclose(index.samples[0].boxes, [[80.0, 30.0, 120.0, 70.0]], atol=1e-4)
+    assert [s.id for s in index.samples] == ["a", "b", "c"]
+    assert [s.id for s in index.negatives] == ["b", "c"]
     messages = [str(p) for p in index.problems]
     assert any("labels/a.txt:2: coordinates outside [0, 1]" in m for m in messages)
     assert any("labels/a.txt:3: not 'class cx cy w h'" in m for m in messages)
-    assert any(m.startswith("SKIPPED labels/b.txt: label file missing") for m in messages)
+    assert "labels/b.txt: no label file: used as a polyp-free image (id b)" in messages
+    assert "SKIPPED labels/d.txt: no usable box (id d)" in messages
 
 
 def test_unknown_folder_is_refused(tmp_path):
@@ -81,7 +89,8 @@ def test_data_check_names_every_problem(tmp_path):
     (root / "images" / f"{ids[0]}.jpg").write_bytes(b"not a jpeg")              # unreadable image
     (root / "images" / f"{ids[1]}.jpg").unlink()                               # missing image
     meta[ids[2]]["bbox"][0]["xmax"] = 999                                      # box outside the image
-    meta[ids[3]]["bbox"] = []                                                  # no box
+    meta[ids[3]]["bbox"] = []                                                  # no box: a negative
+    meta[ids[5]]["bbox"][0]["xmax"] = meta[ids[5]]["bbox"][0]["xmin"]          # only a degenerate box
     cv2.imwrite(str(root / "masks" / f"{ids[4]}.png"), np.zeros((10, 10), np.uint8))  # wrong-size mask
     (root / "kavsir_bboxes.json").write_text(json.dumps(meta))
     report = check_dataset(root, show_progress=False)
@@ -89,6 +98,8 @@ def test_data_check_names_every_problem(tmp_path):
     assert f"SKIPPED images/{ids[0]}.jpg: image cannot be decoded" in text
     assert f"SKIPPED images/{ids[1]}.jpg: image file missing" in text
     assert f"kavsir_bboxes.json[{ids[2]}]: box" in text and "outside the 200x160 image" in text
-    assert f"SKIPPED kavsir_bboxes.json[{ids[3]}]: no usable box" in text
+    assert f"SKIPPED kavsir_bboxes.json[{ids[5]}]: no usable box" in text
     assert f"masks/{ids[4]}.png: mask is 10x10, image 200x160" in text
-    assert set(report["skipped"]) == {ids[0], ids[1], ids[3]}
+    assert set(report["skipped"]) == {ids[0], ids[1], ids[5]}
+    assert report["negatives"] == 1 and report["images"] == 5  # ids[3] is kept as a polyp-free image
+    assert sum(s["negatives"] for s in report["splits"].values()) == 1

@@ -25,10 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 
 from models import (
     Checkpoint,
@@ -45,12 +46,16 @@ from models.darknet_weights import load_darknet_weights
 from training.data.anchors import box_sizes_at, kmeans_anchors
 from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
-from training.data.datasets import DatasetIndex
+from training.data.datasets import DatasetIndex, Sample
 from training.data.loader import ImageCache, TrainDataset, collate
+from training.data.negatives import folder_negatives, mined_negatives
+from training.data.sampling import EpochPlan
 from training.distill import DistillationLoss
 from training.ema import ModelEMA
 from training.evaluation.evaluate import evaluate_model
+from training.hard_negatives import hardness_weights, highest_scores, load_weights, save_weights
 from training.loss import LossConfig, YoloLoss
+from training.precision import autocast_dtype
 from training.progress import progress
 from training.run_log import RunLog
 from training.train_state import STATE_FILE, TrainState, load_train_state, save_train_state
@@ -58,6 +63,21 @@ from training.train_state import STATE_FILE, TrainState, load_train_state, save_
 FITNESS_KEY = "ap50"
 LAST_FILE = "last.safetensors"
 BEST_FILE = "best.safetensors"
+
+
+def quiet_opencv_threads(_worker_id: int) -> None:
+    """Loader workers run OpenCV single-threaded: its own pool would fight the training
+    threads for the same cores."""
+    cv2.setNumThreads(0)
+
+
+def alarm_columns(metrics: dict[str, Any]) -> dict[str, float]:
+    """The per-epoch log's false-alarm columns: at recall 0.90 on val, the threshold and the
+    share of polyp-free val frames with a box."""
+    point = metrics.get("operating_points", {}).get("recall_0.90")
+    if point is None:
+        return {}
+    return {"val_threshold_r90": point["threshold"], "val_alarm_frames_r90": point["frames_with_false_box"]}
 
 
 class TrainingDiverged(RuntimeError):
@@ -95,6 +115,13 @@ class TrainConfig:
     pretrained: str | None = None   # Darknet .weights (yolov3.weights or darknet53.conv.74)
     pretrained_classes: int = 80    # class count the .weights file was trained with
     eval_every: int = 1
+    precision: str = "auto"          # auto: fp16 on CUDA, bf16 on a CPU with native bf16, else fp32
+    channels_last: bool = True       # NHWC memory: faster convolutions on CPU (oneDNN) and tensor cores
+    mine_negatives: bool = True      # polyp-free crops mined from the training images
+    negatives: str | None = None     # a folder of polyp-free frames (--negatives DIR)
+    negative_fraction: float = 0.25  # polyp-free draws per epoch, as a share of the polyp images
+    hard_negatives_from: float = 0.3  # share of the epochs after which hard-negative mining starts
+    hard_negatives_every: int = 5    # epochs between re-scoring the negatives
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -136,23 +163,6 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
     if name == "auto":
         return torch.device(f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-class EpochSampler(Sampler[int]):
-    """Shuffles with a generator seeded by (seed, epoch): resumed runs see the same order."""
-
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed, self.epoch = n, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.n
-
-    def __iter__(self):
-        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
-        return iter(torch.randperm(self.n, generator=g).tolist())
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, final_fraction: float) -> float:
@@ -260,6 +270,8 @@ class Trainer:
             print(f"{cfg.pretrained}: loaded {len(report.loaded)} layers, "
                   f"{len(report.skipped)} left freshly initialised")
         self.model.to(self.device)
+        if cfg.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg)
         self.ema = ModelEMA(self.model, cfg.ema_decay)
         if start.state is not None:
@@ -268,14 +280,20 @@ class Trainer:
         self.teacher, self.distill = None, None
         if cfg.distill_from:
             self.teacher = load_checkpoint(cfg.distill_from).model.to(self.device).eval()
+            if cfg.channels_last:
+                self.teacher.to(memory_format=torch.channels_last)
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
             self.distill = DistillationLoss(start.config, cfg.loss, cfg.distill_weight)
         self._build_loader()
         if self.resume and start.state is None:  # resumed from weights alone: keep the EMA's decay ramp
             self.ema.updates = self.start_epoch * self.steps_per_epoch
-        self.use_amp = self.device.type == "cuda"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        self.amp_dtype = autocast_dtype(cfg.precision, self.device)
+        # Only float16 needs loss scaling; bfloat16 has float32's exponent range.
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        if self.dist.is_main:
+            self._say(f"precision: {self.amp_dtype or torch.float32} autocast on {self.device}"
+                      f"{', channels-last' if cfg.channels_last else ''}")
         self.log = RunLog(self.out) if self.dist.is_main else None
 
     def _open_split(self, split: str) -> DatasetIndex:
@@ -317,27 +335,73 @@ class Trainer:
         return StartPoint(ckpt.config, done, best_fitness, best_epoch, weights=ckpt.model.state_dict())
 
     def _build_loader(self) -> None:
-        """Image caches, the (distributed) sampler, the loader and the schedule's step counts."""
+        """Image caches, the epoch plan, the loader and the schedule's step counts.
+
+        The training cache holds the split's polyp images first, then its polyp-free
+        items: the split's own negatives, crops mined from its polyp images, and the
+        ``--negatives`` folder. Validation mines its own split the same way."""
         cfg = self.cfg
-        self.train_cache = ImageCache(self.train_index.samples, cfg.img)
+        positives = self.train_index.positives
+        negatives = self.train_index.negatives + self._extra_negatives(self.train_index, "train", cfg.negatives)
+        self.train_cache = ImageCache(positives + negatives, cfg.img)
+        self.negative_cache = self.train_cache.view(len(positives), len(positives) + len(negatives))
         self.val_cache = ImageCache(self.val_index.samples, cfg.img)
-        self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed)
+        self.val_negative_cache = ImageCache(
+            self.val_index.negatives + self._extra_negatives(self.val_index, "val", None), cfg.img)
+        share = cfg.negative_fraction / (1 + cfg.negative_fraction) if negatives else 0.0
+        self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed,
+                                    positives=len(positives), negative_share=share)
+        self.sampler = EpochPlan(len(positives), len(negatives), negative_fraction=cfg.negative_fraction,
+                                 seed=cfg.seed, mosaic_epochs=cfg.epochs - cfg.close_mosaic,
+                                 rank=self.dist.rank, world=self.dist.world)
         if self.dist.world > 1:
-            self.sampler: Any = DistributedSampler(self.dataset, self.dist.world, self.dist.rank,
-                                                   shuffle=True, seed=cfg.seed, drop_last=True)
             per_rank = max(1, cfg.batch // self.dist.world)
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         else:
-            self.sampler = EpochSampler(len(self.dataset), cfg.seed)
             per_rank = cfg.batch
             self.ddp = None
         self.loader = DataLoader(self.dataset, batch_size=per_rank, sampler=self.sampler, drop_last=True,
                                  num_workers=cfg.workers, collate_fn=collate,
-                                 persistent_workers=False)
+                                 persistent_workers=cfg.workers > 0, worker_init_fn=quiet_opencv_threads)
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = max(100, int(cfg.warmup_epochs * self.steps_per_epoch))
+        if self.dist.is_main:
+            self._say(f"training on {len(positives)} polyp images and {len(negatives)} polyp-free items "
+                      f"({self.sampler.negatives_per_epoch} drawn per epoch); validating on "
+                      f"{len(self.val_cache)} images and {len(self.val_negative_cache)} polyp-free frames")
+
+    def _extra_negatives(self, index: DatasetIndex, split: str, folder: str | None) -> list[Sample]:
+        """Polyp-free crops mined from ``index``'s polyp images (when mining is on), plus
+        every frame of ``folder``."""
+        cfg = self.cfg
+        out = mined_negatives(index.positives, show_progress=self.show_progress and self.dist.is_main) \
+            if cfg.mine_negatives else []
+        if folder:
+            samples, problems = folder_negatives(folder, show_progress=self.show_progress and self.dist.is_main)
+            for problem in problems:
+                self._say(f"warning: {folder}: {problem}")
+            out += samples
+        return out
+
+    def _mine_hard_negatives(self, epoch: int) -> None:
+        """Re-weight the polyp-free items by how strongly the EMA model fires on them."""
+        ids = [s.id for s in self.negative_cache.samples]
+        scores = highest_scores(self.ema.module, self.negative_cache, self.cfg.img)
+        weights = hardness_weights(scores)
+        self.sampler.set_negative_weights(weights)
+        if self.dist.is_main:
+            save_weights(self.out, epoch + 1, ids, weights)
+            self._say(f"hard negatives (epoch {epoch + 1}): {int((scores >= 0.25).sum())} of {len(ids)} "
+                      f"polyp-free items score >= 0.25; highest {scores.max():.2f}")
+
+    def _hard_negative_epoch(self, epoch: int) -> bool:
+        cfg = self.cfg
+        first = int(cfg.hard_negatives_from * cfg.epochs)
+        return (len(self.negative_cache) > 0 and cfg.negative_fraction > 0 and cfg.hard_negatives_every > 0
+                and epoch + 1 >= first and (epoch + 1 - first) % cfg.hard_negatives_every == 0
+                and epoch + 1 < cfg.epochs)
 
     # -- the loop -------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
@@ -353,10 +417,17 @@ class Trainer:
         # Fill the image caches before the first epoch (and before any worker forks).
         self.train_cache.fill()
         self.val_cache.fill()
+        self.val_negative_cache.fill()
         metrics: dict[str, Any] = {}
+        if self.start_epoch and len(self.negative_cache):
+            saved = load_weights(self.out, [s.id for s in self.negative_cache.samples])
+            if saved is not None:
+                self.sampler.set_negative_weights(saved)
         for epoch in range(self.start_epoch, cfg.epochs):
             started = time.time()
             losses = self._train_epoch(epoch)
+            if self._hard_negative_epoch(epoch):
+                self._mine_hard_negatives(epoch)
             if self.dist.is_main:
                 metrics = self._end_epoch(epoch, losses, time.time() - started)
         if self.dist.world > 1:
@@ -366,8 +437,6 @@ class Trainer:
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         self.sampler.set_epoch(epoch)
-        self.dataset.epoch = epoch
-        self.dataset.use_mosaic = epoch < cfg.epochs - cfg.close_mosaic
         net = self.ddp or self.model
         net.train()
         parts_logged = ("box", "obj", "cls", "kd") if self.teacher is not None else ("box", "obj", "cls")
@@ -380,17 +449,20 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(step, self.total_steps, self.warmup_steps, cfg.lr, cfg.final_lr_fraction)
             images = batch.images.to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, enabled=self.use_amp):
+            if cfg.channels_last:
+                images = images.contiguous(memory_format=torch.channels_last)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 raw = net(images)
             loss, parts = self.loss([r.float() for r in raw], batch.targets)
             if self.teacher is not None:
-                with torch.no_grad(), torch.autocast(self.device.type, enabled=self.use_amp):
+                with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype,
+                                                     enabled=self.amp_dtype is not None):
                     teacher_raw = self.teacher.forward_raw(images)
                 kd, parts["kd"] = self.distill([r.float() for r in raw], [t.float() for t in teacher_raw])
                 loss = loss + kd
             if not torch.isfinite(loss):
                 raise TrainingDiverged(
-                    f"loss became {float(loss)} at epoch {epoch + 1}, step {i + 1} "
+                    f"loss became {float(loss.detach())} at epoch {epoch + 1}, step {i + 1} "
                     f"(parts {parts}); stopped. The last good checkpoint is kept in {self.out}. "
                     "Try a lower --lr or check the data with 'polypscope data check'."
                 )
@@ -419,8 +491,9 @@ class Trainer:
         meta, evaluator, improved = None, None, False
         if (epoch + 1) % cfg.eval_every == 0 or epoch == cfg.epochs - 1:
             val_metrics, evaluator = evaluate_model(self.ema.module, self.val_cache, cfg.img,
-                                                    self.model.config.class_names)
+                                                    self.model.config.class_names, negatives=self.val_negative_cache)
             row.update({f"val_{k}": v for k, v in val_metrics.items() if isinstance(v, float)})
+            row.update(alarm_columns(val_metrics))
             meta = self._checkpoint_meta(epoch, val_metrics)
             improved = float(val_metrics[FITNESS_KEY]) > self.best_fitness
             if improved:

@@ -182,16 +182,19 @@ class Augmenter:
     input size (the training cache stores exactly that).
     """
 
-    def __init__(self, size: int, cfg: AugmentConfig, load: Callable[[int], Item], count: int) -> None:
+    def __init__(self, size: int, cfg: AugmentConfig, load: Callable[[int], Item], count: int,
+                 partners: Callable[[np.random.Generator, int], list[int]] | None = None) -> None:
         self.size = size
         self.cfg = cfg
         self.load = load
         self.count = count
+        #: Draws the other mosaic tiles (default: uniformly among all items).
+        self.partners = partners or (lambda rng, n: rng.integers(0, count, n).tolist())
 
     def __call__(self, index: int, rng: np.random.Generator, use_mosaic: bool = True) -> Item:
         cfg = self.cfg
         if use_mosaic and rng.random() < cfg.mosaic:
-            picks = [index, *rng.integers(0, self.count, 3).tolist()]
+            picks = [index, *self.partners(rng, 3)]
             item = mosaic([self.load(i) for i in picks], self.size, rng)
             item = random_affine(item, self.size, rng, cfg)
         else:

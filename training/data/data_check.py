@@ -130,10 +130,12 @@ def _check_splits(index: DatasetIndex) -> tuple[dict[str, dict[str, int]], list[
     if not split_dir.is_dir():
         return {}, [], []
     usable = {s.id for s in index.samples}
+    negative = {s.id for s in index.negatives}
     splits, problems, empty = {}, [], []
     members = {f.stem: read_split_ids(index.root, f.stem) for f in sorted(split_dir.glob("*.txt"))}
     for name, ids in members.items():
-        splits[name] = {"listed": len(ids), "usable": sum(i in usable for i in ids)}
+        splits[name] = {"listed": len(ids), "usable": sum(i in usable for i in ids),
+                        "negatives": sum(i in negative for i in ids)}
         problems.extend(index.unknown_ids(ids, name))
         if not splits[name]["usable"]:
             problems.append(Problem("", f"{SPLITS_DIR}/{name}.txt", "split has no usable samples", False))
@@ -163,6 +165,7 @@ def check_dataset(root: str | os.PathLike[str], show_progress: bool = True) -> d
         "format": index.format,
         "classes": list(index.class_names),
         "images": len(index.samples),
+        "negatives": len(index.negatives),
         "splits": splits,
         **_box_stats(index),
         "problems": [str(p) for p in problems],
@@ -172,14 +175,14 @@ def check_dataset(root: str | os.PathLike[str], show_progress: bool = True) -> d
 
 
 def format_report(report: dict[str, Any]) -> str:
-    lines = [f"{report['root']} ({report['format']}): {report['images']} usable images, "
-             f"classes {report['classes']}"]
+    lines = [f"{report['root']} ({report['format']}): {report['images']} usable images "
+             f"({report['negatives']} of them polyp-free), classes {report['classes']}"]
     if "boxes" in report:
         lines.append(f"boxes: {report['boxes']}; per image: {report['boxes_per_image']}")
         lines.append(f"box width / image width  p5 p50 p95: {report['relative_width_p5_p50_p95']}")
         lines.append(f"box height / image height p5 p50 p95: {report['relative_height_p5_p50_p95']}")
     for name, s in report["splits"].items():
-        lines.append(f"split {name}: {s['listed']} listed, {s['usable']} usable")
+        lines.append(f"split {name}: {s['listed']} listed, {s['usable']} usable ({s['negatives']} polyp-free)")
     lines.append(f"problems: {len(report['problems'])} ({len(report['skipped'])} items skipped)")
     lines.extend(f"  {p}" for p in report["problems"])
     return "\n".join(lines)

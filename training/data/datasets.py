@@ -1,7 +1,9 @@
 """Dataset readers: Kvasir-SEG as released, image+mask folders, YOLO label folders.
 
 Every reader returns a :class:`DatasetIndex`: the usable samples plus a list of
-:class:`Problem` records. Nothing is dropped silently: an item that cannot be used is
+:class:`Problem` records. An image without a polyp is data, not an error: an empty mask,
+an empty label file or an empty box list makes a *negative* sample (no boxes), which
+training learns "nothing here" from and evaluation counts false alarms on. Nothing is dropped silently: an item that cannot be used is
 named in ``problems`` with the reason, and ``polypscope data check`` prints them all.
 Boxes are ``x1, y1, x2, y2`` in the pixels of the original image.
 
@@ -37,7 +39,9 @@ class DatasetError(RuntimeError):
 
 @dataclass(frozen=True)
 class Sample:
-    """One annotated image: boxes ``[N, 4]`` float32 xyxy pixels, labels ``[N]`` int64."""
+    """One annotated image: boxes ``[N, 4]`` float32 xyxy pixels, labels ``[N]`` int64.
+    ``N == 0`` is a negative (polyp-free) image. ``crop`` (x1, y1, x2, y2 in image pixels)
+    restricts the sample to part of the image: mined polyp-free crops use it."""
 
     id: str
     image_path: Path
@@ -47,6 +51,19 @@ class Sample:
     size: tuple[int, int] | None = None  # (height, width) when the annotation states it
     #: The boxes were taken from the mask, so the reader has already decoded and size-checked it.
     boxes_from_mask: bool = False
+    crop: tuple[int, int, int, int] | None = None
+
+    @property
+    def is_negative(self) -> bool:
+        return len(self.boxes) == 0
+
+    @property
+    def frame_hw(self) -> tuple[int, int] | None:
+        """(height, width) of what the sample shows: its crop, else the whole image."""
+        if self.crop is not None:
+            x1, y1, x2, y2 = self.crop
+            return y2 - y1, x2 - x1
+        return self.size
 
 
 @dataclass(frozen=True)
@@ -72,6 +89,16 @@ class DatasetIndex:
     class_names: tuple[str, ...]
     samples: list[Sample] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def negatives(self) -> list[Sample]:
+        """The polyp-free samples."""
+        return [s for s in self.samples if s.is_negative]
+
+    @property
+    def positives(self) -> list[Sample]:
+        """The samples with at least one box."""
+        return [s for s in self.samples if not s.is_negative]
 
     @property
     def skipped(self) -> list[Problem]:
@@ -171,8 +198,9 @@ def read_kvasir(root: Path) -> DatasetIndex:
         ).reshape(-1, 4)
         rel = f"{KVASIR_BOXES_FILE}[{item}]"
         index.problems.extend(_box_problems(item, rel, boxes, size))
+        listed = len(boxes)
         boxes = _valid_boxes(boxes, size)
-        if len(boxes) == 0:
+        if listed and len(boxes) == 0:  # an empty list is a negative; a list of bad boxes is not
             index.problems.append(Problem(item, rel, "no usable box", True))
             continue
         mask = find_image(root / "masks", item)
@@ -185,7 +213,8 @@ def read_kvasir(root: Path) -> DatasetIndex:
 
 def read_mask_folder(root: Path) -> DatasetIndex:
     """``images/`` and ``masks/`` with matching stems (CVC-ClinicDB, ETIS-Larib, CVC-ColonDB);
-    boxes come from the connected components of each thresholded mask."""
+    boxes come from the connected components of each thresholded mask; an empty mask makes a
+    negative (polyp-free) sample."""
     index = DatasetIndex(root, "image-mask folders", ("polyp",))
     for image in list_images(root / "images"):
         sample, problems = _read_mask_item(root, image)
@@ -218,8 +247,9 @@ def _read_mask_item(root: Path, image_path: Path) -> tuple[Sample | None, list[P
                                           ": rescaled to the image (nearest neighbour) before taking its boxes"))
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
     boxes = boxes_from_mask(mask)
-    if len(boxes) == 0:
-        return None, [*problems, Problem(item, rel_mask, "mask is empty (no pixel above threshold)", True)]
+    if len(boxes) == 0 and (mask >= MASK_THRESHOLD).any():
+        problems.append(Problem(item, rel_mask, "mask holds only specks under "
+                                f"{MIN_COMPONENT_FRACTION:.0e} of the image: used as a polyp-free image", False))
     sample = Sample(item, image_path, boxes, np.zeros(len(boxes), np.int64), mask_path, (height, width),
                     boxes_from_mask=True)
     return sample, problems
@@ -267,12 +297,13 @@ def read_yolo_folder(root: Path) -> DatasetIndex:
         item = image.stem
         label_path = root / "labels" / f"{item}.txt"
         rel = str(label_path.relative_to(root))
-        if not label_path.is_file():
-            index.problems.append(Problem(item, rel, "label file missing", True))
-            continue
-        boxes, labels, problems = _read_yolo_label(label_path, item, rel)
+        if label_path.is_file():
+            boxes, labels, problems = _read_yolo_label(label_path, item, rel)
+        else:  # as in Ultralytics: an image without a label file is a background image
+            boxes, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+            problems = [Problem(item, rel, "no label file: used as a polyp-free image", False)]
         index.problems.extend(problems)
-        if len(boxes) == 0:
+        if len(boxes) == 0 and any(p.path.startswith(f"{rel}:") for p in problems):
             index.problems.append(Problem(item, rel, "no usable box", True))
             continue
         try:

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from training.data.augment import AugmentConfig, Augmenter, Item, letterbox
 from training.data.datasets import Sample
 from training.data.image_files import read_image
+from training.data.sampling import TrainKey
 
 
 def resize_longest(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,19 +40,34 @@ class ImageCache:
     def __init__(self, samples: list[Sample], size: int) -> None:
         self.samples = samples
         self.size = size
-        self._items: list[Item | None] = [None] * len(samples)
+        self._store: dict[int, Item] = {}  # shared with the views of :meth:`view`
+        self._offset = 0
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> Item:
-        item = self._items[index]
+        if not 0 <= index < len(self.samples):
+            raise IndexError(index)
+        key = self._offset + index
+        item = self._store.get(key)
         if item is None:
             s = self.samples[index]
-            image, boxes = resize_longest(read_image(s.image_path), s.boxes, self.size)
+            image = read_image(s.image_path)
+            if s.crop is not None:  # a mined polyp-free crop: no boxes to move
+                x1, y1, x2, y2 = s.crop
+                image = np.ascontiguousarray(image[y1:y2, x1:x2])
+            image, boxes = resize_longest(image, s.boxes, self.size)
             item = Item(image, boxes.astype(np.float32), s.labels.copy())
-            self._items[index] = item
+            self._store[key] = item
         return item
+
+    def view(self, start: int, stop: int) -> ImageCache:
+        """Items ``start:stop`` as a cache of their own that shares the decoded images
+        (the trainer scores its polyp-free items for hard-negative mining this way)."""
+        out = ImageCache(self.samples[start:stop], self.size)
+        out._store, out._offset = self._store, self._offset + start
+        return out
 
     def fill(self) -> None:
         for i in range(len(self)):
@@ -86,22 +102,41 @@ def collate(items: list[tuple[int, Item]]) -> Batch:
 
 
 class TrainDataset(Dataset):
-    """Augmented training items; the generator is seeded by (seed, epoch, index) so a
-    run is reproducible whatever the worker count."""
+    """Augmented training items. The cache holds the ``positives`` first, then the
+    polyp-free items; a mosaic's other tiles are polyp-free with probability
+    ``negative_share`` (the share of negatives in an epoch), so negatives appear both as
+    whole inputs and as background tiles beside polyps.
 
-    def __init__(self, cache: ImageCache, size: int, cfg: AugmentConfig, seed: int) -> None:
+    Indexed by :class:`~training.data.sampling.TrainKey`; the generator is seeded by
+    (seed, epoch, index) so a run is reproducible whatever the worker count. A plain
+    index augments as epoch 0 with mosaic on (tests, previews)."""
+
+    def __init__(self, cache: ImageCache, size: int, cfg: AugmentConfig, seed: int, *,
+                 positives: int | None = None, negative_share: float = 0.0) -> None:
         self.cache = cache
-        self.augment = Augmenter(size, cfg, cache.__getitem__, len(cache))
+        self.positives = len(cache) if positives is None else positives
+        self.negative_share = negative_share if self.positives < len(cache) else 0.0
+        self.augment = Augmenter(size, cfg, cache.__getitem__, len(cache), partners=self._partners)
         self.seed = seed
-        self.epoch = 0
-        self.use_mosaic = True
+
+    def _partners(self, rng: np.random.Generator, n: int) -> list[int]:
+        negatives = len(self.cache) - self.positives
+        out = []
+        for _ in range(n):
+            if rng.random() < self.negative_share:
+                out.append(self.positives + int(rng.integers(0, negatives)))
+            else:
+                out.append(int(rng.integers(0, self.positives)))
+        return out
 
     def __len__(self) -> int:
         return len(self.cache)
 
-    def __getitem__(self, index: int) -> tuple[int, Item]:
-        rng = np.random.default_rng((self.seed, self.epoch, index))
-        return index, self.augment(index, rng, self.use_mosaic)
+    def __getitem__(self, key: TrainKey | int) -> tuple[int, Item]:
+        if not isinstance(key, TrainKey):
+            key = TrainKey(0, int(key), True)
+        rng = np.random.default_rng((self.seed, key.epoch, key.index))
+        return key.index, self.augment(key.index, rng, key.mosaic)
 
 
 class EvalDataset(Dataset):

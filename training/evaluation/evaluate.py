@@ -6,8 +6,9 @@ those of the images as annotated, whatever the input size.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,12 +22,15 @@ from models.decode import FIRST_CLASS_INDEX, OBJECTNESS_INDEX
 from training.data.augment import letterbox_params
 from training.data.datasets import Sample
 from training.data.loader import EvalDataset, ImageCache, collate
-from training.evaluation.metrics import ImageResult, detection_metrics
+from training.evaluation.false_alarms import false_alarms
+from training.evaluation.metrics import ImageResult, ap_by_size, detection_metrics, recall_operating_point
 from training.progress import progress
 
 EVAL_CONF = 0.001
 EVAL_NMS_IOU = 0.5
 MAX_CANDIDATES = 3000
+#: Recall on the split at which the operating points are reported.
+RECALL_TARGETS = (0.90, 0.95)
 
 
 @dataclass
@@ -97,7 +101,8 @@ class DetectionEvaluator:
         out = []
         for i, s in enumerate(self.samples):
             det = self.detections.get(i, ImageDetections(np.zeros((0, 4)), np.zeros(0), np.zeros(0, int)))
-            out.append(ImageResult(det.boxes, det.scores, s.boxes))
+            hw = s.frame_hw
+            out.append(ImageResult(det.boxes, det.scores, s.boxes, float(hw[0] * hw[1]) if hw else 0.0))
         return out
 
     def evaluate(self, bootstrap_reps: int = 1000) -> dict[str, Any]:
@@ -145,18 +150,46 @@ def run_inference(model: torch.nn.Module, cache: ImageCache, size: int, *, batch
         pred = model(batch.images.to(device))
         for idx, det in zip(batch.indices, postprocess(pred, conf=conf)):
             sample = cache.samples[idx]
-            original = sample.size or cv2.imread(str(sample.image_path)).shape[:2]
+            original = sample.frame_hw or cv2.imread(str(sample.image_path)).shape[:2]
             out[idx] = to_original_pixels(det, original, cache[idx].image.shape[:2], size)
     model.train(was_training)
     return out
 
 
 def evaluate_model(model: torch.nn.Module, cache: ImageCache, size: int, class_names: tuple[str, ...],
-                   *, bootstrap_reps: int = 0, show_progress: bool = False) -> tuple[dict[str, Any], DetectionEvaluator]:
+                   *, bootstrap_reps: int = 0, show_progress: bool = False,
+                   negatives: ImageCache | None = None,
+                   thresholds: Mapping[str, float] | None = None) -> tuple[dict[str, Any], DetectionEvaluator]:
+    """COCO metrics of the split in ``cache``; with ``negatives`` (polyp-free frames) also
+    the clinical figures of :func:`clinical_metrics`, at the recall targets and at each
+    named threshold of ``thresholds``."""
     evaluator = DetectionEvaluator(cache.samples, class_names)
     dets = run_inference(model, cache, size, show_progress=show_progress)
     evaluator.process(dets.keys(), dets.values())
-    return evaluator.evaluate(bootstrap_reps=bootstrap_reps), evaluator
+    metrics = evaluator.evaluate(bootstrap_reps=bootstrap_reps)
+    if negatives is not None and len(negatives):
+        neg = run_inference(model, negatives, size, show_progress=show_progress)
+        frame_scores = [neg[i].scores for i in range(len(negatives))]
+        metrics.update(clinical_metrics(evaluator.image_results(), frame_scores, thresholds or {}))
+    return metrics, evaluator
+
+
+def clinical_metrics(results: list[ImageResult], negative_frame_scores: list[np.ndarray],
+                     thresholds: Mapping[str, float]) -> dict[str, Any]:
+    """AP50 by polyp size on the split, and false alarms on the polyp-free frames: at the
+    strictest thresholds that still reach recall 0.90 and 0.95 on the split, and at each
+    named threshold (``{"app default": 0.25}``)."""
+    out: dict[str, Any] = {"negative_frames": len(negative_frame_scores)}
+    if all(r.frame_area > 0 for r in results):
+        out["ap50_by_size"] = ap_by_size(results)
+    points = {}
+    for target in RECALL_TARGETS:
+        point = recall_operating_point(results, target)
+        points[f"recall_{target:.2f}"] = {**dataclasses.asdict(point),
+                                          **false_alarms(negative_frame_scores, point.threshold).as_dict()}
+    out["operating_points"] = points
+    out["false_alarms_at"] = {name: false_alarms(negative_frame_scores, t).as_dict() for name, t in thresholds.items()}
+    return out
 
 
 def write_json(path: str | Path, data: Any) -> None:

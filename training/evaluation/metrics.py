@@ -6,6 +6,10 @@ threshold. At most ``MAX_DETS`` detections per image count. Besides COCO's AP50,
 and AP50:95, this reports ``ap_jha`` -- AP averaged over IoU 0.25 to 0.75 in steps of
 0.05, the definition used by Jha et al. 2021 on the Kvasir-SEG test split -- and the
 operating point (precision, recall, F1, mean IoU) at the F1-best score threshold.
+
+Also, for what a clinician feels: AP50 by polyp size (:data:`SIZE_RANGES`, box area as a
+share of the frame, so the classes mean the same at any resolution) and the operating
+point for a recall target (:func:`recall_operating_point`).
 """
 
 from __future__ import annotations
@@ -19,6 +23,9 @@ RECALL_POINTS = np.linspace(0.0, 1.0, 101)
 COCO_IOUS = np.round(np.arange(0.50, 0.951, 0.05), 2)
 JHA_IOUS = np.round(np.arange(0.25, 0.751, 0.05), 2)
 IOU_OPERATING = 0.5
+#: Polyp size classes by box area as a share of the frame's area: small is under 1% (a
+#: box side under about a tenth of the frame's), large is 10% or more.
+SIZE_RANGES: dict[str, tuple[float, float]] = {"small": (0.0, 0.01), "medium": (0.01, 0.10), "large": (0.10, 1.01)}
 
 
 def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -40,6 +47,7 @@ class ImageResult:
     pred_boxes: np.ndarray
     scores: np.ndarray
     gt_boxes: np.ndarray
+    frame_area: float = 0.0  # pixels of the whole frame; 0 when unknown (no AP by size)
 
 
 @dataclass
@@ -178,3 +186,74 @@ def pr_curve(results: list[ImageResult], iou: float = IOU_OPERATING) -> tuple[np
     m = match_all(results, np.array([iou]))
     precision, recall, _ = precision_recall(m.scores, m.tp[0], m.num_gt)
     return recall, precision
+
+
+def box_area(boxes: np.ndarray) -> np.ndarray:
+    return (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+
+
+def size_class_matches(results: list[ImageResult], lo: float, hi: float,
+                       iou: float = IOU_OPERATING) -> tuple[np.ndarray, np.ndarray, int]:
+    """(scores, tp) of the detections that count for the size class ``[lo, hi)`` and its
+    ground-truth count, as COCO's area ranges do: boxes of other sizes are ignored, and so
+    are detections that match one of them or that are unmatched and of another size."""
+    scores_out, tp_out, num_gt = [], [], 0
+    for r in results:
+        if r.frame_area <= 0:
+            raise ValueError("AP by size needs each image's frame area")
+        order = np.argsort(-r.scores, kind="mergesort")[:MAX_DETS]
+        boxes, scores = r.pred_boxes[order], r.scores[order]
+        gt_share = box_area(r.gt_boxes) / r.frame_area if len(r.gt_boxes) else np.zeros(0)
+        kept = (gt_share >= lo) & (gt_share < hi)
+        num_gt += int(kept.sum())
+        ious = iou_matrix(boxes, r.gt_boxes)
+        taken = np.zeros(len(r.gt_boxes), bool)
+        det_share = box_area(boxes) / r.frame_area if len(boxes) else np.zeros(0)
+        for d in range(len(boxes)):
+            candidates = np.flatnonzero(kept & ~taken & (ious[d] >= iou)) if len(r.gt_boxes) else []
+            if len(candidates):
+                taken[candidates[np.argmax(ious[d, candidates])]] = True
+                scores_out.append(scores[d])
+                tp_out.append(True)
+            elif len(r.gt_boxes) and (ious[d, ~kept] >= iou).any():
+                continue  # found a polyp of another size
+            elif lo <= det_share[d] < hi:
+                scores_out.append(scores[d])
+                tp_out.append(False)
+    return np.asarray(scores_out, float), np.asarray(tp_out, bool), num_gt
+
+
+def ap_by_size(results: list[ImageResult], iou: float = IOU_OPERATING) -> dict[str, dict[str, float]]:
+    """AP at ``iou`` per size class of :data:`SIZE_RANGES`, with each class's box count
+    (AP is NaN for a class without boxes)."""
+    out = {}
+    for name, (lo, hi) in SIZE_RANGES.items():
+        scores, tp, num_gt = size_class_matches(results, lo, hi, iou)
+        out[name] = {"ap50": average_precision(scores, tp, num_gt), "boxes": num_gt}
+    return out
+
+
+@dataclass
+class RecallPoint:
+    """The strictest score threshold at which recall reaches ``target`` (``reached`` False
+    when no threshold does: then ``threshold`` is the lowest score seen)."""
+
+    target: float
+    reached: bool
+    threshold: float
+    recall: float
+    precision: float
+
+
+def recall_operating_point(results: list[ImageResult], target: float, iou: float = IOU_OPERATING) -> RecallPoint:
+    """The highest threshold ``t`` such that keeping detections scoring ``>= t`` finds at
+    least ``target`` of the polyps (IoU ``>= iou``). Lowering the threshold only adds boxes,
+    so this is where recall first reaches the target, with the fewest false alarms."""
+    m = match_all(results, np.array([iou]))
+    precision, recall, sorted_scores = precision_recall(m.scores, m.tp[0], m.num_gt)
+    if len(recall) == 0:
+        return RecallPoint(target, False, 1.0, 0.0, 0.0)
+    last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+    ok = np.flatnonzero(last_of_tie & (recall >= target - 1e-12))
+    k = int(ok[0]) if len(ok) else len(recall) - 1
+    return RecallPoint(target, bool(len(ok)), float(sorted_scores[k]), float(recall[k]), float(precision[k]))

@@ -72,7 +72,6 @@ def training_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader
     print_problems(index, "train")
     require_samples(index, "train")
     dataset = TrainDataset(ImageCache(index.samples, size), size, dataclasses.replace(AugmentConfig(), mosaic=0.0), seed)
-    dataset.use_mosaic = False
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(dataset, batch_size=batch, shuffle=True, collate_fn=collate, generator=generator)
 
