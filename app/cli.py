@@ -49,6 +49,18 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
     check.add_argument("--strict", action="store_true", help="exit 1 if any item had to be skipped, or the dataset or a split is empty")
     check.add_argument("--quiet", action="store_true", help="no progress bar")
     check.set_defaults(handler=_lazy("training.cli", "run_data_check"))
+    zoom = data_sub.add_parser(
+        "zoom-out", help="write the synthetic zoom-out set: frames shrunk onto polyp-free mucosa (small polyps)",
+        description="Each frame of the split with a polyp is shrunk to 0.3-0.6 of its size and laid on a canvas "
+                    "of polyp-free mucosa mined from another frame of the same split; boxes move exactly. "
+                    "Written as images/ + labels/ (YOLO), so 'polypscope val --data OUT' scores it. "
+                    "Made from val, it stands in for small polyps in high-resolution frames.")
+    zoom.add_argument("--data", required=True, help="dataset folder")
+    zoom.add_argument("--split", default="val", help="split to make it from (default val; never train on it)")
+    zoom.add_argument("--out", required=True, help="output folder")
+    zoom.add_argument("--seed", type=int, default=0, help="random seed (default 0): the set is deterministic")
+    zoom.add_argument("--quiet", action="store_true", help="no progress bar")
+    zoom.set_defaults(handler=_lazy("training.cli", "run_zoom_out"))
 
 
 def _add_anchors(sub: argparse._SubParsersAction) -> None:
@@ -87,6 +99,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--close-mosaic", dest="close_mosaic", type=int, help="final epochs without mosaic (default 10)")
     p.add_argument("--no-mosaic", action="store_true", help="never use mosaic augmentation")
+    p.add_argument("--negatives", metavar="DIR", help="a folder of polyp-free frames to train on as well "
+                                                      "(normal mucosa; searched recursively)")
+    p.add_argument("--no-mine-negatives", dest="mine_negatives", action="store_false", default=None,
+                   help="do not mine polyp-free crops from the training images")
+    p.add_argument("--negative-fraction", type=float, help="polyp-free draws per epoch as a share of the "
+                                                             "polyp images (default 0.25; 0 turns negatives off)")
+    p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
+                   help="autocast precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16 such as "
+                        "AVX-512 BF16, else fp32)")
     p.add_argument("--pretrained", help="Darknet .weights to start from (yolov3.weights or darknet53.conv.74; "
                                         "needs --width 1.0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
@@ -98,7 +119,11 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("val", help="evaluate a checkpoint on a split (AP50, AP50-95, F1, ...)",
                        description="Runs the model on a split and prints AP50, AP75, AP50-95 (COCO), "
                                    "AP(Jha) over IoU 0.25-0.75, precision/recall/F1 at the F1-best "
-                                   "threshold, mean IoU, and a 95%% bootstrap interval for AP50.")
+                                   "threshold, mean IoU, and a 95%% bootstrap interval for AP50; AP50 by polyp "
+                                   "size; and false alarms on polyp-free frames (crops mined from the scored "
+                                   "images, the split's polyp-free images, --negatives): false boxes per frame, "
+                                   "share of frames with a box and alarms per minute at 25 fps, at the "
+                                   "thresholds that reach recall 0.90 and 0.95.")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--split", help="split to evaluate (default: val where the folder has splits/, else every "
@@ -108,6 +133,13 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--coco-out", help="write the predictions in COCO results format here")
     p.add_argument("--pr-plot", help="write the precision-recall curve (PNG) here")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AP50 interval")
+    p.add_argument("--negatives", metavar="DIR", help="a folder of polyp-free frames to count false alarms on, "
+                                                      "beside the crops mined from the scored images")
+    p.add_argument("--no-mine-negatives", dest="mine_negatives", action="store_false",
+                   help="count false alarms only on polyp-free images of the split and --negatives")
+    p.add_argument("--threshold", type=float, action="append", metavar="T",
+                   help="also report false alarms at this score threshold (repeatable; the model's operating "
+                        "threshold and the app default 0.25 are always reported)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_lazy("training.cli", "run_val"))
 

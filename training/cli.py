@@ -27,6 +27,19 @@ def run_data_check(args: argparse.Namespace) -> int:
     return 1 if (report["skipped"] or report["empty"]) and args.strict else 0
 
 
+def run_zoom_out(args: argparse.Namespace) -> int:
+    from training.data.zoom_out import write_zoom_out_set
+
+    index = open_checked(args.data, args.split, show_progress=not args.quiet)
+    require_samples(index, args.split)
+    print_problems(index, f"split {args.split!r}")
+    manifest = write_zoom_out_set(index.samples, args.out, seed=args.seed, show_progress=not args.quiet)
+    print(f"wrote {len(manifest['images'])} zoom-out frames of split {args.split!r} to {args.out} "
+          f"(scale {manifest['scale_range'][0]}-{manifest['scale_range'][1]}, seed {args.seed}); "
+          f"score it with: polypscope val --weights W --data {args.out}")
+    return 0
+
+
 def run_anchors(args: argparse.Namespace) -> int:
     from training.data.anchors import box_sizes_at, kmeans_anchors
 
@@ -58,7 +71,7 @@ def run_train(args: argparse.Namespace) -> int:
             cfg.epochs = args.epochs
     else:
         if args.no_mosaic:
-            overrides["augment"] = dataclasses.replace(AugmentConfig(), mosaic=0.0)
+            overrides["augment"] = dataclasses.replace(AugmentConfig.other_scopes(), mosaic=0.0)
         cfg = TrainConfig(**overrides)
     metrics = Trainer(cfg, resume=args.resume, show_progress=not args.quiet).run()
     if metrics:

@@ -122,7 +122,7 @@ class TrainConfig:
     negative_fraction: float = 0.25  # polyp-free draws per epoch, as a share of the polyp images
     hard_negatives_from: float = 0.3  # share of the epochs after which hard-negative mining starts
     hard_negatives_every: int = 5    # epochs between re-scoring the negatives
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig.other_scopes)
     loss: LossConfig = field(default_factory=LossConfig)
 
     def to_dict(self) -> dict[str, Any]:

@@ -45,6 +45,21 @@ class AugmentConfig:
     scale: float = 0.4       # zoom factor drawn from [1 - scale, 1 + scale]
     translate: float = 0.1   # shift up to this fraction of the output size
     mosaic: float = 1.0      # probability of a 4-image mosaic
+    # Frames from other scopes and centres: small polyps, other colour, blur, glare, borders.
+    zoom_out: float = 0.0    # probability of shrinking the frame onto polyp-free mucosa (needs negatives)
+    zoom_out_min: float = 0.25
+    zoom_out_max: float = 0.7
+    white_balance: float = 0.0  # per-channel gain drawn from [1 - wb, 1 + wb]
+    gamma: float = 0.0          # gamma drawn from [1 - g, 1 + g]
+    blur: float = 0.0           # probability of a Gaussian or motion blur
+    glare: float = 0.0          # probability of added specular highlights
+    border: float = 0.0         # probability of a black scope border with random corner cuts
+
+    @classmethod
+    def other_scopes(cls) -> AugmentConfig:
+        """The recipe for frames from other centres (issue 11): zoom-out, colour, blur,
+        glare and border augmentation on top of the defaults."""
+        return cls(zoom_out=0.3, white_balance=0.1, gamma=0.25, blur=0.2, glare=0.2, border=0.3)
 
 
 def letterbox_params(h: int, w: int, size: int) -> tuple[float, int, int]:
@@ -175,6 +190,64 @@ def mosaic(items: list[Item], size: int, rng: np.random.Generator) -> Item:
     return Item(image, boxes, np.concatenate(all_labels), mask)
 
 
+def colour_cast(item: Item, rng: np.random.Generator, cfg: AugmentConfig) -> Item:
+    """Per-channel gains (white balance) and a gamma curve: scopes and light sources differ."""
+    gains = 1 + rng.uniform(-cfg.white_balance, cfg.white_balance, 3)
+    gamma = 1 + rng.uniform(-cfg.gamma, cfg.gamma)
+    x = np.arange(256, dtype=np.float32) / 255.0
+    luts = [np.clip(255.0 * (x ** gamma) * g, 0, 255).astype(np.uint8) for g in gains]
+    image = cv2.merge([cv2.LUT(c, lut) for c, lut in zip(cv2.split(item.image), luts)])
+    return Item(image, item.boxes, item.labels, item.mask)
+
+
+def blur(item: Item, rng: np.random.Generator) -> Item:
+    """Defocus (Gaussian) or camera motion (a line kernel at a random angle)."""
+    if rng.random() < 0.5:
+        image = cv2.GaussianBlur(item.image, (0, 0), float(rng.uniform(0.6, 2.0)))
+    else:
+        length = int(rng.integers(3, 10))
+        kernel = np.zeros((length, length), np.float32)
+        kernel[length // 2, :] = 1.0 / length
+        turn = cv2.getRotationMatrix2D(((length - 1) / 2, (length - 1) / 2), float(rng.uniform(0, 180)), 1.0)
+        kernel = cv2.warpAffine(kernel, turn, (length, length))
+        image = cv2.filter2D(item.image, -1, kernel / max(kernel.sum(), 1e-6))
+    return Item(image, item.boxes, item.labels, item.mask)
+
+
+def glare(item: Item, rng: np.random.Generator) -> Item:
+    """A few specular highlights: small saturated white ellipses with soft edges, as the
+    light source makes on wet mucosa (and on polyps)."""
+    h, w = item.image.shape[:2]
+    layer = np.zeros((h, w), np.float32)
+    for _ in range(int(rng.integers(1, 7))):
+        axes = (int(rng.integers(1, max(2, w // 30))), int(rng.integers(1, max(2, h // 30))))
+        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        cv2.ellipse(layer, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    alpha = cv2.GaussianBlur(layer, (0, 0), 1.0)[:, :, None]
+    image = (item.image * (1 - alpha) + 255 * alpha).astype(np.uint8)
+    return Item(image, item.boxes, item.labels, item.mask)
+
+
+def scope_border(item: Item, rng: np.random.Generator) -> Item:
+    """Black corners cut at random depths, as another scope's view outline would leave;
+    boxes mostly hidden by them are dropped, the rest clipped to what stays visible."""
+    h, w = item.image.shape[:2]
+    cut = [int(rng.uniform(0.05, 0.3) * min(h, w)) for _ in range(4)]
+    view = np.full((h, w), 255, np.uint8)
+    corners = [[(0, 0), (cut[0], 0), (0, cut[0])], [(w, 0), (w - cut[1], 0), (w, cut[1])],
+               [(0, h), (cut[2], h), (0, h - cut[2])], [(w, h), (w - cut[3], h), (w, h - cut[3])]]
+    for tri in corners:
+        cv2.fillConvexPoly(view, np.array(tri, np.int32), 0)
+    image = item.image.copy()
+    image[view == 0] = 0
+    keep = np.ones(len(item.boxes), bool)
+    for i, (x1, y1, x2, y2) in enumerate(item.boxes.astype(int)):
+        patch = view[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)]
+        keep[i] = patch.size > 0 and (patch > 0).mean() >= MIN_VISIBLE_FRACTION
+    mask = None if item.mask is None else np.where(view > 0, item.mask, 0).astype(item.mask.dtype)
+    return Item(image, item.boxes[keep], item.labels[keep], mask)
+
+
 class Augmenter:
     """The training-time pipeline: (mosaic | letterbox) -> affine -> HSV -> flips -> turns.
 
@@ -183,23 +256,40 @@ class Augmenter:
     """
 
     def __init__(self, size: int, cfg: AugmentConfig, load: Callable[[int], Item], count: int,
-                 partners: Callable[[np.random.Generator, int], list[int]] | None = None) -> None:
+                 partners: Callable[[np.random.Generator, int], list[int]] | None = None,
+                 canvas: Callable[[np.random.Generator], Item] | None = None) -> None:
         self.size = size
         self.cfg = cfg
         self.load = load
         self.count = count
         #: Draws the other mosaic tiles (default: uniformly among all items).
         self.partners = partners or (lambda rng, n: rng.integers(0, count, n).tolist())
+        #: Draws a polyp-free item to zoom out onto (``None``: no zoom-out).
+        self.canvas = canvas
 
     def __call__(self, index: int, rng: np.random.Generator, use_mosaic: bool = True) -> Item:
+        from training.data.zoom_out import canvas_from, zoom_out
+
         cfg = self.cfg
-        if use_mosaic and rng.random() < cfg.mosaic:
+        item = self.load(index)
+        if self.canvas is not None and len(item.boxes) and rng.random() < cfg.zoom_out:
+            background = canvas_from(self.canvas(rng), self.size, self.size)
+            item = zoom_out(item, background, rng, (cfg.zoom_out_min, cfg.zoom_out_max))
+        elif use_mosaic and rng.random() < cfg.mosaic:
             picks = [index, *self.partners(rng, 3)]
             item = mosaic([self.load(i) for i in picks], self.size, rng)
             item = random_affine(item, self.size, rng, cfg)
         else:
-            item = random_affine(letterbox(self.load(index), self.size), self.size, rng, cfg)
+            item = random_affine(letterbox(item, self.size), self.size, rng, cfg)
         item = hsv_jitter(item, rng, cfg)
+        if cfg.white_balance or cfg.gamma:
+            item = colour_cast(item, rng, cfg)
+        if rng.random() < cfg.blur:
+            item = blur(item, rng)
+        if rng.random() < cfg.glare:
+            item = glare(item, rng)
+        if rng.random() < cfg.border:
+            item = scope_border(item, rng)
         if rng.random() < cfg.flip_lr:
             item = flip_lr(item)
         if rng.random() < cfg.flip_ud:

@@ -116,8 +116,12 @@ class TrainDataset(Dataset):
         self.cache = cache
         self.positives = len(cache) if positives is None else positives
         self.negative_share = negative_share if self.positives < len(cache) else 0.0
-        self.augment = Augmenter(size, cfg, cache.__getitem__, len(cache), partners=self._partners)
+        canvas = self._canvas if self.positives < len(cache) else None
+        self.augment = Augmenter(size, cfg, cache.__getitem__, len(cache), partners=self._partners, canvas=canvas)
         self.seed = seed
+
+    def _canvas(self, rng: np.random.Generator) -> Item:
+        return self.cache[self.positives + int(rng.integers(0, len(self.cache) - self.positives))]
 
     def _partners(self, rng: np.random.Generator, n: int) -> list[int]:
         negatives = len(self.cache) - self.positives

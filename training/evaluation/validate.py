@@ -9,10 +9,17 @@ from typing import Any
 
 from models import load_checkpoint
 from training.data.data_check import open_checked, print_problems, require_samples
-from training.data.datasets import SPLITS_DIR
+from training.data.datasets import SPLITS_DIR, DatasetIndex, Sample
 from training.data.loader import ImageCache
+from training.data.negatives import folder_negatives, mined_negatives
 from training.evaluation.evaluate import evaluate_model, write_json
+from training.evaluation.metrics import SIZE_RANGES
 from training.run_log import save_pr_plot
+
+#: The score threshold the app and ``detect`` use when the model names none
+#: (``engine.postprocess.DEFAULT_CONF``; training may not import the engine, a test keeps
+#: the two equal).
+APP_DEFAULT_CONF = 0.25
 
 TABLE_ROWS = (
     ("ap50", "AP50"), ("ap75", "AP75"), ("ap50_95", "AP50-95 (COCO)"), ("ap_jha", "AP (Jha et al., IoU .25-.75)"),
@@ -43,6 +50,58 @@ def split_to_score(data: str | Path, requested: str | None) -> str | None:
     return None
 
 
+def negative_frames(index: DatasetIndex, folder: str | None, mine: bool, show_progress: bool) -> list[Sample]:
+    """The polyp-free frames false alarms are counted on: the scored images' own negatives,
+    crops mined from its polyp images (the same way training mines its split), and every
+    frame of ``folder``."""
+    frames = list(index.negatives)
+    if mine:
+        frames += mined_negatives(index.positives, show_progress=show_progress)
+    if folder:
+        samples, problems = folder_negatives(folder, show_progress=show_progress)
+        for problem in problems:
+            print(f"warning: {folder}: {problem}", file=sys.stderr)
+        frames += samples
+    return frames
+
+
+def report_thresholds(metadata: dict[str, Any], extra: list[float] | None) -> dict[str, float]:
+    """Named thresholds to report false alarms at: the checkpoint's operating threshold
+    (when it has one), the app's default, and any asked for."""
+    out = {}
+    if "operating_threshold" in metadata:
+        out["operating threshold"] = float(metadata["operating_threshold"])
+    out["app default"] = APP_DEFAULT_CONF
+    for t in extra or []:
+        out[f"{t:g}"] = float(t)
+    return out
+
+
+def format_clinical(metrics: dict[str, Any]) -> str:
+    """AP50 by size and the false-alarm lines, under the COCO table."""
+    lines = []
+    if "ap50_by_size" in metrics:
+        bounds = ", ".join(f"{k} [{lo:.0%}, {min(hi, 1):.0%})" for k, (lo, hi) in SIZE_RANGES.items())
+        lines.append(f"AP50 by polyp size (box area / frame area: {bounds}):")
+        for name, v in metrics["ap50_by_size"].items():
+            ap = "   n/a" if v["boxes"] == 0 else f"{v['ap50']:.4f}"
+            lines.append(f"  {name:<8} {ap}  ({v['boxes']} boxes)")
+    n = metrics.get("negative_frames", 0)
+    if not n:
+        return "\n".join(lines)
+    lines.append(f"False alarms on {n} polyp-free frames (alarms/min: frames with a box at 25 fps, before "
+                 "any temporal filter):")
+    lines.append(f"  {'at':<30} {'threshold':>9} {'recall':>7} {'boxes/frame':>11} {'frames w/ box':>13} {'alarms/min':>10}")
+    for p in metrics["operating_points"].values():
+        label = f"recall >= {p['target']:.2f}" + ("" if p["reached"] else " (not reached)")
+        lines.append(f"  {label:<30} {p['threshold']:>9.4f} {p['recall']:>7.4f} {p['false_boxes_per_frame']:>11.4f} "
+                     f"{p['frames_with_false_box']:>13.2%} {p['false_alarms_per_minute']:>10.1f}")
+    for name, p in metrics["false_alarms_at"].items():
+        lines.append(f"  {name:<30} {p['threshold']:>9.4f} {'':>7} {p['false_boxes_per_frame']:>11.4f} "
+                     f"{p['frames_with_false_box']:>13.2%} {p['false_alarms_per_minute']:>10.1f}")
+    return "\n".join(lines)
+
+
 def validate(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.weights)
     size = args.img or ckpt.config.input_size
@@ -52,11 +111,18 @@ def validate(args: argparse.Namespace) -> int:
     require_samples(index, split)
     print_problems(index, f"split {split!r}" if split else str(args.data))
     cache = ImageCache(index.samples, size)
+    negatives = negative_frames(index, getattr(args, "negatives", None), getattr(args, "mine_negatives", True),
+                                not args.quiet)
     metrics, evaluator = evaluate_model(ckpt.model, cache, size, ckpt.config.class_names,
-                                        bootstrap_reps=args.bootstrap, show_progress=not args.quiet)
+                                        bootstrap_reps=args.bootstrap, show_progress=not args.quiet,
+                                        negatives=ImageCache(negatives, size),
+                                        thresholds=report_thresholds(ckpt.metadata, getattr(args, "threshold", None)))
     metrics = {"weights": str(args.weights), "data": str(Path(args.data).resolve()), "split": split,
                "input_size": size, **metrics}
     print(format_table(metrics, f"{Path(args.weights).name} on {name} ({len(index.samples)} images, {size} px)"))
+    clinical = format_clinical(metrics)
+    if clinical:
+        print(clinical)
     if args.json_out:
         write_json(args.json_out, metrics)
     if args.coco_out:
