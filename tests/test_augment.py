@@ -15,6 +15,7 @@ from training.data.augment import (
     mosaic,
     random_affine,
     rotate90,
+    scope_border,
 )
 from training.evaluation.metrics import iou_matrix
 
@@ -108,3 +109,44 @@ def test_pipeline_is_reproducible():
     a = aug(1, np.random.default_rng((7, 2, 1)))
     b = aug(1, np.random.default_rng((7, 2, 1)))
     assert np.array_equal(a.image, b.image) and np.array_equal(a.boxes, b.boxes)
+
+
+def _canvas_item(seed: int, h=150, w=190) -> Item:
+    rng = np.random.default_rng(1000 + seed)
+    image = np.clip(rng.normal((40, 50, 150), 12, (h, w, 3)), 0, 255).astype(np.uint8)
+    return Item(image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+
+
+def test_augmentation_for_other_scopes_keeps_boxes_on_polyps():
+    """Zoom-out onto polyp-free canvases, colour casts, blur, glare and scope borders, all
+    on: every box still frames its polyp (the mask moves with every step)."""
+    items = [make_item(s) for s in range(8)]
+    cfg = AugmentConfig(zoom_out=0.5, white_balance=0.1, gamma=0.25, blur=0.5, glare=0.5, border=0.7)
+    canvases = [_canvas_item(s) for s in range(3)]
+    aug = Augmenter(128, cfg, lambda i: items[i], len(items), canvas=lambda rng: canvases[int(rng.integers(0, 3))])
+    for k in range(60):
+        out = aug(k % 8, np.random.default_rng(k))
+        assert out.image.shape == (128, 128, 3)
+        assert_boxes_on_mask(out, tol=0.6)
+
+
+def test_zoom_out_makes_polyps_small():
+    items = [make_item(s) for s in range(8)]
+    cfg = AugmentConfig(zoom_out=1.0, zoom_out_min=0.25, zoom_out_max=0.7)
+    aug = Augmenter(128, cfg, lambda i: items[i], len(items), canvas=lambda rng: _canvas_item(0))
+    fit = min(128 / 190, 128 / 150)  # the scale at which a whole frame would fill the input
+    for k in range(24):
+        out = aug(k % 8, np.random.default_rng(k))
+        before = items[k % 8].boxes
+        side = lambda b: np.maximum(b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]).max()  # noqa: E731
+        assert side(out.boxes) <= 0.7 * fit * side(before) + 1.5
+        assert side(out.boxes) >= 0.25 * fit * side(before) - 1.5
+        assert_boxes_on_mask(out, tol=0.6)
+
+
+def test_scope_border_never_covers_a_polyp():
+    for seed in range(20):
+        item = make_item(seed)
+        out = scope_border(item, np.random.default_rng(seed))
+        assert np.array_equal(out.boxes, item.boxes)
+        assert np.array_equal(out.mask > 0, item.mask > 0)  # no polyp pixel was blacked out

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import os
 import subprocess
@@ -103,3 +104,39 @@ def test_distributed_training_on_two_cpu_processes(data, tmp_path):
     assert (out / "last.safetensors").is_file()
     rows = (out / "results.jsonl").read_text().splitlines()
     assert len(rows) == 1  # only rank 0 logs
+
+
+def test_training_mines_negatives_takes_a_folder_and_reweights_hard_ones(data, tmp_path, capsys, monkeypatch):
+    normal = tmp_path / "normal"
+    normal.mkdir()
+    import cv2
+    import numpy as np
+    for i in range(3):
+        cv2.imwrite(str(normal / f"{i}.png"), np.full((80, 90, 3), (40, 50, 150), np.uint8))
+    out = tmp_path / "run"
+    cfg = _cfg(data, out, epochs=3, negatives=str(normal), negative_fraction=0.5,
+               hard_negatives_from=0.0, hard_negatives_every=1)
+    trainer = Trainer(cfg, show_progress=False)
+    trainer.run()
+    said = capsys.readouterr().err
+    mined = len([s for s in trainer.negative_cache.samples if s.id.endswith("#background")])
+    assert mined > 0 and len(trainer.negative_cache) == mined + 3
+    assert f"polyp-free items ({trainer.sampler.negatives_per_epoch} drawn per epoch)" in said
+    weights = json.loads((out / "negative_weights.json").read_text())
+    assert weights["epoch"] == 2 and set(weights["weights"]) == {s.id for s in trainer.negative_cache.samples}
+    assert all(w >= 1.0 for w in weights["weights"].values())
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert all(0 <= r["val_alarm_frames_r90"] <= 1 for r in rows)
+    # A resumed run samples its first epoch with the saved weights.
+    resumed = Trainer(dataclasses.replace(cfg, epochs=4), resume=True, show_progress=False)
+    seen = []
+    train_epoch = Trainer._train_epoch
+
+    def spy(self, epoch):
+        seen.append(self.sampler.negative_weights.copy())
+        return train_epoch(self, epoch)
+
+    monkeypatch.setattr(Trainer, "_train_epoch", spy)
+    resumed.run()
+    saved = [weights["weights"][s.id] for s in resumed.negative_cache.samples]
+    np.testing.assert_allclose(seen[0], saved)

@@ -229,23 +229,27 @@ def glare(item: Item, rng: np.random.Generator) -> Item:
 
 
 def scope_border(item: Item, rng: np.random.Generator) -> Item:
-    """Black corners cut at random depths, as another scope's view outline would leave;
-    boxes mostly hidden by them are dropped, the rest clipped to what stays visible."""
+    """Black corners cut at random depths, as another scope's view outline would leave.
+    Each cut stops short of every box (a polyp is inside the view it was seen in), so the
+    boxes stay exactly as they were."""
     h, w = item.image.shape[:2]
-    cut = [int(rng.uniform(0.05, 0.3) * min(h, w)) for _ in range(4)]
+    b = item.boxes
+    # A corner triangle {distance along both edges < cut} misses a box while the cut is at
+    # most the box's nearest corner distance (x + y for the top-left corner, and so on).
+    limits = [np.inf] * 4 if len(b) == 0 else [
+        float((b[:, 0] + b[:, 1]).min()), float((w - b[:, 2] + b[:, 1]).min()),
+        float((b[:, 0] + h - b[:, 3]).min()), float((w - b[:, 2] + h - b[:, 3]).min())]
+    cut = [int(min(rng.uniform(0.05, 0.3) * min(h, w), max(limit, 0))) for limit in limits]
     view = np.full((h, w), 255, np.uint8)
     corners = [[(0, 0), (cut[0], 0), (0, cut[0])], [(w, 0), (w - cut[1], 0), (w, cut[1])],
                [(0, h), (cut[2], h), (0, h - cut[2])], [(w, h), (w - cut[3], h), (w, h - cut[3])]]
-    for tri in corners:
-        cv2.fillConvexPoly(view, np.array(tri, np.int32), 0)
+    for c, tri in zip(cut, corners):
+        if c > 1:
+            cv2.fillConvexPoly(view, np.array(tri, np.int32), 0)
     image = item.image.copy()
     image[view == 0] = 0
-    keep = np.ones(len(item.boxes), bool)
-    for i, (x1, y1, x2, y2) in enumerate(item.boxes.astype(int)):
-        patch = view[max(y1, 0):max(y2, 0), max(x1, 0):max(x2, 0)]
-        keep[i] = patch.size > 0 and (patch > 0).mean() >= MIN_VISIBLE_FRACTION
     mask = None if item.mask is None else np.where(view > 0, item.mask, 0).astype(item.mask.dtype)
-    return Item(image, item.boxes[keep], item.labels[keep], mask)
+    return Item(image, item.boxes, item.labels, mask)
 
 
 class Augmenter:

@@ -82,7 +82,12 @@ def paste_shrunk(canvas: np.ndarray, item: Item, scale: float, x0: int, y0: int)
     if len(boxes):
         boxes[:, [0, 2]] = x0 + (boxes[:, [0, 2]] - cx1) * sx
         boxes[:, [1, 3]] = y0 + (boxes[:, [1, 3]] - cy1) * sy
-    return Item(out, boxes.astype(np.float32).reshape(-1, 4), item.labels.copy())
+    mask = None
+    if item.mask is not None:  # moves with the picture (the augmentation tests follow it)
+        mask = np.zeros((H, W), item.mask.dtype)
+        mask[y0:y0 + ph, x0:x0 + pw] = cv2.resize(item.mask[cy1:cy2, cx1:cx2], (pw, ph),
+                                                  interpolation=cv2.INTER_NEAREST)
+    return Item(out, boxes.astype(np.float32).reshape(-1, 4), item.labels.copy(), mask)
 
 
 def zoom_out(item: Item, canvas: np.ndarray, rng: np.random.Generator,

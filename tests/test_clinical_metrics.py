@@ -1,0 +1,98 @@
+"""False alarms on polyp-free frames, the recall operating point and AP by polyp size,
+each on a case small enough to work out by hand."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from engine.postprocess import DEFAULT_CONF
+from training.evaluation.evaluate import clinical_metrics
+from training.evaluation.false_alarms import false_alarms, threshold_for_alarm_share
+from training.evaluation.metrics import ImageResult, ap_by_size, recall_operating_point
+from training.evaluation.validate import APP_DEFAULT_CONF
+
+FRAMES = [np.array([0.9, 0.3]), np.array([]), np.array([0.2]), np.array([0.5])]
+
+
+def test_false_alarm_figures_by_hand():
+    at_025 = false_alarms(FRAMES, 0.25)
+    assert at_025.frames == 4
+    assert at_025.false_boxes_per_frame == pytest.approx(3 / 4)    # 0.9, 0.3 and 0.5
+    assert at_025.frames_with_false_box == pytest.approx(2 / 4)    # the first and the last
+    assert at_025.false_alarms_per_minute == pytest.approx(0.5 * 25 * 60)
+    at_06 = false_alarms(FRAMES, 0.6)
+    assert (at_06.false_boxes_per_frame, at_06.frames_with_false_box) == (0.25, 0.25)
+    assert false_alarms(FRAMES, 0.5).false_boxes_per_frame == pytest.approx(2 / 4)  # a score equal to t counts
+    with pytest.raises(ValueError, match="no polyp-free frames"):
+        false_alarms([], 0.5)
+
+
+def test_threshold_for_an_alarm_budget():
+    t = threshold_for_alarm_share(FRAMES, 0.25)   # one frame of four may alarm
+    assert 0.5 < t < 0.9 and false_alarms(FRAMES, t).frames_with_false_box == 0.25
+    assert false_alarms(FRAMES, threshold_for_alarm_share(FRAMES, 0.0)).frames_with_false_box == 0.0
+    assert threshold_for_alarm_share(FRAMES, 1.0) == 0.0
+
+
+def _box(x, y, s):
+    return [x, y, x + s, y + s]
+
+
+def _two_images() -> list[ImageResult]:
+    """Four polyps; detections 0.9 hit, 0.8 miss, 0.7 hit, 0.6 hit, 0.4 hit."""
+    a = ImageResult(np.array([_box(0, 0, 10), _box(50, 50, 10), _box(20, 20, 10)], float), np.array([0.9, 0.8, 0.7]),
+                    np.array([_box(0, 0, 10), _box(20, 20, 10)], float))
+    b = ImageResult(np.array([_box(0, 0, 10), _box(30, 30, 10)], float), np.array([0.6, 0.4]),
+                    np.array([_box(0, 0, 10), _box(30, 30, 10)], float))
+    return [a, b]
+
+
+def test_recall_operating_point_is_the_strictest_threshold_reaching_the_target():
+    results = _two_images()
+    p75 = recall_operating_point(results, 0.75)
+    assert (p75.reached, p75.threshold, p75.recall, p75.precision) == (True, 0.6, 0.75, 0.75)
+    p90 = recall_operating_point(results, 0.90)
+    assert (p90.threshold, p90.recall, p90.precision) == (0.4, 1.0, 0.8)
+    p50 = recall_operating_point(results, 0.5)
+    assert p50.threshold == 0.7
+    never = recall_operating_point(results[:1], 1.0)  # image a alone: 2 of 2 found at 0.7
+    assert never.reached and never.threshold == 0.7
+    beyond = recall_operating_point([ImageResult(np.array([_box(0, 0, 10)], float), np.array([0.5]),
+                                                 np.array([_box(0, 0, 10), _box(40, 40, 10)], float))], 0.9)
+    assert not beyond.reached and beyond.recall == 0.5 and beyond.threshold == 0.5
+
+
+def test_tied_scores_are_kept_or_dropped_together():
+    r = ImageResult(np.array([_box(0, 0, 10), _box(30, 30, 10), _box(60, 60, 10)], float), np.array([0.9, 0.5, 0.5]),
+                    np.array([_box(0, 0, 10), _box(30, 30, 10)], float))
+    p = recall_operating_point([r], 1.0)
+    assert p.threshold == 0.5 and p.precision == pytest.approx(2 / 3)
+
+
+def test_ap_by_size_ignores_the_other_sizes_as_coco_does():
+    small_gt, large_gt = _box(10, 10, 5), _box(40, 40, 50)      # 0.25% and 25% of a 100 x 100 frame
+    dets = np.array([_box(80, 0, 6), large_gt, small_gt, _box(0, 40, 40)], float)
+    scores = np.array([0.95, 0.9, 0.8, 0.3])                     # small FP, large hit, small hit, large FP
+    r = ImageResult(dets, scores, np.array([small_gt, large_gt], float), frame_area=100 * 100)
+    by_size = ap_by_size([r])
+    assert by_size["small"] == {"ap50": pytest.approx(0.5), "boxes": 1}   # the small FP ranks first
+    assert by_size["large"] == {"ap50": pytest.approx(1.0), "boxes": 1}   # the large FP ranks after the hit
+    assert by_size["medium"]["boxes"] == 0 and math.isnan(by_size["medium"]["ap50"])
+    with pytest.raises(ValueError, match="frame area"):
+        ap_by_size([ImageResult(dets, scores, np.array([small_gt], float))])
+
+
+def test_clinical_metrics_report_false_alarms_at_each_operating_point():
+    results = [ImageResult(r.pred_boxes, r.scores, r.gt_boxes, frame_area=100 * 100) for r in _two_images()]
+    out = clinical_metrics(results, FRAMES, {"app default": 0.25})
+    p90 = out["operating_points"]["recall_0.90"]
+    assert p90["threshold"] == 0.4 and p90["frames_with_false_box"] == pytest.approx(0.5)  # 0.9 and 0.5 frames
+    assert out["false_alarms_at"]["app default"]["false_boxes_per_frame"] == pytest.approx(0.75)
+    assert out["negative_frames"] == 4 and "ap50_by_size" in out
+
+
+def test_val_reports_at_the_runtime_default_threshold():
+    assert APP_DEFAULT_CONF == DEFAULT_CONF

@@ -1,0 +1,71 @@
+"""Zoom-out keeps boxes exact: the polyp lands inside its moved box, edge to edge."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from training.data.augment import Item
+from training.data.datasets import open_dataset
+from training.data.zoom_out import paste_shrunk, write_zoom_out_set, zoom_out
+
+from .synthetic import write_kvasir_like
+
+POLYP = (40, 200, 40)  # pure green: nowhere else in the picture
+
+
+def _frame(h=200, w=240, box=(60, 50, 140, 110)) -> Item:
+    image = np.full((h, w, 3), (60, 70, 160), np.uint8)
+    x1, y1, x2, y2 = box
+    image[y1:y2, x1:x2] = POLYP
+    return Item(image, np.array([box], np.float32), np.zeros(1, np.int64))
+
+
+def _green(image: np.ndarray) -> np.ndarray:
+    return (image[:, :, 1] > 150) & (image[:, :, 0] < 90) & (image[:, :, 2] < 90)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_moved_box_frames_the_shrunk_polyp(seed):
+    rng = np.random.default_rng(seed)
+    canvas = np.full((400, 480, 3), (90, 110, 190), np.uint8)
+    out = zoom_out(_frame(), canvas, rng, (0.3, 0.6))
+    assert out.image.shape == canvas.shape and len(out.boxes) == 1
+    ys, xs = np.nonzero(_green(out.image))
+    x1, y1, x2, y2 = out.boxes[0]
+    # Every clearly green pixel is inside the box, and the box hugs them to within a pixel
+    # (area resampling blends one pixel at each edge).
+    assert xs.min() >= x1 - 1 and xs.max() + 1 <= x2 + 1 and ys.min() >= y1 - 1 and ys.max() + 1 <= y2 + 1
+    assert abs(xs.min() - x1) <= 1.5 and abs(xs.max() + 1 - x2) <= 1.5
+    assert abs(ys.min() - y1) <= 1.5 and abs(ys.max() + 1 - y2) <= 1.5
+    # The polyp shrank by the drawn factor of the canvas fit (0.3 .. 0.6 of 2x = 0.6 .. 1.2).
+    assert 0.3 * 2 * 80 - 2 <= x2 - x1 <= 0.6 * 2 * 80 + 2
+
+
+def test_the_black_border_becomes_transparent():
+    item = _frame()
+    item.image[:, :20] = 0  # a black border strip on the left
+    canvas = np.full((200, 240, 3), (90, 110, 190), np.uint8)
+    out = paste_shrunk(canvas, item, 0.5, 10, 10)
+    assert not (out.image.max(axis=2) < 24).any()  # no black pixel reached the canvas
+    with pytest.raises(ValueError, match="does not fit"):
+        paste_shrunk(canvas, item, 1.0, 100, 100)
+
+
+def test_the_written_set_reads_back_with_the_same_boxes(tmp_path):
+    root = write_kvasir_like(tmp_path / "kv", n=6, size=(240, 300))
+    samples = open_dataset(root).samples
+    manifest = write_zoom_out_set(samples, tmp_path / "zoom", seed=1)
+    again = write_zoom_out_set(samples, tmp_path / "zoom2", seed=1)
+    assert manifest == again  # deterministic for a seed
+    index = open_dataset(tmp_path / "zoom")
+    assert index.format == "yolo labels" and len(index.samples) == len(manifest["images"]) >= 5
+    for s in index.samples:
+        np.testing.assert_allclose(s.boxes, manifest["images"][s.id]["boxes"], atol=1e-3 * max(s.size))
+        assert manifest["images"][s.id]["canvas_from"] != s.id  # mucosa from another frame
+        original = next(o for o in samples if o.id == s.id)
+        assert s.size == original.size
+        shrink = (s.boxes[:, 2] - s.boxes[:, 0]).sum() / (original.boxes[:, 2] - original.boxes[:, 0]).sum()
+        assert 0.3 - 0.02 <= shrink <= 0.6 + 0.02
+        assert cv2.imread(str(s.image_path)) is not None
