@@ -216,7 +216,9 @@ def _report(pipeline: StreamPipeline, detector: Detector, args: argparse.Namespa
         "inference_ms_p50": round(snap.inference_ms, 2),
         "frames_with_detections": counts["frames_with_detections"],
         "detections": counts["detections"],
-        "conf": args.conf,
+        "conf": detector.conf,
+        "conf_from": "command line" if args.conf is not None else (
+            "model operating threshold" if detector.info.operating_threshold else "default"),
         "persistence": None if args.no_persistence else [args.persist_k, args.persist_n, args.persist_hold],
         "seconds": round(elapsed, 2),
     }
@@ -288,8 +290,9 @@ def add_detect_parser(sub: argparse._SubParsersAction, handler) -> None:
     p.add_argument("--out", help="annotated video (.avi survives a crash; .mp4 and .mkv are lost in one)")
     p.add_argument("--jsonl", help="detections log, one JSON line per frame (appended to)")
     p.add_argument("--report", help="summary report (JSON)")
-    p.add_argument("--conf", type=_checked(check_conf), default=DEFAULT_CONF,
-                   help="score threshold in (0, 1) (low values give full PR curves)")
+    p.add_argument("--conf", type=_checked(check_conf), default=None,
+                   help="score threshold in (0, 1) (default: the model's operating threshold, chosen on "
+                        f"validation data, else {DEFAULT_CONF}; low values give full PR curves)")
     p.add_argument("--iou", type=_checked(check_iou), default=DEFAULT_IOU, help="NMS IoU threshold in (0, 1]")
     p.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate, like a live feed")
     p.add_argument("--fps", type=_checked(_positive_finite), default=25.0, help="frame rate of an image-folder source")

@@ -117,17 +117,22 @@ class Detector:
     steal time from the one running), at the cost of a little wake-up latency.
 
     ``conf`` must lie in (0, 1) and ``iou`` in (0, 1], in the constructor and whenever they
-    are set later (the app sets them from sliders): a ValueError names the one that is not."""
+    are set later (the app sets them from sliders): a ValueError names the one that is not.
+    ``conf=None`` uses the model's operating threshold (chosen on val and written into the
+    model by export), or ``DEFAULT_CONF`` for a model without one."""
 
-    def __init__(self, model: str | Path, backend: str = "auto", *, conf: float = DEFAULT_CONF,
+    def __init__(self, model: str | Path, backend: str = "auto", *, conf: float | None = None,
                  iou: float = DEFAULT_IOU, threads: int = 0, warmup: int = WARMUP_RUNS, spin: bool = True) -> None:
-        self.conf = conf  # checked before the (slow) backend is opened
+        if conf is not None:
+            self.conf = conf  # checked before the (slow) backend is opened
         self.iou = iou
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
         self.model_path = Path(model)
         self.backend, self.selection = open_backend(self.model_path, backend, threads, spin)
         self.info: ModelInfo = self.backend.info  # type: ignore[attr-defined]
+        if conf is None:  # the model's validated operating point, else the generic default
+            self.conf = self.info.operating_threshold or DEFAULT_CONF
         self.preprocess = Preprocessor(self.info.input_size, self.info.letterbox_colour)
         self.last_times = StageTimes()
         if warmup:

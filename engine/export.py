@@ -21,7 +21,7 @@ import numpy as np
 
 from engine.atomic import atomic_write_bytes, atomic_write_text
 from engine.detections import Detections
-from engine.export_metadata import INPUT_NAME, OUTPUT_NAME, model_info_from_config
+from engine.export_metadata import INPUT_NAME, OUTPUT_NAME, model_info_from_config, operating_threshold
 from engine.model_info import ModelInfo, sha256_file
 from engine.postprocess import postprocess
 from engine.preprocess import Preprocessor
@@ -66,7 +66,8 @@ def export_onnx(weights: str | Path, out: str | Path, *, dynamic: bool = False, 
     size = ckpt.config.input_size
     info = model_info_from_config(ckpt.config, sha256_file(weights), code_version(),
                                   params=count_parameters(model),
-                                  gflops=round(count_flops(model, size) / 1e9, 4))
+                                  gflops=round(count_flops(model, size) / 1e9, 4),
+                                  operating_threshold=operating_threshold(ckpt.metadata))
     dummy = torch.zeros(1, 3, size, size)
     buf = io.BytesIO()
     with warnings.catch_warnings():

@@ -11,12 +11,19 @@ OUTPUT_NAME = "predictions"
 STRIDES = (8, 16, 32)
 
 
+def operating_threshold(metadata: dict) -> float | None:
+    """A checkpoint's operating threshold (``training.ship`` chooses it on val), if any."""
+    value = metadata.get("operating_threshold")
+    return None if value is None else float(value)
+
+
 def output_layout(class_names: tuple[str, ...]) -> str:
     return "x1,y1,x2,y2,objectness," + ",".join(f"score:{n}" for n in class_names)
 
 
 def model_info_from_config(config, source_sha256: str, code_version: str = "", *,
-                           params: int | None = None, gflops: float | None = None) -> ModelInfo:
+                           params: int | None = None, gflops: float | None = None,
+                           operating_threshold: float | None = None) -> ModelInfo:
     """``config`` is a ``models.YoloConfig`` (duck-typed: this module imports no torch)."""
     return ModelInfo(
         class_names=tuple(config.class_names),
@@ -32,4 +39,5 @@ def model_info_from_config(config, source_sha256: str, code_version: str = "", *
         code_version=code_version,
         params=params,
         gflops=gflops,
+        operating_threshold=operating_threshold,
     )

@@ -20,7 +20,7 @@ FORMAT_VERSION = "1"
 KEYS = ("class_names", "input_size", "letterbox_colour", "normalisation", "anchors", "strides",
         "source_sha256", "output_layout", "input_name", "output_name", "code_version")
 #: Written by the exporter for reports (bench); a model without them still runs.
-OPTIONAL_KEYS = ("params", "gflops")
+OPTIONAL_KEYS = ("params", "gflops", "operating_threshold")
 
 
 class ModelFormatError(ValueError):
@@ -44,6 +44,9 @@ class ModelInfo:
     code_version: str = ""
     params: int | None = None
     gflops: float | None = None
+    #: The score threshold chosen on validation data (the strictest reaching recall 0.90):
+    #: what ``detect`` and the app use unless told otherwise.
+    operating_threshold: float | None = None
 
     @property
     def num_classes(self) -> int:
@@ -86,6 +89,7 @@ class ModelInfo:
                 code_version=raw["code_version"],
                 params=_optional(meta, "params", int),
                 gflops=_optional(meta, "gflops", float),
+                operating_threshold=_optional(meta, "operating_threshold", float),
             )
         except (ValueError, TypeError) as exc:
             raise ModelFormatError(f"{source}: PolypScope metadata cannot be parsed ({exc})") from None

@@ -6,6 +6,12 @@
 The shipped (fp16) file itself is evaluated, so the metrics in its header and in
 ``--json-out`` are those of exactly what ships. Test is scored once, here, after model
 selection on val is over.
+
+The operating threshold is chosen here, on val: the strictest score threshold at which
+recall on val reaches :data:`OPERATING_RECALL`. It goes into the checkpoint's metadata,
+from there into the ONNX metadata (``polypscope export``), and ``detect`` and the app use
+it unless told otherwise. False alarms on polyp-free crops mined from each split are
+reported at it.
 """
 
 from __future__ import annotations
@@ -18,18 +24,31 @@ from models import load_checkpoint, save_checkpoint
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache
 from training.evaluation.evaluate import evaluate_model, write_json
-from training.evaluation.validate import format_table
+from training.evaluation.validate import APP_DEFAULT_CONF, format_clinical, format_table, negative_frames
 from training.run_log import save_pr_plot
 
+OPERATING_RECALL = 0.90
 
-def score(weights: Path, data: Path, split: str, bootstrap: int = 1000):
+
+def score(weights: Path, data: Path, split: str, bootstrap: int = 1000, thresholds: dict[str, float] | None = None):
     ckpt = load_checkpoint(weights)
     size = ckpt.config.input_size
     index = open_checked(data, split)
     print_problems(index, split)
     require_samples(index, split)
     cache = ImageCache(index.samples, size)
-    return evaluate_model(ckpt.model, cache, size, ckpt.config.class_names, bootstrap_reps=bootstrap)
+    negatives = ImageCache(negative_frames(index, None, True, False), size)
+    return evaluate_model(ckpt.model, cache, size, ckpt.config.class_names, bootstrap_reps=bootstrap,
+                          negatives=negatives, thresholds=thresholds or {"app default": APP_DEFAULT_CONF})
+
+
+def operating_point(val_metrics: dict) -> dict:
+    """The val operating point at :data:`OPERATING_RECALL` (threshold, recall, false alarms)."""
+    point = val_metrics["operating_points"][f"recall_{OPERATING_RECALL:.2f}"]
+    if not point["reached"]:
+        print(f"warning: val recall never reaches {OPERATING_RECALL}: the operating threshold is the lowest "
+              f"score seen ({point['threshold']:.4f}, recall {point['recall']:.4f})")
+    return point
 
 
 def main() -> None:
@@ -46,10 +65,15 @@ def main() -> None:
     meta = {**source.metadata, **json.loads(args.extra), "shipped_from": Path(args.weights).name}
     save_checkpoint(out, source.model, meta, half=True)
     val, _ = score(out, Path(args.data), "val", bootstrap=0)
-    test, evaluator = score(out, Path(args.data), "test")
+    point = operating_point(val)
+    named = {"operating threshold": point["threshold"], "app default": APP_DEFAULT_CONF}
+    test, evaluator = score(out, Path(args.data), "test", thresholds=named)
     print(format_table(val, f"{out.name} on val"))
+    print(format_clinical(val))
     print(format_table(test, f"{out.name} on test"))
-    meta.update({"val_metrics_fp16": val, "test_metrics": test})
+    print(format_clinical(test))
+    meta.update({"val_metrics_fp16": val, "test_metrics": test, "operating_threshold": point["threshold"],
+                 "operating_point": {"chosen_on": "val", "recall_target": OPERATING_RECALL, **point}})
     save_checkpoint(out, source.model, meta, half=True)
     if args.json_out:
         write_json(args.json_out, {"val": val, "test": test})

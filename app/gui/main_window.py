@@ -198,7 +198,9 @@ class MainWindow(QMainWindow):
         """Load on a background thread (it runs warm-up inference), then (re)start."""
         self.statusBar().showMessage(f"loading {Path(path).name} …")
         backend = self.backend_box.currentText()
-        conf, iou = self.conf_slider.value() / 100, self.iou_slider.value() / 100
+        # A threshold the user chose is kept; otherwise the model's operating point is used.
+        conf = self.conf_slider.value() / 100 if self.settings.contains("conf") else None
+        iou = self.iou_slider.value() / 100
 
         def load() -> None:
             try:
@@ -212,7 +214,11 @@ class MainWindow(QMainWindow):
     def _on_model_ready(self, detector: Detector) -> None:
         old, self.detector = self.detector, detector
         self.settings.setValue("model", str(detector.model_path))
-        self.statusBar().showMessage(f"model {detector.model_path.name} on {detector.backend_name}", 5000)
+        self.conf_slider.blockSignals(True)  # shows the threshold in use without saving it as a choice
+        self.conf_slider.setValue(round(detector.conf * 100))
+        self.conf_slider.blockSignals(False)
+        self.statusBar().showMessage(f"model {detector.model_path.name} on {detector.backend_name}, "
+                                     f"threshold {detector.conf:.2f}", 5000)
         if self.worker is not None:
             self.worker.pipeline.set_detector(detector)
             self.worker.backend = detector.backend_name

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import BackendUnavailable
-from engine.export_metadata import model_info_from_config
+from engine.export_metadata import model_info_from_config, operating_threshold
 from engine.model_info import sha256_file
 
 
@@ -29,7 +29,8 @@ class TorchBackend:
         self.device = torch.device(device)
         ckpt = load_checkpoint(path, device=self.device)
         self.model = ckpt.model.eval()
-        self.info = model_info_from_config(ckpt.config, sha256_file(path))
+        self.info = model_info_from_config(ckpt.config, sha256_file(path),
+                                           operating_threshold=operating_threshold(ckpt.metadata))
         self.name = f"torch-{self.device.type}"
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:

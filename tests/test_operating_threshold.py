@@ -1,0 +1,57 @@
+"""The operating threshold chosen on val travels checkpoint -> ONNX -> Detector -> detect."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from engine.detector import Detector
+from engine.export import export_onnx
+from engine.model_info import read_onnx_info
+from engine.postprocess import DEFAULT_CONF
+from models import load_checkpoint, save_checkpoint
+
+from .conftest import REPO
+from .synthetic import write_moving_clip
+
+
+@pytest.fixture(scope="module")
+def thresholded(tiny_checkpoint, tmp_path_factory):
+    ckpt = load_checkpoint(tiny_checkpoint)
+    folder = tmp_path_factory.mktemp("op")
+    path = save_checkpoint(folder / "op.safetensors", ckpt.model,
+                           {**ckpt.metadata, "operating_threshold": 0.137})
+    onnx_path = folder / "op.onnx"
+    export_onnx(path, onnx_path, check_images=None)
+    return path, onnx_path
+
+
+def test_export_writes_it_and_every_backend_uses_it_by_default(thresholded, tiny_onnx):
+    weights, onnx_path = thresholded
+    assert read_onnx_info(onnx_path).operating_threshold == pytest.approx(0.137)
+    for model in (onnx_path, weights):  # onnxruntime reads the ONNX metadata, torch the checkpoint's
+        detector = Detector(model, warmup=0)
+        assert detector.conf == pytest.approx(0.137)
+        detector.close()
+    asked = Detector(onnx_path, conf=0.5, warmup=0)
+    assert asked.conf == 0.5  # an explicit threshold wins
+    asked.close()
+    plain = Detector(tiny_onnx, warmup=0)
+    assert plain.info.operating_threshold is None and plain.conf == DEFAULT_CONF
+    plain.close()
+
+
+def test_detect_reports_the_threshold_it_used(thresholded, tmp_path):
+    _, onnx_path = thresholded
+    clip = write_moving_clip(tmp_path / "clip.avi", frames=5, size=(96, 96))
+    for extra, conf, source in (([], 0.137, "model operating threshold"), (["--conf", "0.4"], 0.4, "command line")):
+        report = tmp_path / f"report{len(extra)}.json"
+        proc = subprocess.run([sys.executable, "-m", "app", "detect", str(clip), "--model", str(onnx_path),
+                               "--report", str(report), *extra], cwd=REPO, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        data = json.loads(report.read_text())
+        assert data["conf"] == pytest.approx(conf) and data["conf_from"] == source
