@@ -51,3 +51,54 @@ def test_validation_and_runtime_keep_the_same_boxes_for_the_same_output():
         runtime = runtime_postprocess(raw, identity, conf=0.25, iou=0.45)
         assert _boxes(val.boxes) == _boxes(runtime.boxes)
         assert np.allclose(np.sort(val.scores), np.sort(runtime.scores))
+
+
+def test_val_and_detect_give_the_same_boxes_on_the_same_images(tiny_checkpoint, tiny_onnx, tmp_path):
+    """End to end: ``polypscope val`` (torch, training's letterbox and NMS) and ``polypscope
+    detect`` (onnxruntime, the runtime's) on the same image files. Frames of the input's
+    width need no resampling in either path, so both networks see identical pixels; with
+    the same IoU, the boxes val keeps above the runtime's threshold are the runtime's boxes."""
+    import json
+    import subprocess
+    import sys
+
+    import cv2
+
+    from .conftest import REPO
+    from .synthetic import draw_sample
+
+    root = tmp_path / "frames"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    rng = np.random.default_rng(4)
+    for i in range(6):
+        image, _, boxes = draw_sample(rng, 72, 96, max_polyps=2)
+        cv2.imwrite(str(root / "images" / f"{i}.png"), image)
+        (root / "labels" / f"{i}.txt").write_text(
+            "".join(f"0 {(a + c) / 192} {(b + d) / 144} {(c - a) / 96} {(d - b) / 72}\n" for a, b, c, d in boxes))
+    conf, iou = 0.2, 0.5
+    coco = tmp_path / "val.json"
+    val = subprocess.run([sys.executable, "-m", "app", "val", "--weights", str(tiny_checkpoint), "--data", str(root),
+                          "--coco-out", str(coco), "--bootstrap", "0", "--quiet"],
+                         cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert val.returncode == 0, val.stderr
+    log = tmp_path / "detect.jsonl"
+    detect = subprocess.run([sys.executable, "-m", "app", "detect", str(root / "images"), "--model", str(tiny_onnx),
+                             "--jsonl", str(log), "--conf", str(conf), "--iou", str(iou), "--no-persistence"],
+                            cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert detect.returncode == 0, detect.stderr
+    by_val: dict[str, list] = {}
+    for row in json.loads(coco.read_text()):
+        if row["score"] > conf:
+            x, y, w, h = row["bbox"]
+            by_val.setdefault(row["file_name"], []).append((row["score"], [x, y, x + w, y + h]))
+    found = 0
+    for line in log.read_text().splitlines():
+        row = json.loads(line)
+        ours = sorted(zip(row["scores"], row["boxes"]), reverse=True)
+        theirs = sorted(by_val.get(row["image"], []), reverse=True)
+        assert len(ours) == len(theirs), row["image"]
+        for (s_run, b_run), (s_val, b_val) in zip(ours, theirs):
+            assert abs(s_run - s_val) < 1e-3 and np.abs(np.subtract(b_run, b_val)).max() < 0.05, row["image"]
+        found += len(ours)
+    assert found >= 3  # the comparison is not between two empty lists
