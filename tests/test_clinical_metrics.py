@@ -8,10 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from engine.postprocess import DEFAULT_CONF
-from training.evaluation.evaluate import clinical_metrics
+from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU
+from training.evaluation.evaluate import EVAL_NMS_IOU, clinical_metrics
 from training.evaluation.false_alarms import false_alarms, threshold_for_alarm_share
-from training.evaluation.metrics import ImageResult, ap_by_size, recall_operating_point
+from training.evaluation.metrics import ImageResult, ap_by_size, recall_at, recall_operating_point, threshold_below
 from training.evaluation.validate import APP_DEFAULT_CONF
 
 FRAMES = [np.array([0.9, 0.3]), np.array([]), np.array([0.2]), np.array([0.5])]
@@ -25,14 +25,15 @@ def test_false_alarm_figures_by_hand():
     assert at_025.false_alarms_per_minute == pytest.approx(0.5 * 25 * 60)
     at_06 = false_alarms(FRAMES, 0.6)
     assert (at_06.false_boxes_per_frame, at_06.frames_with_false_box) == (0.25, 0.25)
-    assert false_alarms(FRAMES, 0.5).false_boxes_per_frame == pytest.approx(2 / 4)  # a score equal to t counts
+    # As at run time, a box counts when its score is above the threshold, not at it.
+    assert false_alarms(FRAMES, 0.5).false_boxes_per_frame == pytest.approx(1 / 4)
     with pytest.raises(ValueError, match="no polyp-free frames"):
         false_alarms([], 0.5)
 
 
 def test_threshold_for_an_alarm_budget():
     t = threshold_for_alarm_share(FRAMES, 0.25)   # one frame of four may alarm
-    assert 0.5 < t < 0.9 and false_alarms(FRAMES, t).frames_with_false_box == 0.25
+    assert t == pytest.approx(0.5) and false_alarms(FRAMES, t).frames_with_false_box == 0.25
     assert false_alarms(FRAMES, threshold_for_alarm_share(FRAMES, 0.0)).frames_with_false_box == 0.0
     assert threshold_for_alarm_share(FRAMES, 1.0) == 0.0
 
@@ -53,23 +54,26 @@ def _two_images() -> list[ImageResult]:
 def test_recall_operating_point_is_the_strictest_threshold_reaching_the_target():
     results = _two_images()
     p75 = recall_operating_point(results, 0.75)
-    assert (p75.reached, p75.threshold, p75.recall, p75.precision) == (True, 0.6, 0.75, 0.75)
+    # One float32 step below the reaching box's score: the runtime keeps scores ABOVE it.
+    assert p75.threshold == threshold_below(0.6) and np.float32(0.6) > np.float32(p75.threshold)
+    assert np.float32(p75.threshold) >= np.float32(0.6) - 1e-7
+    assert (p75.reached, p75.recall, p75.precision) == (True, 0.75, 0.75)
+    assert recall_at(results, p75.threshold) == (0.75, 0.75)  # what the runtime would keep
     p90 = recall_operating_point(results, 0.90)
-    assert (p90.threshold, p90.recall, p90.precision) == (0.4, 1.0, 0.8)
-    p50 = recall_operating_point(results, 0.5)
-    assert p50.threshold == 0.7
-    never = recall_operating_point(results[:1], 1.0)  # image a alone: 2 of 2 found at 0.7
-    assert never.reached and never.threshold == 0.7
+    assert (p90.threshold, p90.recall, p90.precision) == (threshold_below(0.4), 1.0, 0.8)
+    assert recall_operating_point(results, 0.5).threshold == threshold_below(0.7)
+    alone = recall_operating_point(results[:1], 1.0)  # image a alone: 2 of 2 found at 0.7
+    assert alone.reached and alone.threshold == threshold_below(0.7)
     beyond = recall_operating_point([ImageResult(np.array([_box(0, 0, 10)], float), np.array([0.5]),
                                                  np.array([_box(0, 0, 10), _box(40, 40, 10)], float))], 0.9)
-    assert not beyond.reached and beyond.recall == 0.5 and beyond.threshold == 0.5
+    assert not beyond.reached and beyond.recall == 0.5 and beyond.threshold == threshold_below(0.5)
 
 
 def test_tied_scores_are_kept_or_dropped_together():
     r = ImageResult(np.array([_box(0, 0, 10), _box(30, 30, 10), _box(60, 60, 10)], float), np.array([0.9, 0.5, 0.5]),
                     np.array([_box(0, 0, 10), _box(30, 30, 10)], float))
     p = recall_operating_point([r], 1.0)
-    assert p.threshold == 0.5 and p.precision == pytest.approx(2 / 3)
+    assert p.threshold == threshold_below(0.5) and p.precision == pytest.approx(2 / 3)
 
 
 def test_ap_by_size_ignores_the_other_sizes_as_coco_does():
@@ -89,10 +93,18 @@ def test_clinical_metrics_report_false_alarms_at_each_operating_point():
     results = [ImageResult(r.pred_boxes, r.scores, r.gt_boxes, frame_area=100 * 100) for r in _two_images()]
     out = clinical_metrics(results, FRAMES, {"app default": 0.25})
     p90 = out["operating_points"]["recall_0.90"]
-    assert p90["threshold"] == 0.4 and p90["frames_with_false_box"] == pytest.approx(0.5)  # 0.9 and 0.5 frames
+    assert p90["threshold"] == threshold_below(0.4) and p90["frames_with_false_box"] == pytest.approx(0.5)
     assert out["false_alarms_at"]["app default"]["false_boxes_per_frame"] == pytest.approx(0.75)
     assert out["negative_frames"] == 4 and "ap50_by_size" in out
+    # A 2% budget on four frames allows none: the threshold sits at the highest false score.
+    budget = out["alarm_budget"]
+    assert budget["threshold"] == pytest.approx(0.9) and budget["frames_with_false_box"] == 0.0
+    assert budget["recall"] == 0.0  # nothing scores above 0.9 in _two_images
+    without = clinical_metrics(results, [], {})
+    assert "recall_0.90" in without["operating_points"] and "false_alarms_at" not in without
 
 
-def test_val_reports_at_the_runtime_default_threshold():
-    assert APP_DEFAULT_CONF == DEFAULT_CONF
+def test_val_uses_the_runtime_defaults():
+    """The threshold val reports at and the NMS IoU it suppresses with are the runtime's, so
+    an operating threshold chosen by val holds for the boxes detect and the app keep."""
+    assert APP_DEFAULT_CONF == DEFAULT_CONF and EVAL_NMS_IOU == DEFAULT_IOU

@@ -66,12 +66,13 @@ def test_yolo_reader(tmp_path):
     index = open_dataset(root)
     assert index.format == "yolo labels"
     np.testing.assert_allclose(index.samples[0].boxes, [[80.0, 30.0, 120.0, 70.0]], atol=1e-4)
-    assert [s.id for s in index.samples] == ["a", "b", "c"]
-    assert [s.id for s in index.negatives] == ["b", "c"]
+    assert [s.id for s in index.samples] == ["a", "c"]
+    assert [s.id for s in index.negatives] == ["c"]
     messages = [str(p) for p in index.problems]
     assert any("labels/a.txt:2: coordinates outside [0, 1]" in m for m in messages)
     assert any("labels/a.txt:3: not 'class cx cy w h'" in m for m in messages)
-    assert "labels/b.txt: no label file: used as a polyp-free image (id b)" in messages
+    assert ("SKIPPED labels/b.txt: label file missing (an empty label file marks a polyp-free image) (id b)"
+            in messages)
     assert "SKIPPED labels/d.txt: no usable box (id d)" in messages
 
 
@@ -90,6 +91,8 @@ def test_data_check_names_every_problem(tmp_path):
     (root / "images" / f"{ids[1]}.jpg").unlink()                               # missing image
     meta[ids[2]]["bbox"][0]["xmax"] = 999                                      # box outside the image
     meta[ids[3]]["bbox"] = []                                                  # no box: a negative
+    cv2.imwrite(str(root / "masks" / f"{ids[3]}.png"), np.zeros((160, 200), np.uint8))  # ... with an empty mask
+    meta[ids[6]]["bbox"] = []                                                  # no box, but a marked mask
     meta[ids[5]]["bbox"][0]["xmax"] = meta[ids[5]]["bbox"][0]["xmin"]          # only a degenerate box
     cv2.imwrite(str(root / "masks" / f"{ids[4]}.png"), np.zeros((10, 10), np.uint8))  # wrong-size mask
     (root / "kavsir_bboxes.json").write_text(json.dumps(meta))
@@ -100,6 +103,20 @@ def test_data_check_names_every_problem(tmp_path):
     assert f"kavsir_bboxes.json[{ids[2]}]: box" in text and "outside the 200x160 image" in text
     assert f"SKIPPED kavsir_bboxes.json[{ids[5]}]: no usable box" in text
     assert f"masks/{ids[4]}.png: mask is 10x10, image 200x160" in text
-    assert set(report["skipped"]) == {ids[0], ids[1], ids[5]}
-    assert report["negatives"] == 1 and report["images"] == 5  # ids[3] is kept as a polyp-free image
+    assert f"SKIPPED kavsir_bboxes.json[{ids[6]}]: empty box list, but masks/{ids[6]}.png marks a polyp" in text
+    assert set(report["skipped"]) == {ids[0], ids[1], ids[5], ids[6]}
+    assert report["negatives"] == 1 and report["images"] == 4  # ids[3] is kept as a polyp-free image
     assert sum(s["negatives"] for s in report["splits"].values()) == 1
+
+
+def test_a_mask_of_specks_is_neither_a_polyp_nor_polyp_free(tmp_path):
+    root = tmp_path / "cvc"
+    (root / "images").mkdir(parents=True)
+    (root / "masks").mkdir()
+    cv2.imwrite(str(root / "images" / "speck.png"), np.full((400, 400, 3), 90, np.uint8))
+    mask = np.zeros((400, 400), np.uint8)
+    mask[5:7, 5:7] = 255
+    cv2.imwrite(str(root / "masks" / "speck.png"), mask)
+    index = open_dataset(root)
+    assert not index.samples
+    assert "neither a polyp box nor polyp-free" in str(index.skipped[0])

@@ -73,6 +73,11 @@ def test_mined_crops_never_touch_the_grown_mask_or_the_border(tmp_path):
         x1, y1, x2, y2 = rect
         grown = polyp_region(s, (h, w), settings.margin_fraction)
         assert not grown[y1:y2, x1:x2].any(), s.id
+        # Independently of polyp_region: every crop pixel is at least the margin away from
+        # every marked pixel of the mask file (Euclidean distance transform).
+        polyp = cv2.imread(str(s.mask_path), cv2.IMREAD_GRAYSCALE) >= 128
+        distance = cv2.distanceTransform((~polyp).astype(np.uint8), cv2.DIST_L2, 5)
+        assert distance[y1:y2, x1:x2].min() >= settings.margin_fraction * min(h, w) - 1, s.id
         assert scope_view(image)[y1:y2, x1:x2].all(), s.id
         assert min(x2 - x1, y2 - y1) >= settings.min_side_fraction * min(h, w)
     assert mined >= 10  # most frames have room for a crop
@@ -111,3 +116,11 @@ def test_folder_negatives_reads_every_frame_and_names_the_broken_one(tmp_path):
     assert len(problems) == 1 and "broken.jpg" in str(problems[0]) and problems[0].skipped
     with pytest.raises(FileNotFoundError, match="no such folder"):
         folder_negatives(tmp_path / "missing")
+
+
+def test_a_dark_lumen_inside_the_view_is_not_border():
+    image = np.full((200, 240, 3), (60, 70, 160), np.uint8)
+    image[:, :20] = 0                                  # the scope's black border, at the edge
+    cv2.circle(image, (140, 100), 30, (5, 5, 5), -1)   # a dark lumen in the middle of the view
+    view = scope_view(image)
+    assert not view[:, :18].any() and view[100, 140] and view[100, 60]

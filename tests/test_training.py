@@ -140,3 +140,24 @@ def test_training_mines_negatives_takes_a_folder_and_reweights_hard_ones(data, t
     resumed.run()
     saved = [weights["weights"][s.id] for s in resumed.negative_cache.samples]
     np.testing.assert_allclose(seen[0], saved)
+
+
+def test_a_run_saved_before_negatives_existed_resumes_with_its_own_recipe():
+    old = {k: v for k, v in TrainConfig(data="d").to_dict().items()
+           if k not in ("precision", "channels_last", "mine_negatives", "negatives", "negative_fraction")}
+    old["augment"] = {k: v for k, v in old["augment"].items() if k in ("hsv_h", "scale", "mosaic")}
+    cfg = TrainConfig.from_dict(old)
+    assert (cfg.precision, cfg.channels_last, cfg.mine_negatives, cfg.negative_fraction) == ("fp32", False, False, 0.0)
+    assert cfg.augment.zoom_out == 0.0 and cfg.augment.border == 0.0
+    assert TrainConfig.from_dict(TrainConfig(data="d").to_dict()) == TrainConfig(data="d")
+
+
+def test_hard_negative_weights_mined_after_the_resume_point_are_not_used(tmp_path):
+    import numpy as np
+
+    from training.hard_negatives import load_weights, save_weights
+    save_weights(tmp_path, 6, ["a", "b"], np.array([1.0, 1.0 + 4 * 0.123456789]))
+    assert load_weights(tmp_path, ["b", "a"], 6).tolist() == [1.0 + 4 * 0.123456789, 1.0]  # full precision
+    assert load_weights(tmp_path, ["a", "b"], 9) is not None      # mined earlier: still in use
+    assert load_weights(tmp_path, ["a", "b"], 5) is None          # mined after the state it resumes
+    assert load_weights(tmp_path, ["a", "c"], 6) is None          # other negatives

@@ -32,19 +32,27 @@ def highest_scores(model: torch.nn.Module, negatives: ImageCache, size: int) -> 
 
 
 def hardness_weights(scores: np.ndarray, gain: float = HARD_GAIN) -> np.ndarray:
+    """Sampling weights ``1 + gain x score``: at least 1, so no negative is ever dropped."""
     return 1.0 + gain * np.clip(np.asarray(scores, np.float64), 0.0, 1.0)
 
 
 def save_weights(out: Path, epoch: int, ids: list[str], weights: np.ndarray) -> None:
-    data = {"epoch": epoch, "gain": HARD_GAIN, "weights": dict(zip(ids, np.round(weights, 5).tolist()))}
+    """Write the weights mined after ``epoch`` epochs (full precision: a resumed run draws
+    exactly what an uninterrupted one would)."""
+    data = {"epoch": epoch, "gain": HARD_GAIN, "weights": dict(zip(ids, weights.tolist()))}
     atomic_write_bytes(out / WEIGHTS_FILE, json.dumps(data, indent=1).encode())
 
 
-def load_weights(out: Path, ids: list[str]) -> np.ndarray | None:
-    """The saved weights in the order of ``ids``; ``None`` when there are none or they were
-    made for other negatives (then mining simply starts again)."""
+def load_weights(out: Path, ids: list[str], epochs_done: int) -> np.ndarray | None:
+    """The weights in use after ``epochs_done`` epochs, in the order of ``ids``; ``None``
+    when there are none, they were made for other negatives, or they were mined after the
+    epoch the run resumes from (a stop between mining and the state write): then the
+    negatives are drawn uniformly until the next mining pass."""
     try:
-        saved = json.loads((out / WEIGHTS_FILE).read_text())["weights"]
-        return np.array([float(saved[i]) for i in ids]) if set(saved) == set(ids) else None
+        data = json.loads((out / WEIGHTS_FILE).read_text())
+        saved = data["weights"]
+        if int(data["epoch"]) > epochs_done or set(saved) != set(ids):
+            return None
+        return np.array([float(saved[i]) for i in ids])
     except (OSError, ValueError, KeyError, TypeError):
         return None

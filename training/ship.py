@@ -23,14 +23,16 @@ from pathlib import Path
 from models import load_checkpoint, save_checkpoint
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache
-from training.evaluation.evaluate import evaluate_model, write_json
+from training.evaluation.evaluate import DetectionEvaluator, evaluate_model, write_json
 from training.evaluation.validate import APP_DEFAULT_CONF, format_clinical, format_table, negative_frames
 from training.run_log import save_pr_plot
 
 OPERATING_RECALL = 0.90
 
 
-def score(weights: Path, data: Path, split: str, bootstrap: int = 1000, thresholds: dict[str, float] | None = None):
+def score(weights: Path, data: Path, split: str, bootstrap: int = 1000,
+          thresholds: dict[str, float] | None = None) -> tuple[dict, DetectionEvaluator]:
+    """Metrics of the checkpoint on ``split``, with false alarms on crops mined from it."""
     ckpt = load_checkpoint(weights)
     size = ckpt.config.input_size
     index = open_checked(data, split)
@@ -42,12 +44,17 @@ def score(weights: Path, data: Path, split: str, bootstrap: int = 1000, threshol
                           negatives=negatives, thresholds=thresholds or {"app default": APP_DEFAULT_CONF})
 
 
+class NotShippable(RuntimeError):
+    """The model cannot meet its operating point on val: nothing is shipped."""
+
+
 def operating_point(val_metrics: dict) -> dict:
-    """The val operating point at :data:`OPERATING_RECALL` (threshold, recall, false alarms)."""
+    """The val operating point at :data:`OPERATING_RECALL` (threshold, recall, false
+    alarms); :class:`NotShippable` when no threshold reaches that recall on val."""
     point = val_metrics["operating_points"][f"recall_{OPERATING_RECALL:.2f}"]
     if not point["reached"]:
-        print(f"warning: val recall never reaches {OPERATING_RECALL}: the operating threshold is the lowest "
-              f"score seen ({point['threshold']:.4f}, recall {point['recall']:.4f})")
+        raise NotShippable(f"val recall never reaches {OPERATING_RECALL} (at most {point['recall']:.4f}): "
+                           "no operating threshold exists, so this model is not shipped")
     return point
 
 
@@ -65,7 +72,11 @@ def main() -> None:
     meta = {**source.metadata, **json.loads(args.extra), "shipped_from": Path(args.weights).name}
     save_checkpoint(out, source.model, meta, half=True)
     val, _ = score(out, Path(args.data), "val", bootstrap=0)
-    point = operating_point(val)
+    try:
+        point = operating_point(val)
+    except NotShippable as exc:
+        out.unlink()
+        raise SystemExit(f"error: {args.weights}: {exc}") from None
     named = {"operating threshold": point["threshold"], "app default": APP_DEFAULT_CONF}
     test, evaluator = score(out, Path(args.data), "test", thresholds=named)
     print(format_table(val, f"{out.name} on val"))

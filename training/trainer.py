@@ -84,6 +84,11 @@ class TrainingDiverged(RuntimeError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
 
 
+#: What runs saved before these fields existed did: no polyp-free samples, float32, NCHW.
+LEGACY_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "mine_negatives": False,
+                                   "negatives": None, "negative_fraction": 0.0}
+
+
 @dataclass
 class TrainConfig:
     data: str
@@ -130,7 +135,9 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        d = dict(d)
+        """A saved run's config. Fields a run saved before they existed take the values that
+        reproduce how it ran then, not today's defaults (a resumed run keeps its recipe)."""
+        d = {**LEGACY_DEFAULTS, **d}
         d["augment"] = AugmentConfig(**d.get("augment", {}))
         loss = dict(d.get("loss", {}))
         if "scale_balance" in loss:
@@ -389,6 +396,10 @@ class Trainer:
         """Re-weight the polyp-free items by how strongly the EMA model fires on them."""
         ids = [s.id for s in self.negative_cache.samples]
         scores = highest_scores(self.ema.module, self.negative_cache, self.cfg.img)
+        if self.dist.world > 1:  # every rank must draw the same epoch order: rank 0's scores
+            shared = torch.from_numpy(scores).to(self.device)
+            dist.broadcast(shared, src=0)
+            scores = shared.cpu().numpy()
         weights = hardness_weights(scores)
         self.sampler.set_negative_weights(weights)
         if self.dist.is_main:
@@ -420,7 +431,7 @@ class Trainer:
         self.val_negative_cache.fill()
         metrics: dict[str, Any] = {}
         if self.start_epoch and len(self.negative_cache):
-            saved = load_weights(self.out, [s.id for s in self.negative_cache.samples])
+            saved = load_weights(self.out, [s.id for s in self.negative_cache.samples], self.start_epoch)
             if saved is not None:
                 self.sampler.set_negative_weights(saved)
         for epoch in range(self.start_epoch, cfg.epochs):

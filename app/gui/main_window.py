@@ -159,8 +159,8 @@ class MainWindow(QMainWindow):
         self.backend_box.setCurrentText(self.settings.value("backend", "auto", str))
         self.backend_box.currentTextChanged.connect(self._on_backend)
         form.addRow("Backend", self.backend_box)
-        self.conf_slider = self._slider(self.settings.value("conf", 25, int), self._on_thresholds)
-        self.iou_slider = self._slider(self.settings.value("iou", 45, int), self._on_thresholds)
+        self.conf_slider = self._slider(self.settings.value("conf", 25, int), self._on_conf)
+        self.iou_slider = self._slider(self.settings.value("iou", 45, int), self._on_iou)
         form.addRow("Confidence", self.conf_slider)
         form.addRow("NMS IoU", self.iou_slider)
         self.persist_k = self._spin(self.settings.value("persist_k", 2, int), 1, 10)
@@ -383,11 +383,16 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(f"Error: {message}")
 
     # -- settings ---------------------------------------------------------------------
-    def _on_thresholds(self) -> None:
+    def _on_conf(self) -> None:
+        """The user chose a threshold: it replaces the model's operating threshold, now and
+        next time."""
         if self.detector is not None:
             self.detector.conf = self.conf_slider.value() / 100
-            self.detector.iou = self.iou_slider.value() / 100
         self.settings.setValue("conf", self.conf_slider.value())
+
+    def _on_iou(self) -> None:
+        if self.detector is not None:
+            self.detector.iou = self.iou_slider.value() / 100
         self.settings.setValue("iou", self.iou_slider.value())
 
     def _on_persistence(self) -> None:

@@ -2,8 +2,11 @@
 
 Every reader returns a :class:`DatasetIndex`: the usable samples plus a list of
 :class:`Problem` records. An image without a polyp is data, not an error: an empty mask,
-an empty label file or an empty box list makes a *negative* sample (no boxes), which
-training learns "nothing here" from and evaluation counts false alarms on. Nothing is dropped silently: an item that cannot be used is
+an empty label file or an empty box list (whose mask, if any, is empty too) makes a
+*negative* sample (no boxes), which training learns "nothing here" from and evaluation
+counts false alarms on. Anything ambiguous (a missing label file, a mask of specks, an
+empty box list beside a marked mask) is skipped and reported instead: calling a polyp
+frame polyp-free is the worst label error a detector can learn from. Nothing is dropped silently: an item that cannot be used is
 named in ``problems`` with the reason, and ``polypscope data check`` prints them all.
 Boxes are ``x1, y1, x2, y2`` in the pixels of the original image.
 
@@ -204,11 +207,24 @@ def read_kvasir(root: Path) -> DatasetIndex:
             index.problems.append(Problem(item, rel, "no usable box", True))
             continue
         mask = find_image(root / "masks", item)
+        if not listed and mask is not None and _mask_marks_anything(mask):
+            index.problems.append(Problem(item, rel, f"empty box list, but masks/{mask.name} marks a polyp: "
+                                                     "neither boxes nor polyp-free", True))
+            continue
         if mask is None:
             index.problems.append(Problem(item, f"masks/{item}.jpg", "mask file missing (the boxes come from "
                                           f"{KVASIR_BOXES_FILE}, so the image is still used)", False))
         index.samples.append(Sample(item, image, boxes, np.zeros(len(boxes), np.int64), mask, size))
     return index
+
+
+def _mask_marks_anything(path: Path) -> bool:
+    """True when the mask file has a pixel above threshold (or cannot be read: then it is
+    safer not to call the image polyp-free)."""
+    try:
+        return bool((read_grayscale(path) >= MASK_THRESHOLD).any())
+    except UnreadableImage:
+        return True
 
 
 def read_mask_folder(root: Path) -> DatasetIndex:
@@ -248,8 +264,10 @@ def _read_mask_item(root: Path, image_path: Path) -> tuple[Sample | None, list[P
         mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
     boxes = boxes_from_mask(mask)
     if len(boxes) == 0 and (mask >= MASK_THRESHOLD).any():
-        problems.append(Problem(item, rel_mask, "mask holds only specks under "
-                                f"{MIN_COMPONENT_FRACTION:.0e} of the image: used as a polyp-free image", False))
+        # Marked pixels without a usable component: a tiny polyp or noise, never "no polyp".
+        return None, [*problems, Problem(item, rel_mask, "mask marks only specks under "
+                                         f"{MIN_COMPONENT_FRACTION:.0e} of the image: neither a polyp box nor "
+                                         "polyp-free", True)]
     sample = Sample(item, image_path, boxes, np.zeros(len(boxes), np.int64), mask_path, (height, width),
                     boxes_from_mask=True)
     return sample, problems
@@ -297,11 +315,13 @@ def read_yolo_folder(root: Path) -> DatasetIndex:
         item = image.stem
         label_path = root / "labels" / f"{item}.txt"
         rel = str(label_path.relative_to(root))
-        if label_path.is_file():
-            boxes, labels, problems = _read_yolo_label(label_path, item, rel)
-        else:  # as in Ultralytics: an image without a label file is a background image
-            boxes, labels = np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
-            problems = [Problem(item, rel, "no label file: used as a polyp-free image", False)]
+        if not label_path.is_file():
+            # Not taken as polyp-free (as Ultralytics would): a forgotten label file would
+            # teach "no polyp" on a polyp frame. An EMPTY label file marks a polyp-free image.
+            index.problems.append(Problem(item, rel, "label file missing (an empty label file marks a "
+                                                     "polyp-free image)", True))
+            continue
+        boxes, labels, problems = _read_yolo_label(label_path, item, rel)
         index.problems.extend(problems)
         if len(boxes) == 0 and any(p.path.startswith(f"{rel}:") for p in problems):
             index.problems.append(Problem(item, rel, "no usable box", True))

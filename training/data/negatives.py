@@ -40,6 +40,8 @@ NEGATIVE_SUFFIX = "#background"
 
 @dataclass(frozen=True)
 class MiningSettings:
+    """How polyp-free crops are mined (the module constants are the defaults)."""
+
     border_level: int = BORDER_LEVEL
     margin_fraction: float = MARGIN_FRACTION
     min_side_fraction: float = MIN_SIDE_FRACTION
@@ -50,10 +52,18 @@ class MiningSettings:
 def scope_view(image: np.ndarray, border_level: int = BORDER_LEVEL) -> np.ndarray:
     """Boolean ``[H, W]``: the pixels inside the endoscope's view (not its black border).
 
-    A median filter first, so dark pixels of the mucosa itself (vessels, shadows) are not
-    mistaken for border, and overlay text in the border is not mistaken for view."""
+    The border is the dark region connected to the frame's edge: a dark lumen or shadow
+    inside the view stays view (a mined negative may hold one: the model must learn that
+    a dark fold is not a polyp). A median filter first, so overlay text in the border is
+    not mistaken for view."""
     brightest = cv2.medianBlur(image.max(axis=2), 5)
-    return brightest > border_level
+    dark = (brightest <= border_level).astype(np.uint8)
+    count, labels = cv2.connectedComponents(dark, connectivity=8)
+    edge = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    edge = edge[edge > 0]
+    if count <= 1 or len(edge) == 0:
+        return dark == 0
+    return ~np.isin(labels, edge)
 
 
 def polyp_region(sample: Sample, shape: tuple[int, int], margin_fraction: float = MARGIN_FRACTION) -> np.ndarray:

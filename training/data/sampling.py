@@ -31,6 +31,10 @@ class TrainKey:
 
 
 class EpochPlan(Sampler[TrainKey]):
+    """The keys of one epoch: all ``positives`` (indices ``0..positives-1``) once, plus
+    ``negative_fraction x positives`` draws among the ``negatives`` that follow them,
+    shuffled together; mosaic on for the first ``mosaic_epochs`` epochs (all if None)."""
+
     def __init__(self, positives: int, negatives: int = 0, *, negative_fraction: float = 0.0, seed: int = 0,
                  mosaic_epochs: int | None = None, rank: int = 0, world: int = 1) -> None:
         if positives < 1:

@@ -34,21 +34,23 @@ class FalseAlarms:
 def false_alarms(frame_scores: Sequence[np.ndarray], threshold: float,
                  fps: float = FRAMES_PER_SECOND) -> FalseAlarms:
     """Figures at ``threshold`` for frames whose detections scored ``frame_scores`` (one
-    array per frame; a box counts when its score is ``>= threshold``, as the runtime keeps
-    it)."""
+    array per frame; a box counts when its score is ``> threshold``, compared in float32,
+    as the runtime keeps it)."""
     frames = len(frame_scores)
     if frames == 0:
         raise ValueError("no polyp-free frames to count false alarms on")
-    boxes = np.array([int((np.asarray(s) >= threshold).sum()) for s in frame_scores])
+    t = np.float32(threshold)
+    boxes = np.array([int((np.asarray(s, np.float32) > t).sum()) for s in frame_scores])
     share = float((boxes > 0).mean())
     return FalseAlarms(float(threshold), frames, float(boxes.mean()), share, share * fps * 60.0)
 
 
 def threshold_for_alarm_share(frame_scores: Sequence[np.ndarray], share: float) -> float:
-    """The lowest threshold at which at most ``share`` of the frames have a box: for a
-    false-alarm budget, how low the threshold may go."""
-    best = np.sort(np.array([float(np.max(s)) if len(s) else 0.0 for s in frame_scores]))[::-1]
+    """The lowest threshold at which at most ``share`` of the frames have a box (a box
+    counts when its score is ``> threshold``): for a false-alarm budget, how low the
+    threshold may go. Reported by ``val`` at a 2% budget."""
+    best = np.sort(np.array([float(np.max(s)) if len(s) else 0.0 for s in frame_scores], np.float32))[::-1]
     allowed = int(np.floor(share * len(best)))
     if allowed >= len(best):
         return 0.0
-    return float(np.nextafter(best[allowed], np.inf))
+    return float(best[allowed])

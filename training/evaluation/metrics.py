@@ -233,10 +233,18 @@ def ap_by_size(results: list[ImageResult], iou: float = IOU_OPERATING) -> dict[s
     return out
 
 
+def threshold_below(score: float) -> float:
+    """The largest float32 threshold that still keeps a box scoring ``score``: the runtime
+    (and OpenCV's NMS) keeps ``score > threshold``, compared in float32 (the network's
+    output type), so the threshold must lie one float32 step below the score."""
+    return float(np.nextafter(np.float32(score), np.float32(-np.inf)))
+
+
 @dataclass
 class RecallPoint:
     """The strictest score threshold at which recall reaches ``target`` (``reached`` False
-    when no threshold does: then ``threshold`` is the lowest score seen)."""
+    when no threshold does: then ``threshold`` keeps every detection seen). A box counts
+    when its score is ``> threshold``, as at run time."""
 
     target: float
     reached: bool
@@ -245,10 +253,20 @@ class RecallPoint:
     precision: float
 
 
+def recall_at(results: list[ImageResult], threshold: float, iou: float = IOU_OPERATING) -> tuple[float, float]:
+    """(recall, precision) on ``results`` keeping the detections scoring ``> threshold``."""
+    m = match_all(results, np.array([iou]))
+    kept = m.scores.astype(np.float32) > np.float32(threshold)
+    hits = int(m.tp[0][kept].sum())
+    return hits / max(m.num_gt, 1), hits / max(int(kept.sum()), 1)
+
+
 def recall_operating_point(results: list[ImageResult], target: float, iou: float = IOU_OPERATING) -> RecallPoint:
-    """The highest threshold ``t`` such that keeping detections scoring ``>= t`` finds at
-    least ``target`` of the polyps (IoU ``>= iou``). Lowering the threshold only adds boxes,
-    so this is where recall first reaches the target, with the fewest false alarms."""
+    """The highest threshold ``t`` such that keeping detections scoring ``> t`` (as the
+    runtime does) finds at least ``target`` of the polyps (IoU ``>= iou``). Lowering the
+    threshold only adds boxes, so this is where recall first reaches the target, with the
+    fewest false alarms. ``t`` lies one float32 step below the score of the box that
+    reaches the target (:func:`threshold_below`)."""
     m = match_all(results, np.array([iou]))
     precision, recall, sorted_scores = precision_recall(m.scores, m.tp[0], m.num_gt)
     if len(recall) == 0:
@@ -256,4 +274,5 @@ def recall_operating_point(results: list[ImageResult], target: float, iou: float
     last_of_tie = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
     ok = np.flatnonzero(last_of_tie & (recall >= target - 1e-12))
     k = int(ok[0]) if len(ok) else len(recall) - 1
-    return RecallPoint(target, bool(len(ok)), float(sorted_scores[k]), float(recall[k]), float(precision[k]))
+    return RecallPoint(target, bool(len(ok)), threshold_below(sorted_scores[k]), float(recall[k]),
+                       float(precision[k]))

@@ -88,6 +88,9 @@ def format_clinical(metrics: dict[str, Any]) -> str:
             lines.append(f"  {name:<8} {ap}  ({v['boxes']} boxes)")
     n = metrics.get("negative_frames", 0)
     if not n:
+        for p in metrics.get("operating_points", {}).values():
+            lines.append(f"recall >= {p['target']:.2f}: threshold {p['threshold']:.4f} (recall {p['recall']:.4f}"
+                         f"{'' if p['reached'] else ', not reached'}); no polyp-free frames to count false alarms on")
         return "\n".join(lines)
     lines.append(f"False alarms on {n} polyp-free frames (alarms/min: frames with a box at 25 fps, before "
                  "any temporal filter):")
@@ -99,6 +102,10 @@ def format_clinical(metrics: dict[str, Any]) -> str:
     for name, p in metrics["false_alarms_at"].items():
         lines.append(f"  {name:<30} {p['threshold']:>9.4f} {'':>7} {p['false_boxes_per_frame']:>11.4f} "
                      f"{p['frames_with_false_box']:>13.2%} {p['false_alarms_per_minute']:>10.1f}")
+    b = metrics["alarm_budget"]
+    label = f"<= {b['share']:.0%} of frames with a box"
+    lines.append(f"  {label:<30} {b['threshold']:>9.4f} {b['recall']:>7.4f} {b['false_boxes_per_frame']:>11.4f} "
+                 f"{b['frames_with_false_box']:>13.2%} {b['false_alarms_per_minute']:>10.1f}")
     return "\n".join(lines)
 
 
