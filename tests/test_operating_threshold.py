@@ -55,3 +55,28 @@ def test_detect_reports_the_threshold_it_used(thresholded, tmp_path):
         assert proc.returncode == 0, proc.stderr
         data = json.loads(report.read_text())
         assert data["conf"] == pytest.approx(conf) and data["conf_from"] == source
+
+
+def test_the_app_uses_the_model_threshold_until_the_user_chooses_one(qtbot, thresholded, tmp_path):
+    pytest.importorskip("PySide6.QtWidgets")
+    from PySide6.QtCore import QSettings
+
+    from app.gui.main_window import MainWindow
+
+    _, onnx_path = thresholded
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(None, str(onnx_path), settings=settings, backend="onnxruntime-cpu")
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.detector is not None, timeout=30000)
+    assert win.detector.conf == pytest.approx(0.137)  # exact, though the slider shows 0.14
+    assert win.conf_slider.value() == 14 and not settings.contains("conf")
+    win.iou_slider.setValue(50)  # another setting: the model's threshold stays
+    assert win.detector.conf == pytest.approx(0.137) and win.detector.iou == 0.5 and not settings.contains("conf")
+    win.conf_slider.setValue(30)  # the user's choice replaces it, now and next time
+    assert win.detector.conf == pytest.approx(0.30) and int(settings.value("conf")) == 30
+    win.close()
+    again = MainWindow(None, str(onnx_path), settings=settings, backend="onnxruntime-cpu")
+    qtbot.addWidget(again)
+    qtbot.waitUntil(lambda: again.detector is not None, timeout=30000)
+    assert again.detector.conf == pytest.approx(0.30)
+    again.close()
