@@ -71,7 +71,7 @@ prune-study: $(STAMP)
 # chosen on val, test scored once) and export.
 default-model: $(STAMP)
 	$(BIN)/polypscope prune --weights assets/models/baseline.safetensors --method taylor --ratio 0.5 \
-		--scope uniform --finetune-epochs 40 --distill 1.0 --data $(DATA) --device $(DEVICE) \
+		--scope uniform --finetune-epochs 30 --distill 1.0 --data $(DATA) --device $(DEVICE) \
 		--threads 2 --workers 1 --out runs/default/pruned.safetensors
 	$(BIN)/python -m training.ship --weights runs/default/pruned.safetensors \
 		--out assets/models/default.safetensors --data $(DATA) --json-out docs/default-metrics.json \
