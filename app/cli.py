@@ -99,6 +99,9 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="auto, cpu, cuda or cuda:N (default auto)")
     p.add_argument("--close-mosaic", dest="close_mosaic", type=int, help="final epochs without mosaic (default 10)")
     p.add_argument("--no-mosaic", action="store_true", help="never use mosaic augmentation")
+    p.add_argument("--augment", choices=["other-scopes", "kvasir"], default="other-scopes",
+                   help="augmentation: other-scopes (default: zoom-out, colour, blur, glare and border on top of "
+                        "the rest) or kvasir (mosaic, scale, flips, turns and HSV only: the recipe before issue 11)")
     p.add_argument("--negatives", metavar="DIR", help="a folder of polyp-free frames to train on as well "
                                                       "(normal mucosa; searched recursively)")
     p.add_argument("--no-mine-negatives", dest="mine_negatives", action="store_false", default=None,

@@ -70,8 +70,8 @@ def run_train(args: argparse.Namespace) -> int:
         if args.epochs is not None:
             cfg.epochs = args.epochs
     else:
-        if args.no_mosaic:
-            overrides["augment"] = dataclasses.replace(AugmentConfig.other_scopes(), mosaic=0.0)
+        augment = AugmentConfig() if getattr(args, "augment", "other-scopes") == "kvasir" else AugmentConfig.other_scopes()
+        overrides["augment"] = dataclasses.replace(augment, mosaic=0.0) if args.no_mosaic else augment
         cfg = TrainConfig(**overrides)
     metrics = Trainer(cfg, resume=args.resume, show_progress=not args.quiet).run()
     if metrics:
