@@ -69,3 +69,23 @@ def test_the_written_set_reads_back_with_the_same_boxes(tmp_path):
         shrink = (s.boxes[:, 2] - s.boxes[:, 0]).sum() / (original.boxes[:, 2] - original.boxes[:, 0]).sum()
         assert 0.3 - 0.02 <= shrink <= 0.6 + 0.02
         assert cv2.imread(str(s.image_path)) is not None
+
+
+def test_training_zoom_out_is_built_unlike_the_evaluation_set():
+    """Training pastes with a hard edge onto a sharp tiling of four polyp-free crops; the
+    evaluation set feathers its paste onto one stretched crop."""
+    from training.data.zoom_out import tiled_canvas
+
+    tiles = [Item(np.full((60, 80, 3), 40 * (k + 1), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
+             for k in range(4)]
+    canvas = tiled_canvas(tiles, 64)
+    assert canvas.shape == (64, 64, 3)
+    assert [int(canvas[y, x, 0]) for x, y in ((5, 5), (40, 5), (5, 40), (40, 40))] == [40, 80, 120, 160]
+    background = np.full((200, 240, 3), (90, 110, 190), np.uint8)
+    hard = paste_shrunk(background, _frame(), 0.5, 20, 30, feather=0.0)
+    soft = paste_shrunk(background, _frame(), 0.5, 20, 30)
+    assert np.array_equal(hard.boxes, soft.boxes)
+    # The pasted frame's own colour reaches its very edge only without feathering.
+    edge = (slice(30, 130), 20)
+    assert np.array_equal(hard.image[edge], np.broadcast_to(np.array([60, 70, 160], np.uint8), (100, 3)))
+    assert not np.array_equal(soft.image[edge], hard.image[edge])

@@ -272,13 +272,13 @@ class Augmenter:
         self.canvas = canvas
 
     def __call__(self, index: int, rng: np.random.Generator, use_mosaic: bool = True) -> Item:
-        from training.data.zoom_out import canvas_from, zoom_out
+        from training.data.zoom_out import tiled_canvas, zoom_out
 
         cfg = self.cfg
         item = self.load(index)
         if self.canvas is not None and len(item.boxes) and rng.random() < cfg.zoom_out:
-            background = canvas_from(self.canvas(rng), self.size, self.size)
-            item = zoom_out(item, background, rng, (cfg.zoom_out_min, cfg.zoom_out_max))
+            background = tiled_canvas([self.canvas(rng) for _ in range(4)], self.size)
+            item = zoom_out(item, background, rng, (cfg.zoom_out_min, cfg.zoom_out_max), feather=0.0)
         elif use_mosaic and rng.random() < cfg.mosaic:
             picks = [index, *self.partners(rng, 3)]
             item = mosaic([self.load(i) for i in picks], self.size, rng)

@@ -10,7 +10,11 @@ picture-in-picture frame the model could learn to look for.
 Two uses: :func:`write_zoom_out_set` writes the evaluation set (from val frames, canvases
 mined from other val frames) as a YOLO-label folder that ``polypscope val`` scores like
 any other; and :func:`zoom_out` is a training augmentation (training frames on training
-canvases).
+canvases). The two are deliberately built differently, so that a model cannot score on
+the evaluation set by recognising how it was made: the evaluation canvas is one mucosa
+crop stretched (so blurrier than the frame) and the paste is feathered; the training
+canvas is a 2x2 tiling of polyp-free crops shrunk (as sharp as the frame or sharper,
+:func:`tiled_canvas`) and the paste has a hard edge.
 """
 
 from __future__ import annotations
@@ -49,7 +53,9 @@ def view_box(image: np.ndarray, boxes: np.ndarray) -> tuple[int, int, int, int]:
 
 def feathered_alpha(view: np.ndarray, feather: int) -> np.ndarray:
     """Float alpha ``[H, W]``: 1 inside the view, 0 on the black border, ramping to 0 over
-    ``feather`` pixels at the rectangle's edges."""
+    ``feather`` pixels at the rectangle's edges (``feather == 0``: a hard edge)."""
+    if feather <= 0:
+        return view.astype(np.float32)
     h, w = view.shape
     ramp_x = np.clip((np.minimum(np.arange(w), np.arange(w)[::-1]) + 0.5) / max(feather, 1), 0, 1)
     ramp_y = np.clip((np.minimum(np.arange(h), np.arange(h)[::-1]) + 0.5) / max(feather, 1), 0, 1)
@@ -57,7 +63,8 @@ def feathered_alpha(view: np.ndarray, feather: int) -> np.ndarray:
     return np.minimum(soft_view, np.minimum(ramp_y[:, None], ramp_x[None, :]))
 
 
-def paste_shrunk(canvas: np.ndarray, item: Item, scale: float, x0: int, y0: int) -> Item:
+def paste_shrunk(canvas: np.ndarray, item: Item, scale: float, x0: int, y0: int,
+                 feather: float = FEATHER_FRACTION) -> Item:
     """``item``'s view (black border trimmed, boxes kept whole), shrunk by ``scale``, laid on
     ``canvas`` with its top-left corner at ``(x0, y0)``. Boxes move exactly: each
     coordinate becomes ``origin + (v - crop_origin) * real_scale`` per axis, where
@@ -73,7 +80,7 @@ def paste_shrunk(canvas: np.ndarray, item: Item, scale: float, x0: int, y0: int)
         raise ValueError(f"a {pw}x{ph} paste at ({x0}, {y0}) does not fit a {W}x{H} canvas")
     small = cv2.resize(crop, (pw, ph), interpolation=cv2.INTER_AREA)
     small_view = cv2.resize(view.astype(np.uint8), (pw, ph), interpolation=cv2.INTER_NEAREST) > 0
-    alpha = feathered_alpha(small_view, round(FEATHER_FRACTION * min(pw, ph)))[:, :, None]
+    alpha = feathered_alpha(small_view, round(feather * min(pw, ph)))[:, :, None]
     out = canvas.copy()
     region = out[y0:y0 + ph, x0:x0 + pw].astype(np.float32)
     out[y0:y0 + ph, x0:x0 + pw] = np.clip(alpha * small + (1 - alpha) * region + 0.5, 0, 255).astype(np.uint8)
@@ -91,7 +98,7 @@ def paste_shrunk(canvas: np.ndarray, item: Item, scale: float, x0: int, y0: int)
 
 
 def zoom_out(item: Item, canvas: np.ndarray, rng: np.random.Generator,
-             scale_range: tuple[float, float] = SCALE_RANGE) -> Item:
+             scale_range: tuple[float, float] = SCALE_RANGE, feather: float = FEATHER_FRACTION) -> Item:
     """``item`` shrunk by a factor drawn from ``scale_range`` (relative to the canvas's
     size) at a random place on ``canvas`` (an image of polyp-free mucosa)."""
     H, W = canvas.shape[:2]
@@ -102,7 +109,19 @@ def zoom_out(item: Item, canvas: np.ndarray, rng: np.random.Generator,
     pw, ph = max(1, round((cx2 - cx1) * scale)), max(1, round((cy2 - cy1) * scale))
     x0 = int(rng.integers(0, W - pw + 1))
     y0 = int(rng.integers(0, H - ph + 1))
-    return paste_shrunk(canvas, item, scale, x0, y0)
+    return paste_shrunk(canvas, item, scale, x0, y0, feather)
+
+
+def tiled_canvas(negatives: list[Item], size: int) -> np.ndarray:
+    """A ``size x size`` canvas of four polyp-free items, each shrunk into a quadrant (the
+    training zoom-out's background: sharp, unlike the evaluation set's stretched one)."""
+    half = size // 2
+    canvas = np.empty((size, size, 3), np.uint8)
+    corners = [(0, 0), (half, 0), (0, half), (half, half)]
+    for (x, y), item in zip(corners, negatives[:4]):
+        w, h = size - half if x else half, size - half if y else half
+        canvas[y:y + h, x:x + w] = cv2.resize(item.image, (w, h), interpolation=cv2.INTER_AREA)
+    return canvas
 
 
 def canvas_from(negative: Item, height: int, width: int) -> np.ndarray:
