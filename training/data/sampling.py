@@ -69,7 +69,9 @@ class EpochPlan(Sampler[TrainKey]):
         drawn = np.zeros(0, np.int64)
         if k:
             p = self.negative_weights / self.negative_weights.sum()
-            drawn = self.positives + rng.choice(self.negatives, size=k, replace=k > self.negatives, p=p)
+            # With replacement: a hard negative may come up several times in one epoch (drawn
+            # without, most negatives would be drawn anyway and the weights would flatten).
+            drawn = self.positives + rng.choice(self.negatives, size=k, replace=True, p=p)
         return rng.permutation(np.concatenate([np.arange(self.positives), drawn]))
 
     def __len__(self) -> int:
