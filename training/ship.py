@@ -23,8 +23,9 @@ from pathlib import Path
 from models import load_checkpoint, save_checkpoint
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache
+from training.data.negatives import polyp_free_frames
 from training.evaluation.evaluate import DetectionEvaluator, evaluate_model, write_json
-from training.evaluation.validate import APP_DEFAULT_CONF, format_clinical, format_table, negative_frames
+from training.evaluation.validate import APP_DEFAULT_CONF, format_clinical, format_table
 from training.run_log import save_pr_plot
 
 OPERATING_RECALL = 0.90
@@ -39,7 +40,7 @@ def score(weights: Path, data: Path, split: str, bootstrap: int = 1000,
     print_problems(index, split)
     require_samples(index, split)
     cache = ImageCache(index.samples, size)
-    negatives = ImageCache(negative_frames(index, None, True, False), size)
+    negatives = ImageCache(polyp_free_frames(index, None, True)[0], size)
     return evaluate_model(ckpt.model, cache, size, ckpt.config.class_names, bootstrap_reps=bootstrap,
                           negatives=negatives, thresholds=thresholds or {"app default": APP_DEFAULT_CONF})
 

@@ -48,7 +48,7 @@ from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.datasets import DatasetIndex, Sample
 from training.data.loader import ImageCache, TrainDataset, collate
-from training.data.negatives import folder_negatives, mined_negatives
+from training.data.negatives import polyp_free_frames
 from training.data.sampling import EpochPlan
 from training.distill import DistillationLoss
 from training.ema import ModelEMA
@@ -349,12 +349,12 @@ class Trainer:
         ``--negatives`` folder. Validation mines its own split the same way."""
         cfg = self.cfg
         positives = self.train_index.positives
-        negatives = self.train_index.negatives + self._extra_negatives(self.train_index, "train", cfg.negatives)
+        negatives = self._polyp_free(self.train_index, cfg.negatives)
         self.train_cache = ImageCache(positives + negatives, cfg.img)
         self.negative_cache = self.train_cache.view(len(positives), len(positives) + len(negatives))
         self.val_cache = ImageCache(self.val_index.samples, cfg.img)
         self.val_negative_cache = ImageCache(
-            self.val_index.negatives + self._extra_negatives(self.val_index, "val", None), cfg.img)
+            self._polyp_free(self.val_index, None), cfg.img)
         share = cfg.negative_fraction / (1 + cfg.negative_fraction) if negatives else 0.0
         self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed,
                                     positives=len(positives), negative_share=share)
@@ -379,23 +379,21 @@ class Trainer:
                       f"({self.sampler.negatives_per_epoch} drawn per epoch); validating on "
                       f"{len(self.val_cache)} images and {len(self.val_negative_cache)} polyp-free frames")
 
-    def _extra_negatives(self, index: DatasetIndex, split: str, folder: str | None) -> list[Sample]:
-        """Polyp-free crops mined from ``index``'s polyp images (when mining is on), plus
-        every frame of ``folder``."""
-        cfg = self.cfg
-        out = mined_negatives(index.positives, show_progress=self.show_progress and self.dist.is_main) \
-            if cfg.mine_negatives else []
-        if folder:
-            samples, problems = folder_negatives(folder, show_progress=self.show_progress and self.dist.is_main)
-            for problem in problems:
-                self._say(f"warning: {folder}: {problem}")
-            out += samples
-        return out
+    def _polyp_free(self, index: DatasetIndex, folder: str | None) -> list[Sample]:
+        """The split's polyp-free samples (:func:`~training.data.negatives.polyp_free_frames`)."""
+        frames, problems = polyp_free_frames(index, folder, self.cfg.mine_negatives,
+                                             show_progress=self.show_progress and self.dist.is_main)
+        for problem in problems:
+            self._say(f"warning: {folder}: {problem}")
+        return frames
 
     def _mine_hard_negatives(self, epoch: int) -> None:
         """Re-weight the polyp-free items by how strongly the EMA model fires on them."""
         ids = [s.id for s in self.negative_cache.samples]
-        scores = highest_scores(self.ema.module, self.negative_cache, self.cfg.img)
+        if self.dist.is_main:
+            scores = highest_scores(self.ema.module, self.negative_cache, self.cfg.img)
+        else:
+            scores = np.zeros(len(ids))
         if self.dist.world > 1:  # every rank must draw the same epoch order: rank 0's scores
             shared = torch.from_numpy(scores).to(self.device)
             dist.broadcast(shared, src=0)

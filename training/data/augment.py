@@ -253,7 +253,9 @@ def scope_border(item: Item, rng: np.random.Generator) -> Item:
 
 
 class Augmenter:
-    """The training-time pipeline: (mosaic | letterbox) -> affine -> HSV -> flips -> turns.
+    """The training-time pipeline: (zoom-out | mosaic -> affine | letterbox -> affine) -> HSV
+    -> colour cast -> blur -> glare -> scope border -> flips -> turns. Zoom-out needs a
+    ``canvas`` (polyp-free items) and applies only to items with a polyp.
 
     ``load`` returns the item at an index already resized so its longer side equals the
     input size (the training cache stores exactly that).

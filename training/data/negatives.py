@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.data.datasets import MASK_THRESHOLD, Problem, Sample, list_images, undecodable
+from training.data.datasets import MASK_THRESHOLD, DatasetIndex, Problem, Sample, list_images, undecodable
 from training.data.image_files import UnreadableImage, read_grayscale, read_image
 from training.progress import progress
 
@@ -175,3 +175,18 @@ def folder_negatives(folder: str | os.PathLike[str], *, show_progress: bool = Fa
     if not samples:
         problems.append(Problem("", str(root), "no usable image in the folder of polyp-free frames", False))
     return samples, problems
+
+
+def polyp_free_frames(index: DatasetIndex, folder: str | os.PathLike[str] | None, mine: bool, *,
+                      show_progress: bool = False) -> tuple[list[Sample], list[Problem]]:
+    """Every polyp-free sample a split offers, the same way for training and evaluation: its
+    own negatives, a crop mined from each of its polyp frames (when ``mine``), and every
+    frame of ``folder``; with the problems of that folder."""
+    frames = list(index.negatives)
+    if mine:
+        frames += mined_negatives(index.positives, show_progress=show_progress)
+    problems: list[Problem] = []
+    if folder:
+        samples, problems = folder_negatives(folder, show_progress=show_progress)
+        frames += samples
+    return frames, problems

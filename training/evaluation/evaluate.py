@@ -23,7 +23,15 @@ from training.data.augment import letterbox_params
 from training.data.datasets import Sample
 from training.data.loader import EvalDataset, ImageCache, collate
 from training.evaluation.false_alarms import false_alarms, threshold_for_alarm_share
-from training.evaluation.metrics import ImageResult, ap_by_size, detection_metrics, recall_at, recall_operating_point
+from training.evaluation.metrics import (
+    IOU_OPERATING,
+    ImageResult,
+    ap_by_size,
+    detection_metrics,
+    match_all,
+    recall_at,
+    recall_operating_point,
+)
 from training.progress import progress
 
 EVAL_CONF = 0.001
@@ -161,9 +169,9 @@ def evaluate_model(model: torch.nn.Module, cache: ImageCache, size: int, class_n
                    *, bootstrap_reps: int = 0, show_progress: bool = False,
                    negatives: ImageCache | None = None,
                    thresholds: Mapping[str, float] | None = None) -> tuple[dict[str, Any], DetectionEvaluator]:
-    """COCO metrics of the split in ``cache``; with ``negatives`` (polyp-free frames) also
-    the clinical figures of :func:`clinical_metrics`, at the recall targets and at each
-    named threshold of ``thresholds``."""
+    """COCO metrics of the split in ``cache`` and the clinical figures of
+    :func:`clinical_metrics`; false alarms among them only with ``negatives`` (polyp-free
+    frames), at the recall targets and at each named threshold of ``thresholds``."""
     evaluator = DetectionEvaluator(cache.samples, class_names)
     dets = run_inference(model, cache, size, show_progress=show_progress)
     evaluator.process(dets.keys(), dets.values())
@@ -185,9 +193,10 @@ def clinical_metrics(results: list[ImageResult], negative_frame_scores: list[np.
     out: dict[str, Any] = {"negative_frames": len(negative_frame_scores)}
     if results and all(r.frame_area > 0 for r in results):
         out["ap50_by_size"] = ap_by_size(results)
+    matches = match_all(results, np.array([IOU_OPERATING]))  # once, for every threshold below
     points = {}
     for target in RECALL_TARGETS:
-        point = dataclasses.asdict(recall_operating_point(results, target))
+        point = dataclasses.asdict(recall_operating_point(matches, target))
         if negative_frame_scores:
             point.update(false_alarms(negative_frame_scores, point["threshold"]).as_dict())
         points[f"recall_{target:.2f}"] = point
@@ -196,7 +205,7 @@ def clinical_metrics(results: list[ImageResult], negative_frame_scores: list[np.
         return out
     out["false_alarms_at"] = {name: false_alarms(negative_frame_scores, t).as_dict() for name, t in thresholds.items()}
     budget = threshold_for_alarm_share(negative_frame_scores, ALARM_BUDGET)
-    recall, precision = recall_at(results, budget)
+    recall, precision = recall_at(matches, budget)
     out["alarm_budget"] = {"share": ALARM_BUDGET, "recall": recall, "precision": precision,
                            **false_alarms(negative_frame_scores, budget).as_dict()}
     return out

@@ -253,21 +253,25 @@ class RecallPoint:
     precision: float
 
 
-def recall_at(results: list[ImageResult], threshold: float, iou: float = IOU_OPERATING) -> tuple[float, float]:
-    """(recall, precision) on ``results`` keeping the detections scoring ``> threshold``."""
-    m = match_all(results, np.array([iou]))
+def recall_at(results: list[ImageResult] | Matches, threshold: float,
+              iou: float = IOU_OPERATING) -> tuple[float, float]:
+    """(recall, precision) on ``results`` keeping the detections scoring ``> threshold``
+    (``results`` may be their :class:`Matches` at one IoU, to match only once)."""
+    m = results if isinstance(results, Matches) else match_all(results, np.array([iou]))
     kept = m.scores.astype(np.float32) > np.float32(threshold)
     hits = int(m.tp[0][kept].sum())
     return hits / max(m.num_gt, 1), hits / max(int(kept.sum()), 1)
 
 
-def recall_operating_point(results: list[ImageResult], target: float, iou: float = IOU_OPERATING) -> RecallPoint:
+def recall_operating_point(results: list[ImageResult] | Matches, target: float,
+                           iou: float = IOU_OPERATING) -> RecallPoint:
     """The highest threshold ``t`` such that keeping detections scoring ``> t`` (as the
     runtime does) finds at least ``target`` of the polyps (IoU ``>= iou``). Lowering the
     threshold only adds boxes, so this is where recall first reaches the target, with the
     fewest false alarms. ``t`` lies one float32 step below the score of the box that
-    reaches the target (:func:`threshold_below`)."""
-    m = match_all(results, np.array([iou]))
+    reaches the target (:func:`threshold_below`). ``results`` may be their
+    :class:`Matches` at one IoU."""
+    m = results if isinstance(results, Matches) else match_all(results, np.array([iou]))
     precision, recall, sorted_scores = precision_recall(m.scores, m.tp[0], m.num_gt)
     if len(recall) == 0:
         return RecallPoint(target, False, 1.0, 0.0, 0.0)

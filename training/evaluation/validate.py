@@ -9,9 +9,9 @@ from typing import Any
 
 from models import load_checkpoint
 from training.data.data_check import open_checked, print_problems, require_samples
-from training.data.datasets import SPLITS_DIR, DatasetIndex, Sample
+from training.data.datasets import SPLITS_DIR
 from training.data.loader import ImageCache
-from training.data.negatives import folder_negatives, mined_negatives
+from training.data.negatives import polyp_free_frames
 from training.evaluation.evaluate import evaluate_model, write_json
 from training.evaluation.metrics import SIZE_RANGES
 from training.run_log import save_pr_plot
@@ -48,21 +48,6 @@ def split_to_score(data: str | Path, requested: str | None) -> str | None:
         return "val"
     print(f"note: {data} has no {SPLITS_DIR}/ folder: scoring every image in it", file=sys.stderr)
     return None
-
-
-def negative_frames(index: DatasetIndex, folder: str | None, mine: bool, show_progress: bool) -> list[Sample]:
-    """The polyp-free frames false alarms are counted on: the scored images' own negatives,
-    crops mined from its polyp images (the same way training mines its split), and every
-    frame of ``folder``."""
-    frames = list(index.negatives)
-    if mine:
-        frames += mined_negatives(index.positives, show_progress=show_progress)
-    if folder:
-        samples, problems = folder_negatives(folder, show_progress=show_progress)
-        for problem in problems:
-            print(f"warning: {folder}: {problem}", file=sys.stderr)
-        frames += samples
-    return frames
 
 
 def report_thresholds(metadata: dict[str, Any], extra: list[float] | None) -> dict[str, float]:
@@ -118,8 +103,11 @@ def validate(args: argparse.Namespace) -> int:
     require_samples(index, split)
     print_problems(index, f"split {split!r}" if split else str(args.data))
     cache = ImageCache(index.samples, size)
-    negatives = negative_frames(index, getattr(args, "negatives", None), getattr(args, "mine_negatives", True),
-                                not args.quiet)
+    folder = getattr(args, "negatives", None)
+    negatives, problems = polyp_free_frames(index, folder, getattr(args, "mine_negatives", True),
+                                            show_progress=not args.quiet)
+    for problem in problems:
+        print(f"warning: {folder}: {problem}", file=sys.stderr)
     metrics, evaluator = evaluate_model(ckpt.model, cache, size, ckpt.config.class_names,
                                         bootstrap_reps=args.bootstrap, show_progress=not args.quiet,
                                         negatives=ImageCache(negatives, size),
