@@ -149,12 +149,15 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
 
 def _add_prune(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("prune", help="channel-prune a checkpoint into a physically smaller network",
-                       description="Scores every prunable channel (taylor: |w*grad| over batches; random: the "
+                       description="Scores every prunable channel (taylor: |w*grad| over batches; taylor-gate: the "
+                                   "squared gate term at BatchNorm; random: the "
                                    "control; l1: weight norm; bn: |gamma|), keeps coupled residual channels "
                                    "together, builds a new network with fewer channels (constants of removed "
                                    "channels folded into the next layer) and optionally fine-tunes it.")
     p.add_argument("--weights", required=True, help="the trained .safetensors checkpoint")
-    p.add_argument("--method", required=True, choices=["taylor", "random", "l1", "bn"])
+    p.add_argument("--method", required=True, choices=["taylor", "taylor-gate", "random", "l1", "bn"],
+                   help="taylor: sum |w*grad| per channel; taylor-gate: (gamma*dL/dgamma + beta*dL/dbeta)^2 at the "
+                        "BatchNorm gate (Molchanov 2019); random: the control; l1: weight norm; bn: |gamma|")
     p.add_argument("--ratio", required=True, type=float, help="fraction of prunable channels to remove, e.g. 0.5")
     p.add_argument("--out", required=True, help="output .safetensors (work files go in a folder beside it)")
     p.add_argument("--data", help="dataset folder (Taylor scores and fine-tuning; default: Kvasir-SEG if found)")
@@ -168,6 +171,10 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                    help="training batches to re-estimate BatchNorm statistics after slimming (0: keep the old ones)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes while fine-tuning")
+    p.add_argument("--fold", choices=["all", "pointwise", "none"], default="all",
+                   help="where removed channels' constant outputs are folded into the next layer: all (default; "
+                        "exact except on the border of 3x3 consumers), pointwise (1x1 consumers only, exact) "
+                        "or none (docs/pruning.md measures each)")
     p.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
                    help="knowledge distillation from the unpruned network while fine-tuning (e.g. 1.0; 0: off)")
     p.add_argument("--seed", type=int, default=0)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import load_checkpoint
-from training.trainer import TrainConfig, Trainer, TrainingDiverged, lr_at
+from training.trainer import TrainConfig, Trainer, TrainingDiverged, lr_at, warmup_steps
 
 from .conftest import REPO
 from .synthetic import write_kvasir_like
@@ -28,7 +28,13 @@ def test_schedule_warms_up_then_decays():
     lrs = [lr_at(s, 1000, 100, 0.01, 0.05) for s in range(1000)]
     assert lrs[0] == pytest.approx(1e-4) and lrs[99] == pytest.approx(0.01)
     assert all(a >= b for a, b in zip(lrs[100:], lrs[101:]))
-    assert lrs[-1] == pytest.approx(0.0005, rel=0.01)
+    assert lrs[-1] == pytest.approx(0.0005, rel=1e-9)  # the last step lands on the tail
+
+
+def test_warm_up_is_what_was_asked_even_when_short():
+    assert warmup_steps(1.0, 49, 98) == 49  # a 2-epoch fine-tune warms up for one epoch, not 100 steps
+    assert warmup_steps(0.0, 49, 98) == 0
+    assert warmup_steps(3.0, 49, 98) == 49  # capped at half the run, so the cosine decay always runs
 
 
 def test_train_writes_checkpoints_logs_and_plots(data, tmp_path):
@@ -40,6 +46,10 @@ def test_train_writes_checkpoints_logs_and_plots(data, tmp_path):
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2]
     assert metrics["epoch"] == 2 and 0 <= metrics["val_ap50"] <= 1
+    # A 2-epoch run ends on the cosine tail (the lr logged is the last step's).
+    cfg = _cfg(data, out)
+    assert rows[-1]["lr"] == pytest.approx(cfg.lr * cfg.final_lr_fraction, rel=1e-6)
+    assert rows[0]["lr"] > 5 * rows[-1]["lr"]
     ckpt = load_checkpoint(out / "last.safetensors")
     assert ckpt.config.input_size == 64 and ckpt.metadata["train_split"] == "train"
     # Anchors were fitted to the data, not left at COCO's.

@@ -173,11 +173,19 @@ def pick_device(name: str, local_rank: int = 0) -> torch.device:
 
 
 def lr_at(step: int, total: int, warmup: int, base: float, final_fraction: float) -> float:
-    """Linear warm-up to ``base``, then cosine decay to ``base * final_fraction``."""
+    """Linear warm-up to ``base``, then cosine decay that lands on ``base * final_fraction``
+    at the last step (``total - 1``), so even a short fine-tune ends on its low-lr tail."""
     if step < warmup:
         return base * (step + 1) / warmup
-    progress_ = (step - warmup) / max(1, total - warmup)
+    progress_ = min(1.0, (step - warmup) / max(1, total - 1 - warmup))
     return base * (final_fraction + (1 - final_fraction) * 0.5 * (1 + math.cos(math.pi * progress_)))
+
+
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int, total_steps: int) -> int:
+    """The warm-up asked for, in steps; never more than half the run, so a short
+    fine-tune still decays. (An earlier floor of 100 steps overrode short warm-ups:
+    a 2-epoch fine-tune of 49 steps per epoch ended at 0.98x the peak lr.)"""
+    return min(round(warmup_epochs * steps_per_epoch), total_steps // 2)
 
 
 def add_bn_sparsity(model: torch.nn.Module, strength: float) -> None:
@@ -373,7 +381,7 @@ class Trainer:
                                  persistent_workers=cfg.workers > 0, worker_init_fn=quiet_opencv_threads)
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.warmup_steps = max(100, int(cfg.warmup_epochs * self.steps_per_epoch))
+        self.warmup_steps = warmup_steps(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
         if self.dist.is_main:
             self._say(f"training on {len(positives)} polyp images and {len(negatives)} polyp-free items "
                       f"({self.sampler.negatives_per_epoch} drawn per epoch); validating on "

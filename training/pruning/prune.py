@@ -32,10 +32,12 @@ from training.progress import progress
 from training.pruning.bn_recalibration import recalibrate_batchnorm
 from training.pruning.graph import coupling_groups
 from training.pruning.importance import (
+    CRITERIA,
     BNScaleImportance,
     Importance,
     L1Importance,
     RandomImportance,
+    TaylorGateImportance,
     TaylorImportance,
 )
 from training.pruning.plan import PruneSpec, group_scores, plan_keep
@@ -63,6 +65,7 @@ class PruneJob:
     device: str = "auto"
     distill_weight: float = 0.0   # > 0: the unpruned network teaches while fine-tuning
     divisor: int = 8
+    fold: str = "all"             # where removed channels' constants are folded (training.pruning.slim)
     show_progress: bool = True
 
 
@@ -83,11 +86,11 @@ def make_criterion(job: PruneJob, model: YOLOv3, loader: DataLoader | None = Non
         return L1Importance()
     if job.method == "bn":
         return BNScaleImportance()
-    if job.method == "taylor":
+    if job.method in ("taylor", "taylor-gate"):
         if job.data is None:
-            raise ValueError("Taylor importance needs --data (it measures gradients on training images)")
+            raise ValueError(f"{job.method} importance needs --data (it measures gradients on training images)")
         loader = loader or training_batches(job.data, model.config.input_size, job.batch, job.seed)
-        batches = progress(loader, desc="taylor importance", total=min(len(loader), job.taylor_batches),
+        batches = progress(loader, desc=f"{job.method} importance", total=min(len(loader), job.taylor_batches),
                            enabled=job.show_progress)
         loss_fn = YoloLoss(model.config)
         device = pick_device(job.device)
@@ -95,18 +98,19 @@ def make_criterion(job: PruneJob, model: YOLOv3, loader: DataLoader | None = Non
         def batch_loss(m: YOLOv3, batch: Any) -> torch.Tensor:
             return loss_fn(m(batch.images.to(device)), batch.targets)[0]
 
-        return TaylorImportance(batches, batch_loss, job.taylor_batches)
-    raise ValueError(f"unknown pruning method {job.method!r}; choose taylor, random, l1 or bn")
+        kind = TaylorImportance if job.method == "taylor" else TaylorGateImportance
+        return kind(batches, batch_loss, job.taylor_batches)
+    raise ValueError(f"unknown pruning method {job.method!r}; choose one of {', '.join(CRITERIA)}")
 
 
-def prune_once(model: YOLOv3, criterion: Importance, spec: PruneSpec,
-               device: torch.device | str = "cpu") -> tuple[YOLOv3, dict[str, np.ndarray]]:
+def prune_once(model: YOLOv3, criterion: Importance, spec: PruneSpec, device: torch.device | str = "cpu",
+               fold: str = "all") -> tuple[YOLOv3, dict[str, np.ndarray]]:
     """Score (on ``device``), plan and slim (on the CPU): a new smaller model on the CPU and
     the kept indices per group."""
     groups = coupling_groups(model.config.spp)
     scores = criterion(model.to(device))
     keep = plan_keep(group_scores(scores, groups), spec)
-    return slim(model.cpu(), keep), keep
+    return slim(model.cpu(), keep, fold), keep
 
 
 def recalibrate(job: PruneJob, model: YOLOv3, loader: DataLoader | None) -> YOLOv3:
@@ -160,7 +164,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
         spec = PruneSpec(ratio, job.scope, divisor=job.divisor)
         # One loader (one image cache) per step serves both Taylor scoring and recalibration.
         loader = training_batches(job.data, model.config.input_size, job.batch, job.seed + k - 1) if job.data else None
-        model, keep = prune_once(model, make_criterion(job, model, loader), spec, pick_device(job.device))
+        model, keep = prune_once(model, make_criterion(job, model, loader), spec, pick_device(job.device), job.fold)
         (work / f"step{k}_keep.json").write_text(json.dumps({g: idx.tolist() for g, idx in keep.items()}))
         model = recalibrate(job, model, loader)
         step_path = save_checkpoint(work / f"step{k}_pruned.safetensors", model, {"pruned_step": k})
@@ -172,7 +176,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     after = summary(model)
     meta = {
         "pruning": {"method": job.method, "ratio": job.ratio, "scope": job.scope, "steps": job.steps,
-                    "finetune_epochs": job.finetune_epochs, "divisor": job.divisor,
+                    "finetune_epochs": job.finetune_epochs, "divisor": job.divisor, "fold": job.fold,
                     "distill_weight": job.distill_weight,
                     "recalibration_batches": job.recalibration_batches if job.data else 0,
                     "base_checkpoint": job.weights.name,

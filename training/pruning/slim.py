@@ -2,18 +2,24 @@
 
 A removed channel is not silent: with its weights gone its convolution outputs zero,
 BatchNorm turns that into the constant shift ``beta - gamma * mean / sqrt(var + eps)``
-and LeakyReLU passes a constant ``a`` on to every consumer. Slimming folds that constant
-into each consumer: its contribution ``sum(W[:, c]) * a`` is subtracted from the
-consumer's BatchNorm running mean (or added to the bias of an output convolution). So the
-slim network equals the original with those channels' activations zeroed and their
-constants kept as biases -- exactly, not approximately (:func:`masked_reference` builds
-that network for the tests). Constants are carried through residual additions (they sum),
-the SPP block (max-pooling a constant gives the constant) and the upsample routes.
+and LeakyReLU passes a constant ``a`` on to every consumer. Slimming can fold that
+constant into each consumer: ``sum(W[:, c]) * a`` is subtracted from the consumer's
+BatchNorm running mean (or added to the bias of an output convolution). Constants are
+carried through residual additions (they sum), the SPP block (max-pooling a constant gives
+the constant) and the upsample routes.
+
+The fold is exact for 1x1 consumers only. A 3x3 consumer zero-pads its input, so at the
+border of the feature map some of its taps see padding, not the constant; the fold gives
+them the constant anyway. Hence three ``fold`` modes (:data:`FOLD_MODES`): ``all``
+(every consumer; exact in the interior, approximate on the border ring of each 3x3
+consumer), ``pointwise`` (1x1 consumers and the output convolutions only: exact where
+applied) and ``none`` (removed channels simply vanish). Each mode is checked against a
+reference built without the fold arithmetic, in :mod:`training.pruning.reference`; the
+measured effect of each on a trained model is in ``docs/pruning.md``.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,17 +101,29 @@ def _update_stage_tensors(name: str, tensors: dict[str, ChannelState]) -> None:
             tensors[stage_tensor(stage, j + 1)] = ChannelState(before.keep, before.const + added.const)
 
 
-def folded_shift(conv: ConvUnit, inputs: ChannelState) -> torch.Tensor:
-    """What the removed input channels' constants add to each output channel (pre-BN)."""
+FOLD_MODES = ("all", "pointwise", "none")
+
+
+def folds_into(conv: ConvUnit, fold: str) -> bool:
+    """Whether ``fold`` mode folds removed inputs' constants into this consumer."""
+    if fold not in FOLD_MODES:
+        raise ValueError(f"unknown fold mode {fold!r}; choose one of {', '.join(FOLD_MODES)}")
+    return fold == "all" or (fold == "pointwise" and tuple(conv.conv.kernel_size) == (1, 1))
+
+
+def folded_shift(conv: ConvUnit, inputs: ChannelState, fold: str = "all") -> torch.Tensor:
+    """What the removed input channels' constants add to each output channel (pre-BN);
+    zero where ``fold`` mode leaves this consumer alone."""
     removed = torch.as_tensor(inputs.removed, dtype=torch.long)
-    if len(removed) == 0:
+    if len(removed) == 0 or not folds_into(conv, fold):
         return torch.zeros(conv.conv.out_channels)
     w = conv.conv.weight.detach()[:, removed].sum(dim=(2, 3))  # [out, removed]
     return w @ inputs.const[removed]
 
 
-def slim(model: YOLOv3, keep_by_group: dict[str, np.ndarray]) -> YOLOv3:
-    """A new, physically smaller network keeping ``keep_by_group[group]`` channels."""
+def slim(model: YOLOv3, keep_by_group: dict[str, np.ndarray], fold: str = "all") -> YOLOv3:
+    """A new, physically smaller network keeping ``keep_by_group[group]`` channels, with
+    removed channels' constants folded into consumers as ``fold`` says (module docstring)."""
     model = model.eval()
     tensors, inputs = propagate(model, keep_by_group)
     widths = {spec.name: len(keep_by_group[spec.coupling])
@@ -116,7 +134,7 @@ def slim(model: YOLOv3, keep_by_group: dict[str, np.ndarray]) -> YOLOv3:
         for name, conv in old.items():
             out_keep = torch.as_tensor(tensors[name].keep, dtype=torch.long)
             in_keep = torch.as_tensor(inputs[name].keep, dtype=torch.long)
-            shift = folded_shift(conv, inputs[name])
+            shift = folded_shift(conv, inputs[name], fold)
             target = new[name]
             target.conv.weight.copy_(conv.conv.weight[out_keep][:, in_keep])
             if conv.is_output:
@@ -127,22 +145,3 @@ def slim(model: YOLOv3, keep_by_group: dict[str, np.ndarray]) -> YOLOv3:
             target.bn.running_mean.copy_(conv.bn.running_mean[out_keep] - shift[out_keep])
             target.bn.running_var.copy_(conv.bn.running_var[out_keep])
     return small
-
-
-def masked_reference(model: YOLOv3, keep_by_group: dict[str, np.ndarray]) -> YOLOv3:
-    """The original network with removed channels' activations zeroed and their constants
-    folded into consumers (the network :func:`slim` must reproduce exactly). For tests
-    and analysis; it is as slow as the original."""
-    ref = copy.deepcopy(model).eval()
-    tensors, inputs = propagate(ref, keep_by_group)
-    for name, conv in ref.named_convs().items():
-        shift = folded_shift(conv, inputs[name])
-        with torch.no_grad():
-            if conv.is_output:
-                conv.conv.bias.add_(shift)
-                continue
-            conv.bn.running_mean.sub_(shift)
-        mask = torch.zeros(conv.conv.out_channels)
-        mask[torch.as_tensor(tensors[name].keep, dtype=torch.long)] = 1
-        conv.register_forward_hook(lambda _m, _i, out, mask=mask: out * mask.view(1, -1, 1, 1).to(out))
-    return ref
