@@ -58,12 +58,21 @@ train-baseline: $(STAMP)
 zoom-out-set: $(STAMP)
 	$(BIN)/polypscope data zoom-out --data $(DATA) --split val --out runs/zoomout-val
 
-# The pruning study on this CPU (docs/pruning.md): 15 variants, one-shot + BatchNorm
-# recalibration + a short fine-tune each, then test scoring and side-by-side latency.
+# The pruning study (docs/pruning.md): the reduced grid (taylor, taylor-gate, random at 0.5 and
+# the from-scratch control of that architecture), 3 seeds each, 30 fine-tuning epochs, the
+# control trained for the baseline's 90 epochs plus 30. Resumable: run it again to go on.
+# STUDY_MINUTES stops it in time. Then time the architectures and report (val only).
+STUDY_WEIGHTS ?= assets/models/baseline.safetensors
+STUDY_MINUTES ?= 600
 prune-study: $(STAMP)
-	$(BIN)/python -m training.prune_study --weights assets/models/baseline.safetensors --data $(DATA) \
-		--out runs/study --finetune-epochs 2 --jobs 2 --threads 1 --workers 0 \
-		--extra default=assets/models/default.safetensors
+	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
+		--grid reduced --seeds 0 1 2 --finetune-epochs 30 --scratch-epochs 120 --distill 0 \
+		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
+	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
+		--grid reduced --seeds 0 1 2 --phase report
+	$(BIN)/python -m engine.study_latency --study runs/study
+	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
+		--grid reduced --seeds 0 1 2 --phase report
 
 # The next default model (docs/accuracy.md; not yet run to the end: the shipped default was
 # made by the two-stage recipe of docs/pruning.md): Taylor-prune half the channels of every

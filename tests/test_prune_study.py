@@ -1,86 +1,132 @@
-"""The pruning study: variant names, choice of the default, the table, and one tiny run."""
+"""The pruning study: variants and grids, the statistics by hand, the choice rule, and one
+tiny study run end to end (resumable, stopped by its deadline, reported, timed)."""
 
 import argparse
 import json
+import time
 
 import pytest
 
-from training.prune_study import Variant, choose_default, default_variants, main, table
+from training.prune_study.__main__ import main
+from training.prune_study.report import cells_table, choose_default, compare, comparisons_table, summarise_cells
+from training.prune_study.runner import StudySettings, paths, run_all
+from training.prune_study.scoring import flattened
+from training.prune_study.statistics import mean_sd, paired_difference, t95, verdict
+from training.prune_study.variants import GRIDS, Variant, expand
 
 from .synthetic import write_kvasir_like
 
 
-def _result(name, gflops, val_ap50, test_ap50=0.5, finetuned=True):
-    scores = {"ap50": test_ap50, "ap50_95": 0.3, "f1": 0.6}
-    r = {"name": name, "method": name.split("-")[0], "ratio": 0.5, "scope": "uniform", "params": 1000,
-         "gflops": gflops, "finetune_epochs": 2, "onnx_bytes": 2_000_000,
-         "latency_ms": {"p50": 5.0, "p99": 7.0, "total_p50": 8.0},
-         "before_finetune": {"val": {**scores, "ap50": 0.1}, "test": {**scores, "ap50": 0.05}}}
-    if finetuned:
-        r["after_finetune"] = {"val": {**scores, "ap50": val_ap50}, "test": scores}
-    return r
+def test_variants_parse_name_and_expand_over_seeds():
+    v = Variant.parse("taylor-gate:0.5:global", seed=2)
+    assert (v.method, v.ratio, v.scope, v.seed) == ("taylor-gate", 0.5, "global", 2)
+    assert v.cell == "taylor-gate-global-0.5" and v.name == "taylor-gate-global-0.5-s2"
+    assert Variant.parse(str(v)) == Variant("taylor-gate", 0.5, "global", 0)
+    for bad in ("taylor", "magic:0.5", "taylor:1.5", "scratch:0.5:global"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            Variant.parse(bad)
+    runs = expand(GRIDS["reduced"], [0, 1, 2])
+    assert len(runs) == 12 and [r.seed for r in runs[:4]] == [0] * 4  # seed-major: whole seeds first
+    assert len({r.name for r in expand(GRIDS["full"], [0, 1, 2])}) == (5 * 3 + 3) * 3
 
 
-def test_variants_parse_and_name():
-    v = Variant.parse("taylor:0.5:global")
-    assert (v.method, v.ratio, v.scope, v.name) == ("taylor", 0.5, "global", "taylor-global-0.5")
-    assert Variant.parse("l1:0.3").scope == "uniform" and Variant.parse(str(v)) == v
-    with pytest.raises(argparse.ArgumentTypeError, match="method:ratio"):
-        Variant.parse("taylor")
-    names = [x.name for x in default_variants()]
-    assert len(names) == len(set(names)) == 15  # 4 criteria x 3 ratios uniform + Taylor global x 3
+def test_statistics_by_hand():
+    assert mean_sd([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0, "n": 3}
+    assert t95(2) == 4.303 and t95(11) == 2.228 and t95(100) == 1.96
+    # Taylor beats random by 0.10, 0.05, 0.10 with the same seeds: mean 0.0833, sd 0.0289,
+    # half-width 4.303 * 0.0289 / sqrt(3) = 0.0717.
+    a, b = {0: 0.80, 1: 0.70, 2: 0.90}, {0: 0.70, 1: 0.65, 2: 0.80}
+    d = paired_difference(a, b)
+    assert d["mean"] == pytest.approx(0.08333, abs=1e-4) and d["sd"] == pytest.approx(0.028868, abs=1e-5)
+    assert d["ci95"] == pytest.approx([0.08333 - 0.07172, 0.08333 + 0.07172], abs=1e-4)
+    assert verdict(d, "taylor", "random").startswith("taylor is better")
+    # Pairing matters: the seed effect (0.7 .. 0.9) swamps the difference when unpaired.
+    unpaired = mean_sd(list(a.values()))["sd"]
+    assert unpaired > 3 * d["sd"]
+    assert verdict(paired_difference({0: 0.8, 1: 0.7}, {0: 0.7, 1: 0.8}), "x", "y").startswith("no difference")
+    assert paired_difference({0: 0.8}, {0: 0.7}) is None and verdict(None, "x", "y") == "not enough seeds to say"
 
 
-def test_default_is_chosen_on_validation_among_models_that_halve_the_flops():
-    baseline = {"gflops": 1.0}
-    results = [_result("taylor-a", 0.45, val_ap50=0.80, test_ap50=0.70),
-               _result("random-b", 0.40, val_ap50=0.85, test_ap50=0.60),
-               _result("l1-c", 0.60, val_ap50=0.95, test_ap50=0.99),      # too many FLOPs
-               _result("bn-d", 0.30, val_ap50=0.99, finetuned=False)]      # not fine-tuned
-    assert choose_default(baseline, results)["name"] == "random-b"   # val decides, not test
-    extra = {**_result("shipped", 0.3, val_ap50=1.0), "extra": True}
-    assert choose_default(baseline, [*results, extra])["name"] == "random-b"  # extras are never chosen
-    assert choose_default(baseline, results[2:]) is None
+def test_a_curve_has_flattened_when_its_last_quarter_adds_under_a_point():
+    rising = [{"epoch": i, "val_ap50": 0.05 * i} for i in range(1, 13)]
+    flat = [{"epoch": i, "val_ap50": min(0.5, 0.1 * i)} for i in range(1, 13)]
+    assert not flattened(rising) and flattened(flat) and not flattened(flat[:5])
 
 
-def test_table_shows_before_and_after_and_speed_up():
-    baseline = {**_result("baseline", 1.0, 0.9), "latency_ms": {"p50": 10.0, "p99": 12.0}}
-    del baseline["before_finetune"]
-    text = table(baseline, [_result("taylor-uniform-0.5", 0.25, 0.8)])
-    rows = text.strip().splitlines()
-    assert len(rows) == 4
-    assert "| 0.250 (75%) |" in rows[3] and "| 2.00x |" in rows[3] and "0.050 → 0.500" in rows[3]
-    assert "→" not in rows[2].split("|")[8]  # the baseline has one figure, not a before/after pair
+def _result(method, seed, val, test=None, gflops=0.4, ratio=0.5):
+    v = Variant(method, ratio, seed=seed)
+    scores = {"val": {"ap50": val, "ap50_95": val / 2}}
+    if test is not None:
+        scores["test"] = {"ap50": test, "ap50_95": test / 2}
+    return {"name": v.name, "cell": v.cell, "method": method, "ratio": ratio, "scope": "uniform", "seed": seed,
+            "gflops": gflops, "params": 1000, "epochs_done": 2, "finished": True, "flattened": False,
+            "after_training": scores}
+
+
+def test_default_is_the_best_mean_val_pruned_cell_never_scratch_never_test():
+    results = [_result("taylor", s, v, test=0.99) for s, v in enumerate([0.80, 0.82, 0.78])]
+    results += [_result("random", s, v, test=0.10) for s, v in enumerate([0.83, 0.81, 0.82])]
+    results += [_result("scratch", s, 0.95) for s in range(3)]
+    results += [_result("l1", s, 0.99, gflops=0.6) for s in range(3)]  # too many FLOPs
+    cells = summarise_cells(results)
+    assert cells["random-uniform-0.5"]["val_ap50"]["mean"] == pytest.approx(0.82)
+    assert cells["taylor-uniform-0.5"]["test_ap50"]["mean"] == pytest.approx(0.99)
+    assert choose_default(1.0, cells)["cell"] == "random-uniform-0.5"
+    comparisons = {(c["a"], c["b"]): c for c in compare(results)}
+    assert comparisons[("taylor", "random")]["difference"]["mean"] == pytest.approx(-0.02)
+    assert comparisons[("taylor", "scratch")]["verdict"].startswith("scratch is better")
+    assert ("taylor-gate", "random") not in comparisons  # no cell, no row
+    baseline = {"gflops": 1.0, "val": {"ap50": 0.9, "ap50_95": 0.5}, "test": {"ap50": 0.8, "ap50_95": 0.4}}
+    rows = cells_table(baseline, cells, {"baseline": {"p50": 10.0}, "ratio-0.5": {"p50": 4.0}}).splitlines()
+    assert len(rows) == 2 + 1 + 4
+    assert any("| random-uniform-0.5 | 0,1,2 | 0.400 (60%) |" in r and "0.820 ± 0.010" in r and "| 4.00 |" in r
+               for r in rows)
+    assert "taylor − random" in comparisons_table(compare(results))
 
 
 @pytest.mark.slow
-def test_study_runs_end_to_end_and_writes_its_report(tmp_path):
+def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
     data = write_kvasir_like(tmp_path / "kv", n=12)
-    from models import save_checkpoint
     from training.trainer import TrainConfig, Trainer
 
-    Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.25, img=64, epochs=1, batch=4,
-                        workers=0), show_progress=False).run()
+    Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.125, img=64, epochs=1, batch=4,
+                        workers=0, threads=1), show_progress=False).run()
     base = tmp_path / "base" / "last.safetensors"
-    from models import load_checkpoint
-
-    extra = save_checkpoint(tmp_path / "extra.safetensors", load_checkpoint(base).model, {"epoch": 1})
-    main(["--weights", str(base), "--data", str(data), "--out", str(tmp_path / "study"), "--docs",
-          str(tmp_path / "docs"), "--variants", "taylor:0.5", "random:0.5:global", "--finetune-epochs", "1",
-          "--bench-iterations", "3", "--quiet", "--extra", f"copy={extra}"])
+    common = ["--weights", str(base), "--data", str(data), "--out", str(tmp_path / "study"), "--docs",
+              str(tmp_path / "docs"), "--finetune-epochs", "1", "--scratch-epochs", "2", "--workers", "0",
+              "--threads", "1", "--quiet"]
+    assert main([*common, "--variants", "taylor-gate:0.5", "scratch:0.5", "--seeds", "0", "1"]) == 0
     study = json.loads((tmp_path / "study" / "study.json").read_text())
-    names = [v["name"] for v in study["variants"]]
-    assert names == ["taylor-uniform-0.5", "random-global-0.5", "copy"]
-    for v in study["variants"][:2]:
-        assert v["gflops"] < study["baseline"]["gflops"] and v["finetune_epochs"] == 1
-        assert set(v["before_finetune"]["test"]) == {"ap50", "ap50_95", "f1"}
-        assert v["latency_ms"]["p50"] > 0 and v["onnx_bytes"] > 0
-    assert study["variants"][2]["gflops"] == study["baseline"]["gflops"]
-    assert (tmp_path / "docs" / "pruning_tradeoff.png").stat().st_size > 10_000
-    assert len((tmp_path / "docs" / "pruning_table.md").read_text().splitlines()) == 2 + 1 + 3
-    # Resumable: a second run skips the finished variants (their outputs stay untouched).
-    done = tmp_path / "study" / "taylor-uniform-0.5" / "prune_done.json"
+    assert sorted(v["name"] for v in study["variants"]) == [
+        "scratch-uniform-0.5-s0", "scratch-uniform-0.5-s1", "taylor-gate-uniform-0.5-s0", "taylor-gate-uniform-0.5-s1"]
+    for v in study["variants"]:
+        assert v["gflops"] < 0.6 * study["baseline"]["gflops"] and "test" not in v["after_training"]
+        assert len(v["curve"]) == (2 if v["method"] == "scratch" else 1)
+    gate, scratch = study["cells"]["taylor-gate-uniform-0.5"], study["cells"]["scratch-uniform-0.5"]
+    assert gate["gflops"] == scratch["gflops"] and gate["seeds"] == [0, 1]  # the control has the same widths
+    assert [c["difference"]["n"] for c in study["comparisons"]] == [2]  # taylor-gate - scratch, paired over 2 seeds
+    assert study["default"] == "taylor-gate-uniform-0.5"
+    for name in ("pruning_table.md", "pruning_curves.png", "pruning_tradeoff.png"):
+        assert (tmp_path / "docs" / name).stat().st_size > 500, name
+    # Resumable: finished variants are not run again.
+    done = tmp_path / "study" / "taylor-gate-uniform-0.5-s0" / "done.json"
     stamp = done.stat().st_mtime_ns
-    main(["--weights", str(base), "--data", str(data), "--out", str(tmp_path / "study"), "--docs",
-          str(tmp_path / "docs"), "--variants", "taylor:0.5", "--phase", "prune", "--quiet"])
+    assert main([*common, "--variants", "taylor-gate:0.5", "--seeds", "0", "--phase", "run"]) == 0
     assert done.stat().st_mtime_ns == stamp
+    # Timed on the runtime side, then shown by the next report.
+    from engine.study_latency import measure
+
+    latency = measure(tmp_path / "study", iterations=3, show_progress=False)
+    assert set(latency) == {"baseline", "ratio-0.5"} and latency["ratio-0.5"]["p50"] > 0
+    assert main([*common, "--variants", "taylor-gate:0.5", "scratch:0.5", "--seeds", "0", "1",
+                 "--phase", "report", "--score-test"]) == 0
+    table = (tmp_path / "docs" / "pruning_table.md").read_text()
+    assert "inference p50 ms" in table and "test AP50" in table
+    # A deadline stops a long run as a process group, leaves it unfinished and resumable.
+    settings = StudySettings(base, data, tmp_path / "study", finetune_epochs=500, workers=0, threads=1)
+    long = Variant("random", 0.5, seed=7)
+    started = time.time()
+    assert run_all(settings, [long], jobs=1, deadline=time.time() + 25) == []
+    assert time.time() - started < 60
+    assert not paths(settings, long).done.is_file() and paths(settings, long).log.is_file()
+    assert "stopped random-uniform-0.5-s7 at the deadline" in capsys.readouterr().out

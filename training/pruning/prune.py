@@ -139,15 +139,21 @@ def summary(model: YOLOv3) -> dict[str, Any]:
             "gflops": round(count_flops(model, model.config.input_size) / 1e9, 4)}
 
 
+def finetune_config(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> TrainConfig:
+    """The fine-tune of a pruned checkpoint: the baseline recipe from ``start``'s weights at
+    ``job.finetune_lr``, a warm-up of a third of the run (at most one epoch) and mosaic off
+    for the last third (at most 10 epochs)."""
+    return TrainConfig(data=str(job.data), out=str(run_dir), init_weights=str(start), epochs=epochs,
+                       lr=job.finetune_lr, warmup_epochs=min(1.0, epochs / 3),
+                       close_mosaic=max(1, min(10, epochs // 3)), fit_anchors=False,
+                       img=load_checkpoint(start).config.input_size, batch=job.batch, seed=job.seed,
+                       threads=job.threads, workers=job.workers, device=job.device,
+                       distill_from=str(job.weights) if job.distill_weight > 0 else None,
+                       distill_weight=job.distill_weight)
+
+
 def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
-    cfg = TrainConfig(data=str(job.data), out=str(run_dir), init_weights=str(start), epochs=epochs,
-                      lr=job.finetune_lr, warmup_epochs=min(1.0, epochs / 3),
-                      close_mosaic=max(1, min(10, epochs // 3)), fit_anchors=False,
-                      img=load_checkpoint(start).config.input_size, batch=job.batch, seed=job.seed,
-                      threads=job.threads, workers=job.workers, device=job.device,
-                      distill_from=str(job.weights) if job.distill_weight > 0 else None,
-                      distill_weight=job.distill_weight)
-    Trainer(cfg, show_progress=job.show_progress).run()
+    Trainer(finetune_config(job, start, epochs, run_dir), show_progress=job.show_progress).run()
     return run_dir / "best.safetensors"
 
 

@@ -1,0 +1,108 @@
+"""``python -m training.prune_study``: run the study's grid, then report it (docs/pruning.md).
+
+Phases: ``run`` trains every variant (resumable; ``--jobs N`` at once; ``--stop-after-minutes``
+stops in time), ``report`` scores every variant that has trained (val; test only with
+``--score-test``) and writes the tables, curves and trade-off plot, ``all`` does both.
+Latency comes from ``python -m engine.study_latency --study OUT`` when it has been run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from models import load_checkpoint
+from training.data.datasets import default_data_root
+from training.prune_study.report import (
+    MIN_FLOPS_CUT,
+    cells_table,
+    choose_default,
+    compare,
+    comparisons_table,
+    plot_curves,
+    plot_tradeoff,
+    summarise_cells,
+)
+from training.prune_study.runner import StudySettings, run_all
+from training.prune_study.scoring import evaluate, score_variant
+from training.prune_study.variants import GRIDS, SEEDS, Variant, expand
+from training.pruning.prune import summary
+
+
+def report(settings: StudySettings, variants: list[Variant], docs: Path, score_test: bool) -> dict[str, Any]:
+    splits = ("val", "test") if score_test else ("val",)
+    results = [r for r in (score_variant(settings, v, splits) for v in variants) if r is not None]
+    if not results:
+        raise SystemExit(f"{settings.out}: no variant has trained yet; run --phase run first")
+    baseline = {**summary(load_checkpoint(settings.weights).model),
+                **{s: evaluate(settings.weights, settings.data, s) for s in splits}}
+    cells = summarise_cells(results)
+    comparisons = compare(results, "val") + (compare(results, "test") if score_test else [])
+    chosen = choose_default(baseline["gflops"], cells)
+    latency_file = settings.out / "latency.json"
+    latency = json.loads(latency_file.read_text()) if latency_file.is_file() else None
+    study = {"baseline_weights": str(settings.weights), "baseline": baseline, "variants": results, "cells": cells, "comparisons": comparisons,
+             "default": chosen["cell"] if chosen else None, "test_scored": score_test,
+             "selection": f"highest mean val AP50 over seeds among pruned cells with >= {MIN_FLOPS_CUT:.0%} fewer FLOPs"}
+    (settings.out / "study.json").write_text(json.dumps(study, indent=2))
+    docs.mkdir(parents=True, exist_ok=True)
+    text = (cells_table(baseline, cells, latency) + "\nPaired by seed (same data order):\n\n"
+            + comparisons_table(comparisons))
+    (docs / "pruning_table.md").write_text(text)
+    plot_curves(docs / "pruning_curves.png", results)
+    plot_tradeoff(docs / "pruning_tradeoff.png", {**baseline, "val": baseline["val"]}, cells)
+    print(text)
+    print(f"default by the rule ({study['selection']}): {study['default']}")
+    return study
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.prune_study", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--weights", required=True, help="the trained (unpruned) baseline checkpoint")
+    parser.add_argument("--data", help="dataset folder with train/val(/test) splits (default: Kvasir-SEG if found)")
+    parser.add_argument("--out", default="runs/study", help="work folder, one sub-folder per variant and seed")
+    parser.add_argument("--phase", choices=["run", "report", "all"], default="all")
+    parser.add_argument("--grid", choices=sorted(GRIDS), default="reduced",
+                        help="reduced (default: taylor, taylor-gate, random and scratch at 0.5) or full "
+                             "(5 criteria x 3 ratios + scratch at each)")
+    parser.add_argument("--variants", nargs="+", help="method:ratio[:scope] items instead of a grid")
+    parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seeds per cell (default 0 1 2)")
+    parser.add_argument("--finetune-epochs", type=int, default=30, help="fine-tuning epochs per pruned variant")
+    parser.add_argument("--finetune-lr", type=float, default=0.001)
+    parser.add_argument("--scratch-epochs", type=int, default=120,
+                        help="epochs of the from-scratch control (give it the baseline's epochs plus a fine-tune's)")
+    parser.add_argument("--distill", type=float, default=0.0, help="distillation weight while fine-tuning (0: off)")
+    parser.add_argument("--jobs", type=int, default=1, help="variants trained at once (separate processes)")
+    parser.add_argument("--stop-after-minutes", type=float, help="stop every run at this time (they resume later)")
+    parser.add_argument("--workers", type=int, default=1, help="data-loading processes per run")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads per run (0: torch's choice)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto)")
+    parser.add_argument("--score-test", action="store_true",
+                        help="also score test: only once, for the final table, after every choice is made")
+    parser.add_argument("--docs", default="docs", help="where the table and the plots go")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
+    deadline = time.time() + 60 * args.stop_after_minutes if args.stop_after_minutes else None
+    data = Path(args.data) if args.data else default_data_root()
+    settings = StudySettings(Path(args.weights), data, Path(args.out), args.finetune_epochs, args.finetune_lr,
+                             args.scratch_epochs, args.distill, args.threads, args.workers, args.device,
+                             show_progress=not args.quiet)
+    cells = [Variant.parse(t) for t in args.variants] if args.variants else GRIDS[args.grid]
+    variants = expand(cells, args.seeds)
+    settings.out.mkdir(parents=True, exist_ok=True)
+    if args.phase in ("run", "all"):
+        failed = run_all(settings, variants, args.jobs, deadline)
+        if failed:
+            print(f"variants failed: {', '.join(failed)} (see their log.txt)")
+            return 1
+    if args.phase in ("report", "all"):
+        report(settings, variants, Path(args.docs), args.score_test)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,174 @@
+"""Run the study's variants: resumable, several at once, and stopping itself before a deadline.
+
+Each variant has its own folder under ``--out``:
+
+- pruned variants: ``pruned.safetensors`` (scored, slimmed, BatchNorm recalibrated), then
+  the fine-tune run in ``finetune/``;
+- the from-scratch control: ``init.safetensors`` (random weights at the slim widths), then
+  the training run in ``train/``;
+- ``done.json`` once finished.
+
+A variant stopped anywhere picks up where it was: an existing ``pruned.safetensors`` is not
+pruned again and a run folder with a saved state is resumed (``Trainer(resume=True)``).
+With ``jobs > 1`` or a deadline every variant runs as its own process (its own session, so
+that it and its data-loading workers can be stopped as one group at the deadline; never by
+name matching). Several small fine-tunes share one GPU this way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from models import YOLOv3, load_checkpoint, save_checkpoint
+from training.prune_study.variants import SCRATCH, Variant
+from training.pruning.graph import coupling_groups
+from training.pruning.importance import L1Importance
+from training.pruning.plan import PruneSpec, group_scores, plan_keep
+from training.pruning.prune import PruneJob, finetune_config, run_prune
+from training.pruning.slim import slim
+from training.train_state import STATE_FILE
+from training.trainer import TrainConfig, Trainer
+
+
+@dataclass
+class StudySettings:
+    """What every variant of one study shares."""
+
+    weights: Path                 # the unpruned baseline
+    data: Path
+    out: Path
+    finetune_epochs: int = 30
+    finetune_lr: float = 0.001
+    scratch_epochs: int = 120     # the control's budget: the baseline's epochs plus a fine-tune's
+    distill: float = 0.0
+    threads: int = 0
+    workers: int = 1
+    device: str = "auto"
+    show_progress: bool = False
+
+
+@dataclass(frozen=True)
+class VariantPaths:
+    folder: Path
+
+    @property
+    def start(self) -> Path:
+        """The checkpoint the run starts from (pruned, or random init for the control)."""
+        return self.folder / ("init.safetensors" if self.folder.name.startswith(SCRATCH) else "pruned.safetensors")
+
+    @property
+    def run(self) -> Path:
+        return self.folder / ("train" if self.folder.name.startswith(SCRATCH) else "finetune")
+
+    @property
+    def done(self) -> Path:
+        return self.folder / "done.json"
+
+    @property
+    def log(self) -> Path:
+        return self.folder / "log.txt"
+
+
+def paths(settings: StudySettings, v: Variant) -> VariantPaths:
+    return VariantPaths(settings.out / v.name)
+
+
+def slim_widths(base: YOLOv3, ratio: float) -> YOLOv3:
+    """A network with the widths a uniform prune at ``ratio`` leaves (weights irrelevant:
+    under ``uniform`` every criterion keeps the same number of channels per layer)."""
+    keep = plan_keep(group_scores(L1Importance()(base), coupling_groups(base.config.spp)), PruneSpec(ratio, "uniform"))
+    return slim(base, keep)
+
+
+def _train(cfg: TrainConfig, show_progress: bool) -> None:
+    resume = (Path(cfg.out) / STATE_FILE).is_file()
+    Trainer(cfg, resume=resume, show_progress=show_progress).run()
+
+
+def run_variant(settings: StudySettings, v: Variant) -> None:
+    """Prune (or initialise) and train one variant, resuming whatever it had done."""
+    p = paths(settings, v)
+    if p.done.is_file():
+        return
+    p.folder.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    job = PruneJob(settings.weights, v.method if v.method != SCRATCH else "l1", v.ratio, p.start, settings.data,
+                   scope=v.scope, finetune_lr=settings.finetune_lr, seed=v.seed, threads=settings.threads,
+                   workers=settings.workers, device=settings.device, distill_weight=settings.distill,
+                   show_progress=settings.show_progress)
+    if v.method == SCRATCH:
+        if not p.start.is_file():
+            torch.manual_seed(v.seed)
+            widths = slim_widths(load_checkpoint(settings.weights).model, v.ratio).config
+            save_checkpoint(p.start, YOLOv3(widths), {"scratch_control": {"ratio": v.ratio, "seed": v.seed}})
+        cfg = TrainConfig(data=str(settings.data), out=str(p.run), init_weights=str(p.start),
+                          epochs=settings.scratch_epochs, img=load_checkpoint(p.start).config.input_size,
+                          seed=v.seed, threads=settings.threads, workers=settings.workers, device=settings.device)
+    else:
+        if not p.start.is_file():
+            run_prune(job)  # finetune_epochs 0: score, slim, recalibrate, write p.start
+        cfg = finetune_config(job, p.start, settings.finetune_epochs, p.run)
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    _train(cfg, settings.show_progress)
+    p.done.write_text(json.dumps({"variant": v.name, "minutes": round((time.time() - started) / 60, 2)}))
+
+
+def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
+            deadline: float | None = None) -> list[str]:
+    """Run every unfinished variant, ``jobs`` at a time; at ``deadline`` (a ``time.time()``)
+    stop the running ones (each resumes next time) and start no more. Returns the names of
+    variants that failed (their log says why)."""
+    pending = [v for v in variants if not paths(settings, v).done.is_file()]
+    if jobs <= 1 and deadline is None:
+        for v in pending:
+            run_variant(settings, v)
+        return []
+    running: list[tuple[Variant, subprocess.Popen]] = []
+    failed: list[str] = []
+    while pending or running:
+        out_of_time = deadline is not None and time.time() >= deadline
+        while pending and len(running) < jobs and not out_of_time:
+            v = pending.pop(0)
+            running.append((v, _start_child(settings, v)))
+        time.sleep(1.0)
+        for item in list(running):
+            v, proc = item
+            if out_of_time and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)  # the child's own session: it and its loader workers
+                proc.wait()
+                print(f"stopped {v.name} at the deadline (resumes next time)", flush=True)
+                running.remove(item)
+            elif proc.poll() is not None:
+                running.remove(item)
+                ok = proc.returncode == 0
+                print(f"{'finished' if ok else 'FAILED'} {v.name}" + ("" if ok else f" (see {paths(settings, v).log})"),
+                      flush=True)
+                if not ok:
+                    failed.append(v.name)
+        if out_of_time:
+            pending.clear()
+    return failed
+
+
+def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
+    p = paths(settings, v)
+    p.folder.mkdir(parents=True, exist_ok=True)
+    cmd = [sys.executable, "-m", "training.prune_study", "--phase", "run", "--jobs", "1",
+           "--weights", str(settings.weights), "--data", str(settings.data), "--out", str(settings.out),
+           "--finetune-epochs", str(settings.finetune_epochs), "--finetune-lr", str(settings.finetune_lr),
+           "--scratch-epochs", str(settings.scratch_epochs), "--distill", str(settings.distill),
+           "--threads", str(settings.threads), "--workers", str(settings.workers), "--device", settings.device,
+           "--variants", str(v), "--seeds", str(v.seed), "--quiet"]
+    print(f"started {v.name} (log: {p.log})", flush=True)
+    with p.log.open("ab") as log:
+        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)

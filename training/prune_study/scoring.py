@@ -1,0 +1,68 @@
+"""Figures of each finished (or interrupted) variant: val after training, the curve of the
+run, and -- only when asked, once, for the final table -- test.
+
+The checkpoint scored is the run's ``best.safetensors`` (chosen on val AP50 by the trainer).
+A run cut short is scored from its best epoch so far and says how many epochs it had.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from models import load_checkpoint
+from training.data.data_check import open_checked, require_samples
+from training.data.loader import ImageCache
+from training.evaluation.evaluate import evaluate_model
+from training.prune_study.runner import StudySettings, paths
+from training.prune_study.variants import Variant
+from training.pruning.prune import summary
+
+KEYS = ("ap50", "ap50_95", "f1")
+
+
+def evaluate(weights: Path, data: Path, split: str) -> dict[str, float]:
+    ckpt = load_checkpoint(weights)
+    size = ckpt.config.input_size
+    index = open_checked(data, split)
+    require_samples(index, split)
+    metrics, _ = evaluate_model(ckpt.model, ImageCache(index.samples, size), size, ckpt.config.class_names)
+    return {k: round(float(metrics[k]), 4) for k in KEYS}
+
+
+def curve(run_dir: Path) -> list[dict[str, float]]:
+    """Per epoch: val AP50 and AP50-95 as the trainer logged them (EMA weights)."""
+    results = run_dir / "results.csv"
+    if not results.is_file():
+        return []
+    with results.open() as f:
+        return [{"epoch": int(r["epoch"]), "val_ap50": float(r["val_ap50"]), "val_ap50_95": float(r["val_ap50_95"])}
+                for r in csv.DictReader(f)]
+
+
+def flattened(points: list[dict[str, float]], tail: float = 0.25, tolerance: float = 0.01) -> bool:
+    """Whether val AP50 has stopped rising: the best of the last ``tail`` of the epochs is
+    within ``tolerance`` of the best before them."""
+    if len(points) < 8:
+        return False
+    cut = int(len(points) * (1 - tail))
+    before = max(p["val_ap50"] for p in points[:cut])
+    return max(p["val_ap50"] for p in points[cut:]) - before < tolerance
+
+
+def score_variant(settings: StudySettings, v: Variant, splits: tuple[str, ...] = ("val",)) -> dict[str, Any] | None:
+    """The variant's figures, or ``None`` when it has not started training."""
+    p = paths(settings, v)
+    best = p.run / "best.safetensors"
+    if not best.is_file():
+        return None
+    points = curve(p.run)
+    result: dict[str, Any] = {"name": v.name, "cell": v.cell, "method": v.method, "ratio": v.ratio,
+                              "scope": v.scope, "seed": v.seed, **summary(load_checkpoint(best).model),
+                              "weights": str(best), "epochs_done": len(points), "finished": p.done.is_file(),
+                              "flattened": flattened(points), "curve": points}
+    if p.start.is_file() and v.method != "scratch":
+        result["before_training"] = {"val": evaluate(p.start, settings.data, "val")}
+    result["after_training"] = {s: evaluate(best, settings.data, s) for s in splits}
+    return result
