@@ -60,13 +60,13 @@ zoom-out-set: $(STAMP)
 
 # The pruning study (docs/pruning.md): the reduced grid (taylor, taylor-gate, random at 0.5 and
 # the from-scratch control of that architecture), 3 seeds each, 30 fine-tuning epochs, the
-# control trained for the baseline's 90 epochs plus 30. Resumable: run it again to go on.
+# control trained with the baseline's recipe for its epochs plus 30. Resumable: run it again.
 # STUDY_MINUTES stops it in time. Then time the architectures and report (val only).
 STUDY_WEIGHTS ?= assets/models/baseline.safetensors
 STUDY_MINUTES ?= 600
 prune-study: $(STAMP)
 	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
-		--grid reduced --seeds 0 1 2 --finetune-epochs 30 --scratch-epochs 120 --distill 0 \
+		--grid reduced --seeds 0 1 2 --finetune-epochs 30 --distill 0 \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
 	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
 		--grid reduced --seeds 0 1 2 --phase report

@@ -32,7 +32,7 @@ def test_variants_parse_name_and_expand_over_seeds():
 
 def test_statistics_by_hand():
     assert mean_sd([1.0, 2.0, 3.0]) == {"mean": 2.0, "sd": 1.0, "n": 3}
-    assert t95(2) == 4.303 and t95(11) == 2.228 and t95(100) == 1.96
+    assert t95(2) == 4.303 and t95(11) == 2.228 and t95(100) == 2.0 and t95(500) == 1.96
     # Taylor beats random by 0.10, 0.05, 0.10 with the same seeds: mean 0.0833, sd 0.0289,
     # half-width 4.303 * 0.0289 / sqrt(3) = 0.0717.
     a, b = {0: 0.80, 1: 0.70, 2: 0.90}, {0: 0.70, 1: 0.65, 2: 0.80}
@@ -93,7 +93,7 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
                         workers=0, threads=1), show_progress=False).run()
     base = tmp_path / "base" / "last.safetensors"
     common = ["--weights", str(base), "--data", str(data), "--out", str(tmp_path / "study"), "--docs",
-              str(tmp_path / "docs"), "--finetune-epochs", "1", "--scratch-epochs", "2", "--workers", "0",
+              str(tmp_path / "docs"), "--finetune-epochs", "1", "--workers", "0",
               "--threads", "1", "--quiet"]
     assert main([*common, "--variants", "taylor-gate:0.5", "scratch:0.5", "--seeds", "0", "1"]) == 0
     study = json.loads((tmp_path / "study" / "study.json").read_text())
@@ -103,7 +103,12 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
         assert v["gflops"] < 0.6 * study["baseline"]["gflops"] and "test" not in v["after_training"]
         assert len(v["curve"]) == (2 if v["method"] == "scratch" else 1)
     gate, scratch = study["cells"]["taylor-gate-uniform-0.5"], study["cells"]["scratch-uniform-0.5"]
-    assert gate["gflops"] == scratch["gflops"] and gate["seeds"] == [0, 1]  # the control has the same widths
+    assert gate["gflops"] == scratch["gflops"] and gate["seeds"] == [0, 1]
+    from models import load_checkpoint
+
+    pruned = load_checkpoint(tmp_path / "study" / "taylor-gate-uniform-0.5-s0" / "pruned.safetensors").config
+    control = load_checkpoint(tmp_path / "study" / "scratch-uniform-0.5-s1" / "init.safetensors").config
+    assert control.channels == pruned.channels  # the control has the pruned network's widths, layer by layer
     assert [c["difference"]["n"] for c in study["comparisons"]] == [2]  # taylor-gate - scratch, paired over 2 seeds
     assert study["default"] == "taylor-gate-uniform-0.5"
     for name in ("pruning_table.md", "pruning_curves.png", "pruning_tradeoff.png"):
@@ -123,10 +128,26 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
     table = (tmp_path / "docs" / "pruning_table.md").read_text()
     assert "inference p50 ms" in table and "test AP50" in table
     # A deadline stops a long run as a process group, leaves it unfinished and resumable.
-    settings = StudySettings(base, data, tmp_path / "study", finetune_epochs=500, workers=0, threads=1)
+    settings = StudySettings(base, data, tmp_path / "study", finetune_epochs=500, workers=1, threads=1)
     long = Variant("random", 0.5, seed=7)
     started = time.time()
     assert run_all(settings, [long], jobs=1, deadline=time.time() + 25) == []
-    assert time.time() - started < 60
+    assert time.time() - started < 70
     assert not paths(settings, long).done.is_file() and paths(settings, long).log.is_file()
     assert "stopped random-uniform-0.5-s7 at the deadline" in capsys.readouterr().out
+    assert not _processes_mentioning(str(tmp_path / "study"))  # the child and its loader workers are gone
+    with pytest.raises(SystemExit, match="already scored"):  # test is scored once
+        main([*common, "--variants", "taylor-gate:0.5", "--seeds", "0", "--phase", "report", "--score-test"])
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    from pathlib import Path
+
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and text in (proc / "cmdline").read_bytes().decode(errors="replace"):
+                found.append(int(proc.name))
+        except OSError:
+            continue
+    return found

@@ -117,7 +117,8 @@ def test_the_fold_is_exact_only_for_pointwise_consumers_and_its_true_error_is_me
     truth = weights_removed_network(model, keep)
     worst = {fold: _raw_max_difference(slim(model, keep, fold), truth, x) for fold in FOLD_MODES}
     mean = {fold: _raw_mean_difference(slim(model, keep, fold), truth, x) for fold in FOLD_MODES}
-    assert worst["all"] > 1e-3  # not exact: the test sees the border effect
+    assert 1e-3 < worst["all"] < 0.3  # not exact (the border effect is seen), and bounded
+    assert mean["all"] < 0.05
     assert mean["all"] < 0.5 * mean["pointwise"] < 0.5 * mean["none"]
     # Pruning only groups whose every consumer is 1x1, the fold is exact.
     convs = model.named_convs()

@@ -563,6 +563,6 @@ class Trainer:
             "train_images": len(self.train_index.samples),
             "val_split": cfg.val_split,
             "val_metrics": {k: v for k, v in val_metrics.items() if k != "ap50_ci95"},
-            "recipe": {k: v for k, v in cfg.to_dict().items() if k not in ("augment", "loss")},
+            "recipe": cfg.to_dict(),  # with augment and loss: enough to train the recipe again
             **self.anchor_info,
         }

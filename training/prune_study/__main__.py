@@ -31,9 +31,15 @@ from training.prune_study.scoring import evaluate, score_variant
 from training.prune_study.variants import GRIDS, SEEDS, Variant, expand
 from training.pruning.prune import summary
 
+TEST_MARK = "test_scored.json"
+
 
 def report(settings: StudySettings, variants: list[Variant], docs: Path, score_test: bool) -> dict[str, Any]:
     splits = ("val", "test") if score_test else ("val",)
+    if score_test and (settings.out / TEST_MARK).is_file():
+        raise SystemExit(f"{settings.out / TEST_MARK}: test was already scored for this study "
+                         f"({(settings.out / TEST_MARK).read_text().strip()}); it is scored once, for the final "
+                         "table. Report without --score-test, or delete the mark knowingly.")
     results = [r for r in (score_variant(settings, v, splits) for v in variants) if r is not None]
     if not results:
         raise SystemExit(f"{settings.out}: no variant has trained yet; run --phase run first")
@@ -48,6 +54,9 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
              "default": chosen["cell"] if chosen else None, "test_scored": score_test,
              "selection": f"highest mean val AP50 over seeds among pruned cells with >= {MIN_FLOPS_CUT:.0%} fewer FLOPs"}
     (settings.out / "study.json").write_text(json.dumps(study, indent=2))
+    if score_test:
+        (settings.out / TEST_MARK).write_text(json.dumps({"scored_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                          "variants": len(results)}))
     docs.mkdir(parents=True, exist_ok=True)
     text = (cells_table(baseline, cells, latency) + "\nPaired by seed (same data order):\n\n"
             + comparisons_table(comparisons))
@@ -73,8 +82,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seeds per cell (default 0 1 2)")
     parser.add_argument("--finetune-epochs", type=int, default=30, help="fine-tuning epochs per pruned variant")
     parser.add_argument("--finetune-lr", type=float, default=0.001)
-    parser.add_argument("--scratch-epochs", type=int, default=120,
-                        help="epochs of the from-scratch control (give it the baseline's epochs plus a fine-tune's)")
+    parser.add_argument("--scratch-epochs", type=int,
+                        help="epochs of the from-scratch control (default: the baseline's epochs plus --finetune-epochs, "
+                             "the same budget)")
     parser.add_argument("--distill", type=float, default=0.0, help="distillation weight while fine-tuning (0: off)")
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at once (separate processes)")
     parser.add_argument("--stop-after-minutes", type=float, help="stop every run at this time (they resume later)")
@@ -83,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto)")
     parser.add_argument("--score-test", action="store_true",
                         help="also score test: only once, for the final table, after every choice is made")
-    parser.add_argument("--docs", default="docs", help="where the table and the plots go")
+    parser.add_argument("--docs", default="docs/pruning-study", help="where the table and the plots go "
+                                                                     "(default docs/pruning-study)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     deadline = time.time() + 60 * args.stop_after_minutes if args.stop_after_minutes else None

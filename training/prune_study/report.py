@@ -1,9 +1,9 @@
 """The study's answer: cells as mean ± sd over seeds, paired comparisons with intervals, the
 fine-tuning curves and the trade-off plot, and the default chosen by the rule below.
 
-The rule, fixed before any run: among the PRUNED cells (not the from-scratch control) with
-at least :data:`MIN_FLOPS_CUT` fewer FLOPs than the baseline, the one with the highest mean
-val AP50 over its seeds. Test never takes part: it is scored only with ``--score-test``, once,
+The rule, fixed before any run: among the PRUNED cells (not the from-scratch control) whose
+every seed has finished, with at least :data:`MIN_FLOPS_CUT` fewer FLOPs than the baseline,
+the one with the highest mean val AP50 over its seeds. Test never takes part: it is scored only with ``--score-test``, once,
 for the final table.
 """
 
@@ -63,7 +63,7 @@ def compare(results: list[dict[str, Any]], split: str = "val", key: str = "ap50"
 
 
 def choose_default(baseline_gflops: float, cells: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    eligible = [c for c in cells.values() if c["method"] != SCRATCH and "val_ap50" in c
+    eligible = [c for c in cells.values() if c["method"] != SCRATCH and "val_ap50" in c and c["all_finished"]
                 and c["gflops"] <= (1 - MIN_FLOPS_CUT) * baseline_gflops]
     return max(eligible, key=lambda c: c["val_ap50"]["mean"], default=None)
 
@@ -94,21 +94,22 @@ def cells_table(baseline: dict[str, Any], cells: dict[str, dict[str, Any]], late
                     "yes" if c["all_flattened"] else "no", _ms(c.get("val_ap50")), _ms(c.get("val_ap50_95"))]
             vals += [_ms(c.get("test_ap50")), _ms(c.get("test_ap50_95"))] if has_test else []
         if latency:
-            key = "baseline" if cell is None else f"ratio-{c['ratio']:.1f}"
+            key = "baseline" if cell is None else f"ratio-{c['ratio']:.1f}" if c["scope"] == "uniform" else c["cell"]
             vals.append(f"{latency[key]['p50']:.2f}" if key in latency else "–")
         lines.append("| " + " | ".join(vals) + " |")
     return "\n".join(lines) + "\n"
 
 
 def comparisons_table(comparisons: list[dict[str, Any]]) -> str:
-    lines = ["| ratio | comparison (val AP50) | seeds | mean difference | 95% interval | verdict |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| ratio | comparison | split, metric | seeds | mean difference | 95% interval | verdict |",
+             "|---|---|---|---|---|---|---|"]
     for c in comparisons:
         d = c["difference"]
         diff = "–" if d is None else f"{d['mean']:+.4f}"
         ci = "–" if d is None else f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
         seeds = "–" if d is None else str(d["n"])
-        lines.append(f"| {c['ratio']:.1f} | {c['a']} − {c['b']} | {seeds} | {diff} | {ci} | {c['verdict']} |")
+        lines.append(f"| {c['ratio']:.1f} | {c['a']} − {c['b']} | {c['split']} {c['metric']} | {seeds} | {diff} | {ci} "
+                     f"| {c['verdict']} |")
     return "\n".join(lines) + "\n"
 
 

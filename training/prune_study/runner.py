@@ -17,6 +17,7 @@ name matching). Several small fine-tunes share one GPU this way.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -29,6 +30,7 @@ from pathlib import Path
 import torch
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
+from training.data.augment import AugmentConfig
 from training.prune_study.variants import SCRATCH, Variant
 from training.pruning.graph import coupling_groups
 from training.pruning.importance import L1Importance
@@ -48,7 +50,7 @@ class StudySettings:
     out: Path
     finetune_epochs: int = 30
     finetune_lr: float = 0.001
-    scratch_epochs: int = 120     # the control's budget: the baseline's epochs plus a fine-tune's
+    scratch_epochs: int | None = None  # the control's budget; None: the baseline's epochs plus a fine-tune's
     distill: float = 0.0
     threads: int = 0
     workers: int = 1
@@ -82,15 +84,47 @@ def paths(settings: StudySettings, v: Variant) -> VariantPaths:
     return VariantPaths(settings.out / v.name)
 
 
-def slim_widths(base: YOLOv3, ratio: float) -> YOLOv3:
+def slim_widths(base: YOLOv3, ratio: float, divisor: int = 8) -> YOLOv3:
     """A network with the widths a uniform prune at ``ratio`` leaves (weights irrelevant:
     under ``uniform`` every criterion keeps the same number of channels per layer)."""
-    keep = plan_keep(group_scores(L1Importance()(base), coupling_groups(base.config.spp)), PruneSpec(ratio, "uniform"))
+    keep = plan_keep(group_scores(L1Importance()(base), coupling_groups(base.config.spp)),
+                     PruneSpec(ratio, "uniform", divisor=divisor))
     return slim(base, keep)
 
 
+def baseline_recipe(weights: Path) -> TrainConfig:
+    """How the baseline was trained: its run folder's ``train_config.json`` when it sits
+    beside the weights, else the recipe in the checkpoint's metadata (older checkpoints kept
+    no augmentation settings there: the recipe's negatives say which of the two it used)."""
+    run_config = weights.parent / "train_config.json"
+    if run_config.is_file():
+        return TrainConfig.from_dict(json.loads(run_config.read_text()))
+    recipe = load_checkpoint(weights).metadata.get("recipe")
+    if not isinstance(recipe, dict):
+        raise ValueError(f"{weights}: no train_config.json beside it and no recipe in its metadata: "
+                         "the from-scratch control cannot copy the baseline's training")
+    recipe = dict(recipe)
+    if "augment" not in recipe:
+        other = recipe.get("mine_negatives") or recipe.get("negative_fraction")
+        recipe["augment"] = dataclasses.asdict(AugmentConfig.other_scopes() if other else AugmentConfig())
+        print(f"{weights}: its metadata has no augmentation settings; the control uses "
+              f"{'other-scopes' if other else 'kvasir'} augmentation, as its recipe's negatives imply")
+    return TrainConfig.from_dict(recipe)
+
+
+def scratch_config(settings: StudySettings, v: Variant, start: Path, run_dir: Path) -> TrainConfig:
+    """The control: the baseline's recipe from random weights at the slim widths, for the
+    baseline's epochs plus a fine-tune's unless ``scratch_epochs`` says otherwise."""
+    recipe = baseline_recipe(settings.weights)
+    epochs = settings.scratch_epochs or recipe.epochs + settings.finetune_epochs
+    return dataclasses.replace(recipe, data=str(settings.data), out=str(run_dir), init_weights=str(start),
+                               epochs=epochs, seed=v.seed, threads=settings.threads, workers=settings.workers,
+                               device=settings.device, fit_anchors=False, pretrained=None, distill_from=None)
+
+
 def _train(cfg: TrainConfig, show_progress: bool) -> None:
-    resume = (Path(cfg.out) / STATE_FILE).is_file()
+    run = Path(cfg.out)
+    resume = (run / STATE_FILE).is_file() or (run / "last.safetensors").is_file()
     Trainer(cfg, resume=resume, show_progress=show_progress).run()
 
 
@@ -108,11 +142,9 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
     if v.method == SCRATCH:
         if not p.start.is_file():
             torch.manual_seed(v.seed)
-            widths = slim_widths(load_checkpoint(settings.weights).model, v.ratio).config
+            widths = slim_widths(load_checkpoint(settings.weights).model, v.ratio, job.divisor).config
             save_checkpoint(p.start, YOLOv3(widths), {"scratch_control": {"ratio": v.ratio, "seed": v.seed}})
-        cfg = TrainConfig(data=str(settings.data), out=str(p.run), init_weights=str(p.start),
-                          epochs=settings.scratch_epochs, img=load_checkpoint(p.start).config.input_size,
-                          seed=v.seed, threads=settings.threads, workers=settings.workers, device=settings.device)
+        cfg = scratch_config(settings, v, p.start, p.run)
     else:
         if not p.start.is_file():
             run_prune(job)  # finetune_epochs 0: score, slim, recalibrate, write p.start
@@ -120,7 +152,8 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
     if settings.threads:
         torch.set_num_threads(settings.threads)
     _train(cfg, settings.show_progress)
-    p.done.write_text(json.dumps({"variant": v.name, "minutes": round((time.time() - started) / 60, 2)}))
+    p.done.write_text(json.dumps({"variant": v.name, "epochs": cfg.epochs,
+                                  "minutes": round((time.time() - started) / 60, 2)}))
 
 
 def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
@@ -135,29 +168,45 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
         return []
     running: list[tuple[Variant, subprocess.Popen]] = []
     failed: list[str] = []
-    while pending or running:
-        out_of_time = deadline is not None and time.time() >= deadline
-        while pending and len(running) < jobs and not out_of_time:
-            v = pending.pop(0)
-            running.append((v, _start_child(settings, v)))
-        time.sleep(1.0)
-        for item in list(running):
-            v, proc = item
-            if out_of_time and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)  # the child's own session: it and its loader workers
-                proc.wait()
-                print(f"stopped {v.name} at the deadline (resumes next time)", flush=True)
-                running.remove(item)
-            elif proc.poll() is not None:
-                running.remove(item)
-                ok = proc.returncode == 0
-                print(f"{'finished' if ok else 'FAILED'} {v.name}" + ("" if ok else f" (see {paths(settings, v).log})"),
-                      flush=True)
-                if not ok:
-                    failed.append(v.name)
-        if out_of_time:
-            pending.clear()
+    try:
+        while pending or running:
+            out_of_time = deadline is not None and time.time() >= deadline
+            while pending and len(running) < jobs and not out_of_time:
+                v = pending.pop(0)
+                running.append((v, _start_child(settings, v)))
+            time.sleep(1.0)
+            for item in list(running):
+                v, proc = item
+                if out_of_time and proc.poll() is None:
+                    _stop_group(proc)
+                    print(f"stopped {v.name} at the deadline (resumes next time)", flush=True)
+                    running.remove(item)
+                elif proc.poll() is not None:
+                    running.remove(item)
+                    ok = proc.returncode == 0
+                    print(f"{'finished' if ok else 'FAILED'} {v.name}"
+                          + ("" if ok else f" (see {paths(settings, v).log})"), flush=True)
+                    if not ok:
+                        failed.append(v.name)
+            if out_of_time:
+                pending.clear()
+    finally:  # interrupted (Ctrl-C, an outer time limit): no child may train on unattended
+        for _, proc in running:
+            if proc.poll() is None:
+                _stop_group(proc)
     return failed
+
+
+def _stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
+    """Stop a child and its data-loading workers: its own process group (never by name)."""
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    except ProcessLookupError:
+        pass
 
 
 def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
@@ -166,7 +215,8 @@ def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "training.prune_study", "--phase", "run", "--jobs", "1",
            "--weights", str(settings.weights), "--data", str(settings.data), "--out", str(settings.out),
            "--finetune-epochs", str(settings.finetune_epochs), "--finetune-lr", str(settings.finetune_lr),
-           "--scratch-epochs", str(settings.scratch_epochs), "--distill", str(settings.distill),
+           *(["--scratch-epochs", str(settings.scratch_epochs)] if settings.scratch_epochs else []),
+           "--distill", str(settings.distill),
            "--threads", str(settings.threads), "--workers", str(settings.workers), "--device", settings.device,
            "--variants", str(v), "--seeds", str(v.seed), "--quiet"]
     print(f"started {v.name} (log: {p.log})", flush=True)

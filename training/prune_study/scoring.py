@@ -1,8 +1,9 @@
 """Figures of each finished (or interrupted) variant: val after training, the curve of the
 run, and -- only when asked, once, for the final table -- test.
 
-The checkpoint scored is the run's ``best.safetensors`` (chosen on val AP50 by the trainer).
-A run cut short is scored from its best epoch so far and says how many epochs it had.
+The checkpoint scored is the run's ``last.safetensors`` (its final EMA weights; the best epoch
+on val would be picked on the very data that compares the cells). A run cut short is scored
+from its last epoch so far and says how many epochs it had.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ def flattened(points: list[dict[str, float]], tail: float = 0.25, tolerance: flo
 def score_variant(settings: StudySettings, v: Variant, splits: tuple[str, ...] = ("val",)) -> dict[str, Any] | None:
     """The variant's figures, or ``None`` when it has not started training."""
     p = paths(settings, v)
-    best = p.run / "best.safetensors"
+    # The last epoch's weights, not the best: the best of ~30 epochs picked on the same val
+    # set that then compares the cells would be biased upwards, more for noisier cells.
+    best = p.run / "last.safetensors"
     if not best.is_file():
         return None
     points = curve(p.run)

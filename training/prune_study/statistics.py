@@ -12,14 +12,14 @@ from collections.abc import Mapping, Sequence
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (scipy.stats.t.ppf(0.975, df)).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042, 40: 2.021, 60: 2.000, 120: 1.980}
 
 
 def t95(df: int) -> float:
     """The 95% two-sided t quantile; between tabulated values the next smaller df (wider)."""
     if df < 1:
         raise ValueError("a t interval needs at least two values")
-    if df > 30:
+    if df > 120:
         return 1.96
     return _T95[max(k for k in _T95 if k <= df)]
 
