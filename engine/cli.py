@@ -39,7 +39,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_build_engine(args: argparse.Namespace) -> int:
-    from engine.trt_build import BuildOptions, build_engine
+    from engine.trt_engine.build import BuildOptions, build_engine
 
     onnx = Path(args.onnx)
     out = Path(args.out) if args.out else onnx.with_suffix(".engine")

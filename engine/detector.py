@@ -16,10 +16,10 @@ import numpy as np
 
 from engine.backends.base import Backend, BackendUnavailable
 from engine.detections import Detections
-from engine.engine_file import EngineMismatch
 from engine.model_info import ModelFormatError, ModelInfo, read_onnx_info
 from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU, check_conf, check_iou, postprocess
 from engine.preprocess import Preprocessor
+from engine.trt_engine.engine_file import EngineMismatch
 
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "onnxruntime-cpu",
             "torch")

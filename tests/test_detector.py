@@ -118,7 +118,7 @@ def test_runtime_runs_without_torch(tiny_onnx):
     code = BLOCK_TORCH + f"""
 import json, numpy as np
 import engine.detector, engine.benchmark, engine.backends.onnxruntime_backend, engine.backends.trt
-import engine.trt_build, engine.calibration, engine.engine_file, app.cli
+import engine.trt_engine.build, engine.precision.calibration, engine.trt_engine.engine_file, app.cli
 from engine.detector import Detector
 det = Detector({str(tiny_onnx)!r})
 dets = det(np.zeros((480, 640, 3), np.uint8))

@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from engine.calibration import CalibrationBatches, CalibrationError, calibration_images
-from engine.engine_file import EngineMismatch, EngineSidecar, check_compatible, read_sidecar, write_sidecar
 from engine.model_info import read_onnx_info, sha256_file
-from engine.trt_build import BuildOptions
+from engine.precision.calibration import CalibrationBatches, CalibrationError, calibration_images
+from engine.trt_engine.build import BuildOptions
+from engine.trt_engine.engine_file import EngineMismatch, EngineSidecar, check_compatible, read_sidecar, write_sidecar
 
 
 def _sidecar(onnx_path, **kw):
@@ -96,7 +96,7 @@ def test_tensorrt_engine_matches_onnxruntime(tiny_onnx, tmp_path):
     pytest.importorskip("tensorrt")
     pytest.importorskip("pycuda")
     from engine.detector import Detector
-    from engine.trt_build import build_engine
+    from engine.trt_engine.build import build_engine
 
     engine = tmp_path / "tiny.engine"
     build_engine(BuildOptions(onnx=tiny_onnx, out=engine, precision="fp32"))

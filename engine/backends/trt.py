@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from engine.backends.base import BackendUnavailable
-from engine.engine_file import EngineSidecar, check_compatible, read_sidecar
+from engine.trt_engine.engine_file import EngineSidecar, check_compatible, read_sidecar
 
 
 def import_tensorrt() -> tuple[Any, Any]:

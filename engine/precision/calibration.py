@@ -1,7 +1,8 @@
 """INT8 calibration data: letterboxed frames in batches, exactly as inference sees them.
 
-This part needs no TensorRT, so it is tested everywhere; ``engine.trt_build`` wraps it in
-TensorRT's entropy calibrator on a GPU machine.
+Used by the Q/DQ quantizer (:mod:`engine.precision.int8`) and, on TensorRT 10 only, by the
+implicit entropy calibrator of :mod:`engine.trt_engine.build`. Calibrate on TRAINING frames:
+validation picks the model and the threshold, test is scored once.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from engine.atomic import atomic_write_bytes
-from engine.calibration import CalibrationBatches, calibration_images
-from engine.engine_file import EngineSidecar, write_sidecar
 from engine.model_info import read_onnx_info, sha256_file
+from engine.precision.calibration import CalibrationBatches, calibration_images
+from engine.trt_engine.engine_file import EngineSidecar, write_sidecar
 
 PRECISIONS = ("fp32", "fp16", "int8")
 DEFAULT_WORKSPACE_MB = 2048
