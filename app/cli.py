@@ -202,13 +202,16 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
 
 def _add_build_engine(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX (NVIDIA GPU)",
-                       description="Builds a serialized TensorRT 10 engine and a JSON sidecar (TensorRT "
-                                   "version, GPU, precision, input shape, ONNX sha256). INT8 calibrates on "
-                                   "letterboxed frames from --calib with an entropy calibrator.")
-    p.add_argument("--onnx", required=True, help="a PolypScope .onnx")
-    p.add_argument("--precision", choices=["fp32", "fp16", "int8"], default="fp16")
-    p.add_argument("--calib", help="folder of calibration frames (INT8; use validation images)")
-    p.add_argument("--calib-split", help="optional id list restricting --calib (e.g. DATA/splits/val.txt)")
+                       description="Builds a serialized TensorRT 10 or 11 engine and a JSON sidecar (TensorRT "
+                                   "version, GPU, precision, input shape, ONNX and engine sha256). Precision comes "
+                                   "from the ONNX types: fp16 converts the network (input, output and box decode "
+                                   "stay float32); int8 writes Q/DQ nodes calibrated on --calib frames (TensorRT "
+                                   "needs no calibrator); int8-calibrated is TensorRT 10's implicit calibrator.")
+    p.add_argument("--onnx", required=True, help="a PolypScope .onnx (or one already quantized to Q/DQ INT8)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "int8", "int8-calibrated"], default="fp16")
+    p.add_argument("--calib", help="folder of calibration frames for INT8: TRAINING frames (e.g. the dataset folder "
+                                   "with --calib-split DATA/splits/train.txt), never test")
+    p.add_argument("--calib-split", help="optional id list restricting --calib (e.g. DATA/splits/train.txt)")
     p.add_argument("--workspace-mb", type=int, default=2048, help="builder workspace limit in MiB")
     p.add_argument("--max-batch", type=int, default=8, help="largest batch of a --dynamic model's profile")
     p.add_argument("--out", help="output .engine (default: beside the ONNX)")

@@ -137,7 +137,8 @@ def run_detect(args: argparse.Namespace) -> int:
         _stderr(warning)
     source = open_source(args.source, realtime=args.realtime, folder_fps=args.fps, on_status=_stderr,
                          give_up_after=args.give_up_after)
-    detector = Detector(args.model, args.backend, conf=args.conf, iou=args.iou, threads=args.threads)
+    detector = Detector(args.model, args.backend, conf=args.conf, iou=args.iou, threads=args.threads,
+                        no_sidecar=args.no_sidecar)
     _stderr(detector.selection.explain())
     persistence = None if args.no_persistence else PersistenceFilter(
         PersistenceSettings(args.persist_k, args.persist_n, args.persist_hold))
@@ -297,6 +298,9 @@ def add_detect_parser(sub: argparse._SubParsersAction, handler) -> None:
     p.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate, like a live feed")
     p.add_argument("--fps", type=_checked(_positive_finite), default=25.0, help="frame rate of an image-folder source")
     p.add_argument("--threads", type=_int_at_least(0), default=0, help="inference threads (default 0: all cores)")
+    p.add_argument("--no-sidecar", action="store_true",
+                   help="load a TensorRT engine built elsewhere (trtexec, Polygraphy) that has no PolypScope sidecar; "
+                        "nothing about it is checked (a warning says so)")
     p.add_argument("--give-up-after", type=_give_up_after, default=DEFAULT_GIVE_UP_AFTER, metavar="SECONDS",
                    help="camera or stream: stop (exit 1) after this long without frames; reconnection is tried "
                         f"meanwhile (default {DEFAULT_GIVE_UP_AFTER:g}; '{NEVER}': keep trying)")

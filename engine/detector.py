@@ -62,7 +62,7 @@ def model_kind(path: Path) -> str:
     raise ModelFormatError(f"{path}: unknown model type {suffix!r}; expected .onnx, .engine or .safetensors")
 
 
-def _open_backend(name: str, path: Path, threads: int, spin: bool = True) -> Backend:
+def _open_backend(name: str, path: Path, threads: int, spin: bool = True, no_sidecar: bool = False) -> Backend:
     """Create backend ``name`` for ``path`` or raise BackendUnavailable saying why not."""
     kind = model_kind(path)
     if name == "tensorrt":
@@ -71,7 +71,7 @@ def _open_backend(name: str, path: Path, threads: int, spin: bool = True) -> Bac
         engine_path = path if kind == "engine" else path.with_suffix(".engine")
         if not engine_path.is_file():
             raise BackendUnavailable(f"no TensorRT engine at {engine_path} (build one with 'polypscope build-engine')")
-        return TensorRTBackend(engine_path)
+        return TensorRTBackend(engine_path, unchecked=no_sidecar)
     if name == "torch":
         if kind != "safetensors":
             raise BackendUnavailable(f"the torch backend runs .safetensors checkpoints, not .{kind}")
@@ -89,7 +89,7 @@ def _open_backend(name: str, path: Path, threads: int, spin: bool = True) -> Bac
 
 
 def open_backend(path: str | Path, backend: str = "auto", threads: int = 0,
-                 spin: bool = True) -> tuple[Backend, BackendSelection]:
+                 spin: bool = True, no_sidecar: bool = False) -> tuple[Backend, BackendSelection]:
     p = Path(path)
     if not p.is_file():
         raise ModelFormatError(f"{p}: no such model file")
@@ -99,11 +99,11 @@ def open_backend(path: str | Path, backend: str = "auto", threads: int = 0,
     elif backend == "onnxruntime":
         order = ONNXRUNTIME_BEST
     else:
-        return _open_backend(backend, p, threads, spin), BackendSelection(backend)
+        return _open_backend(backend, p, threads, spin, no_sidecar), BackendSelection(backend)
     passed: dict[str, str] = {}
     for name in order:
         try:
-            return _open_backend(name, p, threads, spin), BackendSelection(name, passed, backend)
+            return _open_backend(name, p, threads, spin, no_sidecar), BackendSelection(name, passed, backend)
         except (BackendUnavailable, EngineMismatch) as exc:  # a stale engine is passed over, with the fix
             passed[name] = str(exc)
     raise BackendUnavailable(f"{p}: no backend can run it: " + "; ".join(f"{k}: {v}" for k, v in passed.items()))
@@ -122,14 +122,15 @@ class Detector:
     model by export), or ``DEFAULT_CONF`` for a model without one."""
 
     def __init__(self, model: str | Path, backend: str = "auto", *, conf: float | None = None,
-                 iou: float = DEFAULT_IOU, threads: int = 0, warmup: int = WARMUP_RUNS, spin: bool = True) -> None:
+                 iou: float = DEFAULT_IOU, threads: int = 0, warmup: int = WARMUP_RUNS, spin: bool = True,
+                 no_sidecar: bool = False) -> None:
         if conf is not None:
             self.conf = conf  # checked before the (slow) backend is opened
         self.iou = iou
         if threads < 0:
             raise ValueError(f"threads must be >= 0 (0: all cores), got {threads}")
         self.model_path = Path(model)
-        self.backend, self.selection = open_backend(self.model_path, backend, threads, spin)
+        self.backend, self.selection = open_backend(self.model_path, backend, threads, spin, no_sidecar)
         self.info: ModelInfo = self.backend.info  # type: ignore[attr-defined]
         if conf is None:  # the model's validated operating point, else the generic default
             self.conf = self.info.operating_threshold or DEFAULT_CONF

@@ -88,7 +88,13 @@ def test_build_options_validate(tmp_path):
     with pytest.raises(ValueError, match="precision must be one of"):
         BuildOptions(onnx=tmp_path / "m.onnx", out=tmp_path / "m.engine", precision="fp8")
     opts = BuildOptions(onnx=tmp_path / "m.onnx", out=tmp_path / "m.engine", precision="int8", calib=tmp_path)
-    assert opts.calib_cache.name == "m.calib.cache" and opts.timing_cache_path.name == "timing.cache"
+    # Caches are keyed so they cannot be reused wrongly: timing by GPU, capability and
+    # TensorRT version; calibration by the ONNX's checksum.
+    assert opts.timing_cache("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0").name == \
+        "timing-nvidia-h100-80gb-hbm3-cc9.0-trt10.13.3.9.cache"
+    assert opts.timing_cache("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0") != opts.timing_cache("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0")
+    assert opts.calibration_cache("ab" * 32).name == "m.calib-abababababababab.cache"
+    assert opts.typed_onnx().name == "m.int8.onnx"
 
 
 @pytest.mark.gpu
@@ -113,17 +119,18 @@ def _install_fakes(monkeypatch, onnx_path, **kw):
 
     from .fake_tensorrt import make_modules
 
-    trt, pycuda, cuda = make_modules(str(onnx_path), **kw)
+    trt, pycuda, cuda, rec = make_modules(str(onnx_path), **kw)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setitem(sys.modules, "pycuda", pycuda)
     monkeypatch.setitem(sys.modules, "pycuda.driver", cuda)
+    return rec
 
 
 def _fake_engine(tmp_path, onnx_path, **sidecar):
     engine = tmp_path / "model.engine"
     engine.write_bytes(b"FAKE-ENGINE")
-    write_sidecar(engine, _sidecar(onnx_path, tensorrt_version="10.3.0", gpu_name="Fake GPU",
-                                   compute_capability="8.6", **sidecar))
+    write_sidecar(engine, _sidecar(onnx_path, tensorrt_version="10.13.3.9", gpu_name="Fake GPU",
+                                   compute_capability="8.6", engine_sha256=sha256_file(engine), **sidecar))
     return engine
 
 

@@ -1,21 +1,27 @@
-"""Native TensorRT backend (TensorRT 10 Python API + pycuda). The only module that imports
+"""Native TensorRT backend (TensorRT 10 and 11 Python API + pycuda). The only module that imports
 ``tensorrt`` or ``pycuda``, and only when a TensorRT backend is actually created.
 
 The engine is deserialised once; input and output live in page-locked host buffers and
 device buffers allocated once; each frame is one async host-to-device copy,
 ``execute_async_v3`` on a private CUDA stream, one async device-to-host copy and a stream
-synchronise. Tensors are bound by name (TensorRT 10 has no binding indices).
+synchronise. Tensors are bound by name (TensorRT 10 and 11 have no binding indices); their
+dtypes come from the engine (an fp16 or INT8 engine still has float32 input and output,
+since the typed ONNX keeps them). Every name used here exists in both versions: the test
+stand-in refuses names the version it emulates lacks (``engine/trt_engine/api_names/``).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from engine.backends.base import BackendUnavailable
-from engine.trt_engine.engine_file import EngineSidecar, check_compatible, read_sidecar
+from engine.model_info import ModelInfo
+from engine.preprocess import DEFAULT_LETTERBOX_COLOUR
+from engine.trt_engine.engine_file import EngineSidecar, check_compatible, check_pair, read_sidecar
 
 
 def import_tensorrt() -> tuple[Any, Any]:
@@ -46,19 +52,52 @@ def cuda_device_info(cuda: Any, index: int = 0) -> tuple[str, str]:
     return dev.name(), f"{major}.{minor}"
 
 
-class TensorRTBackend:
-    """Runs a serialized engine built by ``polypscope build-engine`` (batch 1)."""
+def unchecked_info(engine: Any, trt: Any, source: Path) -> ModelInfo:
+    """Model info read off an engine's own input and output tensors, for an engine without a
+    sidecar: the pre-processing is assumed to be PolypScope's (RGB/255, grey letterbox)."""
+    names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+    inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+    outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise BackendUnavailable(f"{source}: expected one input and one output, found {inputs} and {outputs}")
+    in_shape, out_shape = tuple(engine.get_tensor_shape(inputs[0])), tuple(engine.get_tensor_shape(outputs[0]))
+    if len(in_shape) != 4 or in_shape[1] != 3 or in_shape[2] != in_shape[3] or len(out_shape) != 3 or out_shape[2] < 6:
+        raise BackendUnavailable(f"{source}: input {in_shape} / output {out_shape} are not a PolypScope detector's "
+                                 "([B, 3, S, S] in, [B, N, 5 + C] out)")
+    classes = out_shape[2] - 5
+    return ModelInfo(class_names=("polyp",) if classes == 1 else tuple(f"class{i}" for i in range(classes)),
+                     input_size=int(in_shape[2]), letterbox_colour=DEFAULT_LETTERBOX_COLOUR, normalisation="rgb/255",
+                     anchors=(), strides=(8, 16, 32), source_sha256="unknown",
+                     output_layout="x1,y1,x2,y2,objectness,class scores...", input_name=inputs[0],
+                     output_name=outputs[0], code_version="unchecked engine")
 
-    def __init__(self, engine_path: str | Path, device_index: int = 0, check_onnx: bool = True) -> None:
+
+class TensorRTBackend:
+    """Runs a serialized engine built by ``polypscope build-engine`` (batch 1).
+
+    ``unchecked=True`` loads an engine without a sidecar (built by ``trtexec`` or
+    Polygraphy), with a warning: its GPU, TensorRT version, source model and pre-processing
+    cannot be checked, and the model info is read off its tensors."""
+
+    def __init__(self, engine_path: str | Path, device_index: int = 0, check_onnx: bool = True,
+                 unchecked: bool = False) -> None:
         trt, cuda = import_tensorrt()
         path = Path(engine_path)
-        self.sidecar: EngineSidecar = read_sidecar(path)
+        self.sidecar: EngineSidecar | None = None
         gpu, capability = cuda_device_info(cuda, device_index)
-        check_compatible(path, self.sidecar, tensorrt_version=trt.__version__, gpu_name=gpu,
-                         compute_capability=capability, check_onnx=check_onnx)
-        self.info = self.sidecar.info(path)
+        if unchecked:
+            warnings.warn(f"{path}: loaded without a sidecar: nothing about it was checked (GPU, TensorRT "
+                          "version, source model, pre-processing); boxes are right only if it was built from a "
+                          "PolypScope export", stacklevel=2)
+        else:
+            self.sidecar = read_sidecar(path)
+            check_compatible(path, self.sidecar, tensorrt_version=trt.__version__, gpu_name=gpu,
+                             compute_capability=capability, check_onnx=check_onnx)
+            check_pair(path, self.sidecar)
         self.name = "tensorrt"
         self._cuda = cuda
+        self._device: dict[str, Any] = {}
+        self.stream = None
         # A retained primary context, made current on this thread for our lifetime.
         self._context = cuda.Device(device_index).retain_primary_context()
         self._context.push()
@@ -68,16 +107,18 @@ class TensorRTBackend:
             self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
                 raise BackendUnavailable(f"{path}: TensorRT could not deserialise the engine")
+            self.info = unchecked_info(self.engine, trt, path) if unchecked else self.sidecar.info(path)
             self.execution = self.engine.create_execution_context()
             self.stream = cuda.Stream()
             self._allocate(trt)
-        finally:
-            self._context.pop()
+        except BaseException:
+            self._release()  # nothing half-made may keep the device memory or the context
+            raise
+        self._context.pop()
 
     def _allocate(self, trt: Any) -> None:
         cuda = self._cuda
         self._host: dict[str, np.ndarray] = {}
-        self._device: dict[str, Any] = {}
         self.input_name = self.output_name = ""
         size = self.info.input_size
         for i in range(self.engine.num_io_tensors):
@@ -85,7 +126,8 @@ class TensorRTBackend:
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
                 self.input_name = name
                 # Dynamic-batch engines need a concrete shape before outputs have one.
-                self.execution.set_input_shape(name, (1, 3, size, size))
+                if not self.execution.set_input_shape(name, (1, 3, size, size)):
+                    raise BackendUnavailable(f"the engine refuses input shape (1, 3, {size}, {size}) for {name}")
         for i in range(self.engine.num_io_tensors):
             name = self.engine.get_tensor_name(i)
             shape = tuple(self.execution.get_tensor_shape(name))
@@ -94,8 +136,9 @@ class TensorRTBackend:
             dtype = np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
             host = cuda.pagelocked_empty(shape, dtype)
             device = cuda.mem_alloc(host.nbytes)
+            self._device[name] = device
             self.execution.set_tensor_address(name, int(device))
-            self._host[name], self._device[name] = host, device
+            self._host[name] = host
             if self.engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT:
                 self.output_name = name
 
@@ -119,10 +162,18 @@ class TensorRTBackend:
         if getattr(self, "_context", None) is None:
             return
         self._context.push()
+        self._release()
+
+    def _release(self) -> None:
+        """Free device buffers, the stream, the execution context and the engine, then pop
+        and detach the context (expects it pushed)."""
         try:
             for buf in self._device.values():
                 buf.free()
             self._device.clear()
+            if self.stream is not None:
+                self.stream.synchronize()
+            self.stream = None
             self.execution = None
             self.engine = None
         finally:

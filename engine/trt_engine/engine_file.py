@@ -3,8 +3,10 @@
 A serialized engine only runs on the GPU model and TensorRT version that built it, and
 silently goes stale when its ONNX changes. So every ``model.engine`` has a
 ``model.engine.json`` beside it recording TensorRT version, GPU name and compute
-capability, precision, input shape, the ONNX file's sha256 and the model info; loading
-checks all of it first and says how to rebuild when something differs.
+capability, precision, input shape, the ONNX file's sha256, the engine's own sha256 and
+the model info; loading checks all of it first and says how to rebuild when something
+differs. An engine built elsewhere (``trtexec``, Polygraphy) has no sidecar: ``detect
+--no-sidecar`` loads it anyway, with a warning that nothing was checked.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ class EngineSidecar:
     onnx_path: str
     onnx_sha256: str
     model_info: dict[str, str]  # ModelInfo.to_metadata() of the ONNX
+    engine_sha256: str = ""     # of the engine file: the pair belongs together
+    built_from: str = ""        # the typed ONNX the network was parsed from (fp16 / Q/DQ copy)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2)
@@ -63,6 +67,17 @@ def read_sidecar(engine_path: str | Path) -> EngineSidecar:
             "and ONNX source are unknown; rebuild it with 'polypscope build-engine --onnx MODEL.onnx'"
         )
     return EngineSidecar.from_json(side.read_text(), side)
+
+
+def check_pair(engine_path: str | Path, sidecar: EngineSidecar) -> None:
+    """Raise :class:`EngineMismatch` unless the sidecar was written for exactly this engine
+    file (a build stopped between the two writes, or an engine copied over another)."""
+    if not sidecar.engine_sha256:
+        raise EngineMismatch(f"{engine_path}: its sidecar records no engine checksum (written by an older "
+                             f"PolypScope), so it cannot be tied to this engine; {rebuild_hint(sidecar)}")
+    if sha256_file(Path(engine_path)) != sidecar.engine_sha256:
+        raise EngineMismatch(f"{engine_path}: the engine is not the one its sidecar describes (an interrupted "
+                             f"build or a replaced file); {rebuild_hint(sidecar)}")
 
 
 def rebuild_hint(sidecar: EngineSidecar) -> str:
