@@ -200,6 +200,30 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("engine.cli", "run_export"))
 
 
+def _add_quantize(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("quantize", help="an INT8 (Q/DQ) or fp16 copy of an exported ONNX, checked against float32",
+                       description="INT8: static quantization with Q/DQ nodes by onnxruntime.quantization "
+                                   "(per-channel int8 weights, activation ranges from --calib frames; the box "
+                                   "decode and output convolutions stay float). fp16: the network in float16, "
+                                   "input, output and decode in float32. Both run on onnxruntime's CPU provider and "
+                                   "build into TensorRT 10/11 engines without a calibrator. Then compares the "
+                                   "copy's detections with the float32 model's on --check frames.")
+    p.add_argument("--onnx", required=True, help="the float32 PolypScope .onnx")
+    p.add_argument("--precision", choices=["int8", "fp16"], default="int8")
+    p.add_argument("--out", help="output .onnx (default: MODEL.int8.onnx / MODEL.fp16.onnx beside the input)")
+    p.add_argument("--calib", help="INT8: folder of TRAINING frames (e.g. the dataset folder with --calib-split)")
+    p.add_argument("--calib-split", help="id list restricting --calib, e.g. DATA/splits/train.txt")
+    p.add_argument("--calib-images", type=int, default=256, help="at most this many calibration frames (default 256)")
+    p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="percentile",
+                   help="activation range estimate (default percentile: 99.999th, robust to outliers)")
+    p.add_argument("--keep-float", nargs="*", default=[], metavar="NAME",
+                   help="more node names (or fragments, e.g. /heads.0/) to leave in float")
+    p.add_argument("--check", help="folder of frames to compare detections on (default: Kvasir-SEG val if found)")
+    p.add_argument("--check-images", type=int, default=32, help="frames compared (default 32)")
+    p.add_argument("--json-out", help="write the comparison here as JSON")
+    p.set_defaults(handler=_lazy("engine.cli", "run_quantize"))
+
+
 def _add_build_engine(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build-engine", help="build a TensorRT engine from an exported ONNX (NVIDIA GPU)",
                        description="Builds a serialized TensorRT 10 or 11 engine and a JSON sidecar (TensorRT "
@@ -271,7 +295,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ONNX/TensorRT).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_build_engine, _add_bench, _add_detect, _add_app):
+    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_quantize, _add_build_engine, _add_bench, _add_detect, _add_app):
         add(sub)
     return parser
 

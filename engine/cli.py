@@ -1,4 +1,4 @@
-"""Command-line handlers for export, build-engine and bench (dispatched by ``app.cli``)."""
+"""Command-line handlers for export, quantize, build-engine and bench (dispatched by ``app.cli``)."""
 
 from __future__ import annotations
 
@@ -35,6 +35,36 @@ def run_export(args: argparse.Namespace) -> int:
         repo = write_triton_repository(result.path, result.info, args.triton,
                                        max_batch=args.triton_max_batch if args.dynamic else 0)
         print(f"Triton model repository: {repo}")
+    return 0
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    from engine.export import default_check_images
+    from engine.precision.calibration import calibration_images
+    from engine.precision.fp16 import write_fp16
+    from engine.precision.int8 import quantize_int8
+    from engine.precision.parity import parity_on_frames
+
+    onnx = Path(args.onnx)
+    out = Path(args.out) if args.out else onnx.with_name(f"{onnx.stem}.{args.precision}.onnx")
+    if args.precision == "int8":
+        if not args.calib:
+            raise SystemExit("quantize --precision int8 needs --calib: TRAINING frames (e.g. --calib DATA "
+                             "--calib-split DATA/splits/train.txt)")
+        quantize_int8(onnx, out, args.calib, calib_split=args.calib_split, max_images=args.calib_images,
+                      method=args.method, extra_exclude=tuple(args.keep_float))
+    else:
+        write_fp16(onnx, out)
+    frames = calibration_images(args.check, args.check_images) if args.check else default_check_images(args.check_images)
+    print(f"wrote {out}")
+    if not frames:
+        print("no frames to compare detections on (give --check FOLDER)")
+        return 0
+    parity = parity_on_frames(onnx, out, frames)
+    print(f"{args.precision} against float32: {parity.summary()}")
+    if args.json_out:
+        atomic_write_text(args.json_out, json.dumps({"model": str(out), "reference": str(onnx), **parity.to_dict()},
+                                                    indent=2))
     return 0
 
 

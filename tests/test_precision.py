@@ -1,0 +1,87 @@
+"""Reduced-precision copies: fp16 keeps the decode in float32, INT8 has Q/DQ nodes and keeps
+the output layers in float, and both are judged by their detections against float32."""
+
+import json
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+
+from engine.detections import Detections
+from engine.model_info import read_onnx_info
+from engine.precision.fp16 import write_fp16
+from engine.precision.int8 import float_nodes, quantize_int8
+from engine.precision.parity import compare_detections
+
+from .synthetic import draw_sample
+
+
+def _dets(boxes, scores):
+    return Detections(np.asarray(boxes, np.float32).reshape(-1, 4), np.asarray(scores, np.float32),
+                      np.zeros(len(scores), np.int64))
+
+
+def test_parity_matches_boxes_and_measures_score_drift_by_hand():
+    ref = _dets([[0, 0, 10, 10], [50, 50, 70, 70]], [0.9, 0.4])
+    cand = _dets([[1, 0, 11, 10], [100, 100, 110, 110]], [0.85, 0.3])
+    p = compare_detections([(ref, cand), (_dets([], []), _dets([], []))])
+    assert (p.frames, p.reference_boxes, p.candidate_boxes, p.matched) == (2, 2, 2, 1)
+    assert p.recall_of_reference == 0.5
+    assert p.mean_iou == pytest.approx(90 / 110) and p.max_score_drift == pytest.approx(0.05, abs=1e-6)
+
+
+@pytest.fixture(scope="module")
+def frames(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("frames")
+    rng = np.random.default_rng(11)
+    for i in range(6):
+        cv2.imwrite(str(folder / f"f{i}.png"), draw_sample(rng, 140, 180)[0])
+    return folder
+
+
+def test_fp16_copy_keeps_io_and_decode_in_float32_and_finds_the_same_boxes(tiny_onnx, tmp_path, frames):
+    out = write_fp16(tiny_onnx, tmp_path / "m.fp16.onnx")
+    model = onnx.load(str(out))
+    floats = {i.name: i.data_type for i in model.graph.initializer}
+    assert sum(t == onnx.TensorProto.FLOAT16 for t in floats.values()) > 10  # the convolution weights
+    types = {n.name: n for n in model.graph.node}
+    assert any(n.startswith("/cast_in/") for n in types) and any(n.startswith("/cast_out/") for n in types)
+    info = read_onnx_info(out)  # metadata kept, graph input/output still float32
+    assert info == read_onnx_info(tiny_onnx)
+    assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
+    from engine.precision.parity import parity_on_frames
+
+    parity = parity_on_frames(tiny_onnx, out, sorted(frames.iterdir()))
+    assert parity.reference_boxes > 0 and parity.recall_of_reference >= 0.9 and parity.mean_iou > 0.95
+
+
+def test_int8_copy_has_qdq_nodes_but_float_outputs_and_decode(tiny_onnx, tmp_path, frames):
+    out = quantize_int8(tiny_onnx, tmp_path / "m.int8.onnx", frames)
+    model = onnx.load(str(out))
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > 10
+    excluded = float_nodes(tiny_onnx)
+    assert any("/out/conv/" in n for n in excluded) and any(n.startswith("/decoder/") for n in excluded)
+    initialisers = {i.name for i in model.graph.initializer}
+    out_convs = [n for n in model.graph.node if "/out/conv/" in n.name]
+    quantized_convs = [n for n in model.graph.node if n.op_type == "Conv" and n.input[1] not in initialisers]
+    assert len(out_convs) == 3 and all(n.input[1] in initialisers for n in out_convs)  # float weights
+    assert len(quantized_convs) > 10  # the others read their weights through DequantizeLinear
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["precision"] == "int8" and "6 frames" in meta["int8_calibration"]
+    assert read_onnx_info(out) == read_onnx_info(tiny_onnx)
+
+
+def test_quantize_command_writes_the_copy_and_its_comparison(tiny_onnx, tmp_path, frames, capsys):
+    from app.cli import main
+
+    out = tmp_path / "q.onnx"
+    assert main(["quantize", "--onnx", str(tiny_onnx), "--out", str(out), "--calib", str(frames), "--check",
+                 str(frames), "--json-out", str(tmp_path / "p.json")]) == 0
+    text = capsys.readouterr().out
+    assert f"wrote {out}" in text and "int8 against float32: 6 frames" in text
+    report = json.loads((tmp_path / "p.json").read_text())
+    assert report["frames"] == 6 and 0 <= report["recall_of_reference"] <= 1
+    with pytest.raises(SystemExit, match="needs --calib"):
+        main(["quantize", "--onnx", str(tiny_onnx), "--out", str(out)])
