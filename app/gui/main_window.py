@@ -32,6 +32,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from app.cpu_budget import CpuBudget, app_budget, apply_opencv_threads
 from app.gui.worker import StreamWorker
 from app.streaming.persistence import PersistenceFilter, PersistenceSettings
 from app.streaming.pipeline import Result, StreamPipeline
@@ -75,11 +76,15 @@ class MainWindow(QMainWindow):
     source_status = Signal(str)
 
     def __init__(self, source: str | None = None, model: str | None = None, *, settings: QSettings | None = None,
-                 backend: str | None = None, realtime: bool = True) -> None:
+                 backend: str | None = None, realtime: bool = True, cpu_budget: CpuBudget | None = None) -> None:
         """``realtime=False`` plays files and folders as fast as the detector and the window
-        go, every frame shown (soak tests, quick reviews); live sources are live either way."""
+        go, every frame shown (soak tests, quick reviews); live sources are live either way.
+        ``cpu_budget`` splits the cores between inference and the rest (default
+        :func:`app.cpu_budget.app_budget`)."""
         super().__init__()
         self.realtime = realtime
+        self.cpu_budget = cpu_budget or app_budget()
+        apply_opencv_threads(self.cpu_budget)
         self.setWindowTitle("PolypScope")
         self.settings = settings or QSettings(ORGANISATION, APPLICATION)
         self.detector: Detector | None = None
@@ -204,7 +209,8 @@ class MainWindow(QMainWindow):
 
         def load() -> None:
             try:
-                self.model_ready.emit(Detector(path, backend, conf=conf, iou=iou))
+                self.model_ready.emit(Detector(path, backend, conf=conf, iou=iou,
+                                               threads=self.cpu_budget.inference_threads, spin=self.cpu_budget.spin))
             except Exception as exc:  # any failure is shown, not raised into Qt
                 self.model_failed.emit(f"cannot load model {path}: {exc}")
 

@@ -41,7 +41,7 @@ def resident_mb() -> float | None:
 
 
 def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: float = SETTLE_SECONDS,
-            fast: bool = False, memory_every: float = 10.0) -> dict[str, Any]:
+            fast: bool = False, memory_every: float = 10.0, cpu_budget: Any = None) -> dict[str, Any]:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -50,7 +50,7 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     with tempfile.TemporaryDirectory() as tmp:
         settings = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(source, model, settings=settings, realtime=not fast)
+        window = MainWindow(source, model, settings=settings, realtime=not fast, cpu_budget=cpu_budget)
         window.resize(1280, 800)
         window.show()
         if not wait_until(lambda: window.frames_shown > 0, timeout=60):
@@ -159,8 +159,16 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="stop after this many seconds (default 300)")
     parser.add_argument("--memory-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--plot", help="write memory, latency and drops over time here (PNG; needs matplotlib)")
+    parser.add_argument("--cpu", choices=["app", "benchmark"], default="app",
+                        help="how the cores are shared: app (default; app.cpu_budget) or benchmark (all inference "
+                             "threads, spinning, OpenCV's own pool: the app before issue 13)")
     args = parser.parse_args()
-    report = measure(args.source, args.model, timeout=args.timeout, fast=args.fast, memory_every=args.memory_every)
+    from app.cpu_budget import BENCHMARK, app_budget
+
+    budget = app_budget() if args.cpu == "app" else BENCHMARK
+    report = measure(args.source, args.model, timeout=args.timeout, fast=args.fast, memory_every=args.memory_every,
+                     cpu_budget=budget)
+    report["cpu_budget"] = budget.describe()
     text = json.dumps(report, indent=2)
     print(json.dumps({k: v for k, v in report.items() if k != "timeline"}, indent=2))
     if args.json_out:
