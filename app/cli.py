@@ -211,11 +211,14 @@ def _add_quantize(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--onnx", required=True, help="the float32 PolypScope .onnx")
     p.add_argument("--precision", choices=["int8", "fp16"], default="int8")
     p.add_argument("--out", help="output .onnx (default: MODEL.int8.onnx / MODEL.fp16.onnx beside the input)")
-    p.add_argument("--calib", help="INT8: folder of TRAINING frames (e.g. the dataset folder with --calib-split)")
+    p.add_argument("--calib", help="INT8: TRAINING frames; a dataset folder calibrates on its splits/train.txt")
     p.add_argument("--calib-split", help="id list restricting --calib, e.g. DATA/splits/train.txt")
     p.add_argument("--calib-images", type=int, default=256, help="at most this many calibration frames (default 256)")
     p.add_argument("--method", choices=["minmax", "entropy", "percentile"], default="percentile",
                    help="activation range estimate (default percentile: 99.999th, robust to outliers)")
+    p.add_argument("--target", choices=["cpu", "tensorrt"], default="cpu",
+                   help="INT8 for onnxruntime's CPU kernels (default; INT32 biases) or for TensorRT (float biases, "
+                        "which its parser needs); build-engine --precision int8 makes the TensorRT one itself")
     p.add_argument("--keep-float", nargs="*", default=[], metavar="NAME",
                    help="more node names (or fragments, e.g. /heads.0/) to leave in float")
     p.add_argument("--check", help="folder of frames to compare detections on (default: Kvasir-SEG val if found)")

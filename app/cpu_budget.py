@@ -21,14 +21,16 @@ from dataclasses import dataclass
 class CpuBudget:
     inference_threads: int   # onnxruntime intra-op threads (0: all cores)
     spin: bool               # onnxruntime threads spin-wait between runs
-    opencv_threads: int      # cv2.setNumThreads (0: OpenCV's default pool)
+    opencv_threads: int      # cv2.setNumThreads: 0 sequential, < 0 OpenCV's default pool
 
     def describe(self) -> str:
+        opencv = "sequential" if self.opencv_threads == 0 else "default pool" if self.opencv_threads < 0 \
+            else f"{self.opencv_threads} threads"
         return (f"{self.inference_threads or 'all'} inference thread(s), spinning {'on' if self.spin else 'off'}, "
-                f"OpenCV {self.opencv_threads or 'default'} thread(s)")
+                f"OpenCV {opencv}")
 
 
-BENCHMARK = CpuBudget(inference_threads=0, spin=True, opencv_threads=0)  # what the app used before
+BENCHMARK = CpuBudget(inference_threads=0, spin=True, opencv_threads=-1)  # what the app used before
 
 
 def app_budget(cores: int | None = None) -> CpuBudget:
@@ -39,10 +41,10 @@ def app_budget(cores: int | None = None) -> CpuBudget:
             threads = int(override)
         except ValueError:
             raise ValueError(f"POLYPSCOPE_INFERENCE_THREADS={override!r}: expected a whole number") from None
-        return CpuBudget(max(0, threads), spin=False, opencv_threads=1)
+        return CpuBudget(max(0, threads), spin=False, opencv_threads=0)
     if cores is None:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return CpuBudget(inference_threads=max(1, cores - 1), spin=False, opencv_threads=1)
+    return CpuBudget(inference_threads=max(1, cores - 1), spin=False, opencv_threads=0)
 
 
 def apply_opencv_threads(budget: CpuBudget) -> None:

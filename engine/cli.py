@@ -52,7 +52,7 @@ def run_quantize(args: argparse.Namespace) -> int:
             raise SystemExit("quantize --precision int8 needs --calib: TRAINING frames (e.g. --calib DATA "
                              "--calib-split DATA/splits/train.txt)")
         quantize_int8(onnx, out, args.calib, calib_split=args.calib_split, max_images=args.calib_images,
-                      method=args.method, extra_exclude=tuple(args.keep_float))
+                      method=args.method, extra_exclude=tuple(args.keep_float), target=args.target)
     else:
         write_fp16(onnx, out)
     frames = calibration_images(args.check, args.check_images) if args.check else default_check_images(args.check_images)

@@ -108,6 +108,17 @@ def ort_cuda_error(onnx: Path) -> str | None:
     return None if active[0] == "CUDAExecutionProvider" else f"fell back to {active}"
 
 
+def fix_hint(error: str) -> str:
+    """What usually makes onnxruntime's CUDA provider load, from its error text."""
+    if "libcudnn" in error or "libcublas" in error or "libcudart" in error or "libcufft" in error:
+        return ("onnxruntime-gpu cannot find the CUDA/cuDNN libraries it was built against: install them "
+                "(pip install nvidia-cudnn-cu12 nvidia-cublas-cu12 nvidia-cuda-runtime-cu12 for a CUDA 12 build) "
+                "or an onnxruntime-gpu built for this machine's CUDA")
+    if "fell back" in error:
+        return "the CUDA provider is listed but did not start: check nvidia-smi and the CUDA version of onnxruntime-gpu"
+    return "see onnxruntime's CUDA provider requirements for this onnxruntime-gpu version"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.gpu_bench", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -150,11 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     tensor = tensor.copy()
     cpu = OnnxRuntimeBackend(onnx, info, "cpu")
     run.record("onnxruntime", "cpu", timed(lambda: cpu.infer(tensor), args.iterations))
-    if not env["cuda"]:
-        run.stop("no CUDA device here (torch.cuda.is_available() is False): GPU sections not run")
+    from engine.backends.onnxruntime_backend import nvidia_driver_present
+
+    env["nvidia_driver"] = nvidia_driver_present()
+    if not env["cuda"] and not env["nvidia_driver"]:
+        run.stop("no NVIDIA driver and no CUDA device for torch here: GPU sections not run")
         return _torch_cpu_row(run, args, tensor)
     error = ort_cuda_error(onnx)
     run.record("onnxruntime", "cuda_provider_error", error)
+    if error is not None:
+        run.record("onnxruntime", "cuda_provider_fix", fix_hint(error))
     if error is None and run.time_left():
         plain = ort.InferenceSession(str(onnx), providers=["CUDAExecutionProvider"])
         feed = {info.input_name: tensor}
@@ -168,6 +184,9 @@ def main(argv: list[str] | None = None) -> int:
             run.record("onnxruntime", "cuda graph error", f"{type(exc).__name__}: {exc}")
 
     # 3. torch, 4. the whole GPU path
+    if not env["cuda"]:
+        run.stop("torch sees no CUDA device (or is not installed): torch and GPU-letterbox sections not run")
+        return 0
     if args.weights and run.time_left():
         from engine.backends.torch_backend import TorchBackend
 
@@ -200,7 +219,13 @@ def _torch_cpu_row(run: Run, args: argparse.Namespace, tensor: np.ndarray) -> in
             from engine.backends.torch_backend import TorchBackend
         except ImportError:
             return 0
-        backend = TorchBackend(args.weights, "cpu")
+        from engine.backends.base import BackendUnavailable
+
+        try:
+            backend = TorchBackend(args.weights, "cpu")
+        except BackendUnavailable as exc:
+            run.record("torch", "unavailable", str(exc))
+            return 0
         run.record("torch", "cpu fp32", timed(lambda: backend.infer(tensor), max(20, args.iterations // 5)))
     return 0
 

@@ -33,6 +33,7 @@ class GpuLetterbox:
         self.canvas = rgb.view(1, 3, 1, 1).expand(1, 3, size, size).contiguous().to(self.device, self.dtype)
         self.fill = self.canvas.clone()
         self._staging: Any = None
+        self._uploaded: Any = None  # a CUDA event after the last upload
 
     def __call__(self, frame: np.ndarray) -> tuple[Any, Letterbox]:
         torch = self.torch
@@ -42,11 +43,17 @@ class GpuLetterbox:
         box = Letterbox.fit(h, w, self.size)
         host = torch.from_numpy(np.ascontiguousarray(frame))
         if self.device.type == "cuda":
+            if self._uploaded is not None:
+                self._uploaded.synchronize()  # the last non-blocking upload has left the staging buffer
             if self._staging is None or self._staging.shape != host.shape:
                 self._staging = torch.empty(host.shape, dtype=torch.uint8, pin_memory=True)
             self._staging.copy_(host)
             host = self._staging
-        image = host.to(self.device, non_blocking=True).permute(2, 0, 1).flip(0).unsqueeze(0)  # BGR -> RGB, NCHW
+        image = host.to(self.device, non_blocking=True)
+        if self.device.type == "cuda":
+            self._uploaded = torch.cuda.Event()
+            self._uploaded.record()
+        image = image.permute(2, 0, 1).flip(0).unsqueeze(0)  # BGR -> RGB, NCHW
         image = image.to(self.dtype) / 255.0
         mode = "area" if box.scale < 1 else "bilinear"
         resized = F.interpolate(image, size=(box.height, box.width), mode=mode,

@@ -211,6 +211,10 @@ def make_modules(onnx_path: str | None = None, gpu: str = "Fake GPU", capability
 
         def parse(self, data):
             rec.calls.append(("parse", (len(data),)))
+            problem = _explicit_quantization_problem(bytes(data))
+            if problem:
+                self._errors = [problem]
+                return False
             session = ort.InferenceSession(bytes(data), providers=["CPUExecutionProvider"])
             self._network._onnx = bytes(data)
             for i in session.get_inputs():
@@ -220,10 +224,10 @@ def make_modules(onnx_path: str | None = None, gpu: str = "Fake GPU", capability
 
         @property
         def num_errors(self):
-            return 0
+            return len(getattr(self, "_errors", []))
 
         def get_error(self, i):
-            return ""
+            return self._errors[i]
 
     class TimingCache(Api):
         def __init__(self, data):
@@ -419,3 +423,24 @@ def make_modules(onnx_path: str | None = None, gpu: str = "Fake GPU", capability
     pycuda = types.ModuleType("pycuda")
     pycuda.driver = cuda
     return trt, pycuda, cuda, rec
+
+
+def _explicit_quantization_problem(data: bytes) -> str | None:
+    """What TensorRT's ONNX parser refuses in Q/DQ graphs (explicit quantization): a
+    DequantizeLinear whose input is not INT8 (INT32 biases: NVIDIA, TensorRT issue 4542) and
+    non-zero zero points (TensorRT quantization is symmetric)."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load_from_string(data)
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits \
+                and inits[node.input[0]].data_type != onnx.TensorProto.INT8:
+            kind = onnx.TensorProto.DataType.Name(inits[node.input[0]].data_type)
+            return f"{node.name}: DequantizeLinear of {kind} is not supported (only INT8/FP8)"
+        if len(node.input) > 2 and node.input[2] in inits and numpy_helper.to_array(inits[node.input[2]]).any():
+            return f"{node.name}: non-zero zero point (TensorRT supports symmetric quantization only)"
+    return None

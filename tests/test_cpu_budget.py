@@ -7,10 +7,11 @@ from app.cpu_budget import BENCHMARK, CpuBudget, app_budget
 
 def test_the_app_leaves_a_core_for_capture_and_drawing_and_never_spins(monkeypatch):
     monkeypatch.delenv("POLYPSCOPE_INFERENCE_THREADS", raising=False)
-    assert app_budget(2) == CpuBudget(1, spin=False, opencv_threads=1)
-    assert app_budget(16) == CpuBudget(15, spin=False, opencv_threads=1)
+    assert app_budget(2) == CpuBudget(1, spin=False, opencv_threads=0)  # OpenCV sequential
+    assert app_budget(16) == CpuBudget(15, spin=False, opencv_threads=0)
     assert app_budget(1).inference_threads == 1
-    assert BENCHMARK.spin and BENCHMARK.inference_threads == 0
+    assert BENCHMARK.spin and BENCHMARK.inference_threads == 0 and BENCHMARK.opencv_threads < 0  # OpenCV's pool
+    assert "OpenCV default pool" in BENCHMARK.describe() and "sequential" in app_budget(2).describe()
     monkeypatch.setenv("POLYPSCOPE_INFERENCE_THREADS", "3")
     assert app_budget(2).inference_threads == 3
     monkeypatch.setenv("POLYPSCOPE_INFERENCE_THREADS", "many")
@@ -28,7 +29,7 @@ def test_the_window_opens_its_detector_with_the_budget(qtbot, tiny_onnx, tmp_pat
     before = cv2.getNumThreads()
     try:
         window = MainWindow(None, None, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
-                            cpu_budget=CpuBudget(1, spin=False, opencv_threads=1))
+                            cpu_budget=CpuBudget(1, spin=False, opencv_threads=0))
         qtbot.addWidget(window)
         assert cv2.getNumThreads() == 1
         window.load_model(str(tiny_onnx))

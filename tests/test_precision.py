@@ -29,6 +29,9 @@ def test_parity_matches_boxes_and_measures_score_drift_by_hand():
     assert (p.frames, p.reference_boxes, p.candidate_boxes, p.matched) == (2, 2, 2, 1)
     assert p.recall_of_reference == 0.5
     assert p.mean_iou == pytest.approx(90 / 110) and p.max_score_drift == pytest.approx(0.05, abs=1e-6)
+    assert p.crossings == 0 and compare_detections([(ref, cand)], threshold=0.87).crossings == 1  # 0.90 vs 0.85
+    nothing = compare_detections([(ref, _dets([[200, 200, 210, 210]], [0.5]))])
+    assert nothing.matched == 0 and nothing.mean_iou is None and "none of 2 float32 boxes found" in nothing.summary()
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +88,19 @@ def test_quantize_command_writes_the_copy_and_its_comparison(tiny_onnx, tmp_path
     assert report["frames"] == 6 and 0 <= report["recall_of_reference"] <= 1
     with pytest.raises(SystemExit, match="needs --calib"):
         main(["quantize", "--onnx", str(tiny_onnx), "--out", str(out)])
+
+
+def test_calibration_takes_a_dataset_s_training_frames_and_refuses_test(tmp_path):
+    from engine.precision.calibration import CalibrationError, calibration_images, images_digest
+
+    (tmp_path / "images").mkdir()
+    (tmp_path / "splits").mkdir()
+    for name in ("a", "b", "c"):
+        cv2.imwrite(str(tmp_path / "images" / f"{name}.png"), np.zeros((8, 8, 3), np.uint8))
+    (tmp_path / "splits" / "train.txt").write_text("a\nb\n")
+    (tmp_path / "splits" / "test.txt").write_text("c\n")
+    files = calibration_images(tmp_path)
+    assert [f.stem for f in files] == ["a", "b"]
+    with pytest.raises(CalibrationError, match="test split would tune the model on what scores it"):
+        calibration_images(tmp_path, split_file=tmp_path / "splits" / "test.txt")
+    assert images_digest(files) != images_digest(files[:1])

@@ -131,8 +131,11 @@ def test_implicit_calibration_is_tensorrt_10_only_and_uses_the_network_batch(fak
     build_engine(BuildOptions(tiny_onnx, engine, "int8-calibrated", calib=calib_frames))
     assert ("calibrated", (6, 1)) in rec.calls  # six images in six batches of one: the network's batch
     assert {repr(c[1][0]) for c in rec.calls if c[0] == "set_flag"} == {"BuilderFlag.FP16", "BuilderFlag.INT8"}
-    cache = BuildOptions(tiny_onnx, engine).calibration_cache(sha256_file(tiny_onnx))
-    assert cache.read_bytes() == b"calibration-table"
+    from engine.precision.calibration import calibration_images, images_digest
+
+    cache = BuildOptions(tiny_onnx, engine).calibration_cache(sha256_file(tiny_onnx),
+                                                              images_digest(calibration_images(calib_frames)))
+    assert cache.read_bytes() == b"calibration-table"  # keyed by the ONNX and by the frames
     fakes(V11)
     with pytest.raises(UnsupportedOnThisTensorRT, match="TensorRT 11.4.0.106.*--precision int8"):
         build_engine(BuildOptions(tiny_onnx, tmp_path / "n.engine", "int8-calibrated", calib=calib_frames))
@@ -221,3 +224,16 @@ def test_api_names_lists_are_what_the_extractor_writes():
         first = (API_DIR / f"tensorrt-{version}.txt").read_text().splitlines()[0]
         assert first.startswith(f"# TensorRT {version} Python API names, extracted from tensorrt_cu1")
         assert "sha256" in first
+
+
+def test_tensorrt_refuses_the_cpu_int8_copy_and_builds_the_tensorrt_one(fakes, tiny_onnx, tmp_path, calib_frames):
+    """onnxruntime's CPU INT8 copy carries INT32 biases through DequantizeLinear, which
+    TensorRT's parser refuses; the copy made for TensorRT keeps biases in float."""
+    from engine.precision.int8 import quantize_int8
+
+    fakes(V11)
+    cpu_copy = quantize_int8(tiny_onnx, tmp_path / "cpu.int8.onnx", calib_frames, target="cpu")
+    with pytest.raises(RuntimeError, match="DequantizeLinear of INT32 is not supported"):
+        build_engine(BuildOptions(cpu_copy, tmp_path / "a.engine", "int8"))
+    trt_copy = quantize_int8(tiny_onnx, tmp_path / "trt.int8.onnx", calib_frames, target="tensorrt")
+    assert build_engine(BuildOptions(trt_copy, tmp_path / "b.engine", "int8")).built_from == str(trt_copy)

@@ -82,18 +82,22 @@ def _write(path, text):
     return path
 
 
-def test_build_options_validate(tmp_path):
+def test_build_options_validate(tmp_path, tiny_onnx):
     with pytest.raises(ValueError, match="INT8 needs --calib"):
+        BuildOptions(onnx=tiny_onnx, out=tmp_path / "m.engine", precision="int8")
+    with pytest.raises(ValueError, match="int8-calibrated needs --calib"):
+        BuildOptions(onnx=tiny_onnx, out=tmp_path / "m.engine", precision="int8-calibrated")
+    with pytest.raises(ValueError, match="m.onnx: not a readable ONNX model"):
         BuildOptions(onnx=tmp_path / "m.onnx", out=tmp_path / "m.engine", precision="int8")
     with pytest.raises(ValueError, match="precision must be one of"):
         BuildOptions(onnx=tmp_path / "m.onnx", out=tmp_path / "m.engine", precision="fp8")
     opts = BuildOptions(onnx=tmp_path / "m.onnx", out=tmp_path / "m.engine", precision="int8", calib=tmp_path)
     # Caches are keyed so they cannot be reused wrongly: timing by GPU, capability and
-    # TensorRT version; calibration by the ONNX's checksum.
+    # TensorRT version; calibration by the ONNX's checksum and the frames.
     assert opts.timing_cache("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0").name == \
         "timing-nvidia-h100-80gb-hbm3-cc9.0-trt10.13.3.9.cache"
     assert opts.timing_cache("11.4.0.106", "NVIDIA H100 80GB HBM3", "9.0") != opts.timing_cache("10.13.3.9", "NVIDIA H100 80GB HBM3", "9.0")
-    assert opts.calibration_cache("ab" * 32).name == "m.calib-abababababababab.cache"
+    assert opts.calibration_cache("ab" * 32, "0123456789ab").name == "m.calib-abababababababab-0123456789ab.cache"
     assert opts.typed_onnx().name == "m.int8.onnx"
 
 

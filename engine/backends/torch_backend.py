@@ -37,6 +37,7 @@ class TorchBackend:
         ckpt = load_checkpoint(path, device=self.device)
         self.dtype = torch.float16 if half else torch.float32
         self.model = ckpt.model.eval().to(self.dtype)
+        self.model.decoder.float()  # the decode turns offsets into pixels: float32, as in the fp16 ONNX
         self.info = model_info_from_config(ckpt.config, sha256_file(path),
                                            operating_threshold=operating_threshold(ckpt.metadata))
         self.name = f"torch-{self.device.type}" + ("-fp16" if half else "") + ("-graph" if cuda_graph else "")
@@ -52,11 +53,11 @@ class TorchBackend:
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side), torch.inference_mode():
             for _ in range(3):  # warm-up outside the graph (cuDNN picks its kernels here)
-                self.model(self._static_in)
+                self._forward(self._static_in)
         torch.cuda.current_stream().wait_stream(side)
         self._graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(self._graph), torch.inference_mode():
-            self._static_out = self.model(self._static_in)
+            self._static_out = self._forward(self._static_in)
 
     def infer_device(self, tensor) -> object:
         """Run on a tensor already on the device (the GPU letterbox's); returns a device tensor."""
@@ -66,7 +67,11 @@ class TorchBackend:
             self._graph.replay()
             return self._static_out
         with torch.inference_mode():
-            return self.model(tensor.to(self.dtype))
+            return self._forward(tensor.to(self.dtype))
+
+    def _forward(self, x):
+        """The network in ``self.dtype``, the decode in float32."""
+        return self.model.decoder([raw.float() for raw in self.model.forward_raw(x)])
 
     def infer(self, tensor: np.ndarray) -> np.ndarray:
         torch = self._torch

@@ -168,11 +168,16 @@ class TensorRTBackend:
         """Free device buffers, the stream, the execution context and the engine, then pop
         and detach the context (expects it pushed)."""
         try:
+            if self.stream is not None:
+                self.stream.synchronize()  # no copy may still be using a buffer freed below
             for buf in self._device.values():
                 buf.free()
             self._device.clear()
-            if self.stream is not None:
-                self.stream.synchronize()
+            for host in getattr(self, "_host", {}).values():  # page-locked: freed while the context is current
+                free = getattr(getattr(host, "base", None), "free", None)
+                if free is not None:
+                    free()
+            self._host = {}
             self.stream = None
             self.execution = None
             self.engine = None

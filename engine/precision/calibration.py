@@ -22,11 +22,26 @@ class CalibrationError(ValueError):
     """No usable calibration images; names the folder."""
 
 
+def images_digest(files: list[Path]) -> str:
+    """A short checksum of which frames calibrate (names and sizes): part of a cache's key."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.name}:{f.stat().st_size};".encode())
+    return h.hexdigest()[:12]
+
+
 def calibration_images(folder: str | Path, limit: int | None = None, split_file: str | Path | None = None) -> list[Path]:
     """Image files of ``folder`` (sorted), or of its ``images/`` subfolder, optionally only
-    the ids listed in ``split_file`` (e.g. a dataset's ``splits/val.txt``: calibrate on
-    validation images, never on test)."""
+    the ids listed in ``split_file``. A dataset folder with ``splits/train.txt`` gives its
+    training frames unless another list is named; the test list is refused."""
     root = Path(folder)
+    if split_file is None and (root / "splits" / "train.txt").is_file():
+        split_file = root / "splits" / "train.txt"  # a dataset folder: its training frames, never val or test
+    if split_file is not None and Path(split_file).stem == "test":
+        raise CalibrationError(f"{split_file}: calibration on the test split would tune the model on what scores it; "
+                               "use splits/train.txt")
     if (root / "images").is_dir():
         root = root / "images"
     if not root.is_dir():

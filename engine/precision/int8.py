@@ -4,8 +4,8 @@ Static quantization, per-channel symmetric int8 weights and per-tensor activatio
 ranges come from TRAINING frames letterboxed exactly as at run time. The decode and the three
 output convolutions stay in float (``nodes_to_exclude``): the output convolutions produce the
 logits whose small differences decide which boxes pass the threshold, and the decode turns
-offsets into pixels. Which layers stay in float is a measured choice (``docs/performance.md``);
-``extra_exclude`` leaves more in float.
+offsets into pixels. ``extra_exclude`` leaves more in float (``polypscope quantize
+--keep-float``); which layers deserve it has not been measured yet.
 
 The result runs on onnxruntime's CPU provider (VNNI int8 kernels on these EPYCs) and is what
 TensorRT builds from without a calibrator (the only INT8 route TensorRT 11 has).
@@ -51,10 +51,21 @@ class _FrameReader:
         return None if batch is None else {self._input_name: batch}
 
 
+TARGETS = ("cpu", "tensorrt")
+
+
 def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calib: str | Path, *, calib_split: str | Path | None = None,
-                  max_images: int = 256, method: str = "percentile", extra_exclude: tuple[str, ...] = ()) -> Path:
-    """Write a Q/DQ INT8 copy of ``onnx_in`` calibrated on frames of ``calib`` (optionally only
-    the ids of ``calib_split``, e.g. ``DATA/splits/train.txt``)."""
+                  max_images: int = 256, method: str = "percentile", extra_exclude: tuple[str, ...] = (),
+                  target: str = "cpu") -> Path:
+    """Write a Q/DQ INT8 copy of ``onnx_in`` calibrated on frames of ``calib`` (a dataset folder
+    calibrates on its ``splits/train.txt`` unless ``calib_split`` names another id list).
+
+    ``target`` differs in the bias: onnxruntime's CPU kernels fuse a convolution into integer
+    arithmetic when its bias arrives as INT32 through DequantizeLinear, but TensorRT parses no
+    INT32 DequantizeLinear (NVIDIA, TensorRT issue 4542), so the TensorRT copy keeps biases in
+    float and gives every weight its own Q/DQ pair, as NVIDIA's explicit-quantization examples do."""
+    if target not in TARGETS:
+        raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if method not in CALIBRATION_METHODS:
@@ -71,9 +82,11 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calib: str | Path, 
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[method],
         nodes_to_exclude=float_nodes(onnx_in, extra_exclude),
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True},
+        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+                       **({"QuantizeBias": False, "DedicatedQDQPair": True} if target == "tensorrt" else {})},
     )
-    _tag(tmp, {"precision": "int8", "int8_calibration": f"{method} on {len(files) - len(batches.skipped)} frames "
+    _tag(tmp, {"precision": "int8", "int8_target": target,
+               "int8_calibration": f"{method} on {len(files) - len(batches.skipped)} frames "
                f"of {Path(calib).name}" + (f" ({Path(calib_split).name})" if calib_split else "")})
     tmp.replace(out)
     return out

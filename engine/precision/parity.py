@@ -26,9 +26,11 @@ class Parity:
     reference_boxes: int
     candidate_boxes: int
     matched: int
-    mean_iou: float
-    mean_score_drift: float
-    max_score_drift: float
+    mean_iou: float | None          # None: nothing matched
+    mean_score_drift: float | None
+    max_score_drift: float | None
+    crossings: int = 0              # matched boxes on opposite sides of ``threshold``
+    threshold: float = 0.25
 
     @property
     def recall_of_reference(self) -> float:
@@ -38,9 +40,13 @@ class Parity:
         return {**asdict(self), "recall_of_reference": self.recall_of_reference}
 
     def summary(self) -> str:
+        if self.mean_iou is None:
+            return (f"{self.frames} frames: none of {self.reference_boxes} float32 boxes found; "
+                    f"{self.candidate_boxes} boxes only the candidate draws")
         return (f"{self.frames} frames: {self.matched}/{self.reference_boxes} float32 boxes found "
                 f"(IoU >= {MATCH_IOU}, mean IoU {self.mean_iou:.3f}), score drift mean {self.mean_score_drift:.4f} "
-                f"max {self.max_score_drift:.4f}, {self.candidate_boxes - self.matched} boxes only the candidate draws")
+                f"max {self.max_score_drift:.4f}, {self.crossings} on the other side of the threshold "
+                f"{self.threshold:g}, {self.candidate_boxes - self.matched} boxes only the candidate draws")
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -53,9 +59,10 @@ def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
-def compare_detections(pairs: list[tuple[object, object]]) -> Parity:
-    """``pairs`` of (reference, candidate) :class:`~engine.detections.Detections` per frame."""
-    ref_total = cand_total = matched = 0
+def compare_detections(pairs: list[tuple[object, object]], threshold: float = 0.25) -> Parity:
+    """``pairs`` of (reference, candidate) :class:`~engine.detections.Detections` per frame;
+    ``threshold`` is the operating threshold whose crossings are counted."""
+    ref_total = cand_total = matched = crossings = 0
     ious: list[float] = []
     drifts: list[float] = []
     for ref, cand in pairs:
@@ -73,8 +80,10 @@ def compare_detections(pairs: list[tuple[object, object]]) -> Parity:
                 matched += 1
                 ious.append(float(iou[i, j]))
                 drifts.append(abs(float(ref.scores[i]) - float(cand.scores[j])))
-    return Parity(len(pairs), ref_total, cand_total, matched, float(np.mean(ious)) if ious else 1.0,
-                  float(np.mean(drifts)) if drifts else 0.0, float(np.max(drifts)) if drifts else 0.0)
+                crossings += int((ref.scores[i] > threshold) != (cand.scores[j] > threshold))
+    return Parity(len(pairs), ref_total, cand_total, matched, float(np.mean(ious)) if ious else None,
+                  float(np.mean(drifts)) if drifts else None, float(np.max(drifts)) if drifts else None,
+                  crossings, threshold)
 
 
 def parity_on_frames(reference: str | Path, candidate: str | Path, frames: list[Path],
@@ -84,10 +93,11 @@ def parity_on_frames(reference: str | Path, candidate: str | Path, frames: list[
 
     ref = Detector(reference, "onnxruntime-cpu", conf=conf, warmup=0)
     cand = Detector(candidate, "onnxruntime-cpu", conf=conf, warmup=0)
+    threshold = ref.info.operating_threshold or 0.25
     pairs = []
     for path in frames:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)
         if image is None:
             raise ValueError(f"{path}: not a readable image")
         pairs.append((ref(image), cand(image)))
-    return compare_detections(pairs)
+    return compare_detections(pairs, threshold)

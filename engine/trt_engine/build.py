@@ -7,7 +7,9 @@ and weak typing: ``BuilderFlag.FP16/INT8`` and the INT8 calibrators are gone):
 - ``fp16``: an fp16 copy of the ONNX (input, output and the box decode kept in float32;
   :mod:`engine.precision.fp16`), strongly typed;
 - ``int8``: a Q/DQ copy of the ONNX (:mod:`engine.precision.int8`, calibrated on TRAINING
-  frames), strongly typed: TensorRT takes the scales from the Q/DQ nodes, no calibrator;
+  frames, biases kept in float for TensorRT's parser), strongly typed: TensorRT takes the
+  scales from the Q/DQ nodes, no calibrator. The layers left unquantized (decode, output
+  convolutions) then run in float32: a strongly typed network has no fp16 fall-back;
 - ``int8-calibrated``: TensorRT 10 only, the implicit entropy calibrator on the float
   ONNX with ``BuilderFlag.FP16 | INT8``, fed batches of the network's own batch size (1
   for a static model; the old code fed 8-image batches, so 512 images became 64).
@@ -30,7 +32,7 @@ import numpy as np
 
 from engine.atomic import atomic_write_bytes
 from engine.model_info import read_onnx_info, sha256_file
-from engine.precision.calibration import CalibrationBatches, calibration_images
+from engine.precision.calibration import CalibrationBatches, calibration_images, images_digest
 from engine.trt_engine.engine_file import EngineSidecar, write_sidecar
 
 PRECISIONS = ("fp32", "fp16", "int8", "int8-calibrated")
@@ -56,10 +58,13 @@ class BuildOptions:
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
-        if self.precision.startswith("int8") and self.calib is None and not _is_qdq(self.onnx):
+        if self.precision == "int8-calibrated" and self.calib is None:
+            raise ValueError("int8-calibrated needs --calib DIR: TRAINING frames (a dataset folder calibrates on "
+                             "its splits/train.txt)")
+        if self.precision == "int8" and self.calib is None and not _is_qdq(self.onnx):
             raise ValueError("INT8 needs --calib DIR: frames like those the model will see, from the TRAINING "
-                             "split (e.g. --calib DATA --calib-split DATA/splits/train.txt); or pass an ONNX that "
-                             "already has Q/DQ nodes (polypscope quantize)")
+                             "split (a dataset folder calibrates on its splits/train.txt); or pass an ONNX that "
+                             "already has Q/DQ nodes (polypscope quantize --target tensorrt)")
 
     @property
     def caches(self) -> Path:
@@ -70,9 +75,10 @@ class BuildOptions:
         slug = re.sub(r"[^A-Za-z0-9]+", "-", gpu).strip("-").lower()
         return self.caches / f"timing-{slug}-cc{capability}-trt{tensorrt_version}.cache"
 
-    def calibration_cache(self, onnx_sha256: str) -> Path:
-        """The implicit calibrator's table, tied to the exact ONNX it was measured on."""
-        return self.caches / f"{self.out.stem}.calib-{onnx_sha256[:16]}.cache"
+    def calibration_cache(self, onnx_sha256: str, images: str) -> Path:
+        """The implicit calibrator's table, tied to the exact ONNX and the frames it was
+        measured on (``images``: :func:`engine.precision.calibration.images_digest`)."""
+        return self.caches / f"{self.out.stem}.calib-{onnx_sha256[:16]}-{images}.cache"
 
     def typed_onnx(self) -> Path:
         """Where the precision's ONNX copy goes (beside the engine)."""
@@ -80,14 +86,14 @@ class BuildOptions:
 
 
 def _is_qdq(onnx_path: Path) -> bool:
-    """Whether an ONNX file already carries Q/DQ nodes (metadata written by engine.precision.int8)."""
-    try:
-        import onnxruntime as ort
+    """Whether an ONNX file already carries Q/DQ nodes (from any tool)."""
+    import onnx
 
-        meta = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_modelmeta()
-        return meta.custom_metadata_map.get("precision") == "int8"
-    except Exception:  # unreadable here: the build reports it with the file name
-        return False
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # onnx raises several types for unreadable files
+        raise ValueError(f"{onnx_path}: not a readable ONNX model ({exc})") from None
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in model.graph.node)
 
 
 def typed_source(opts: BuildOptions) -> Path:
@@ -101,7 +107,8 @@ def typed_source(opts: BuildOptions) -> Path:
         return write_fp16(opts.onnx, opts.typed_onnx())
     if _is_qdq(opts.onnx):
         return opts.onnx
-    return quantize_int8(opts.onnx, opts.typed_onnx(), opts.calib, calib_split=opts.calib_split)
+    return quantize_int8(opts.onnx, opts.typed_onnx(), opts.calib, calib_split=opts.calib_split,
+                         max_images=opts.calib_images, target="tensorrt")
 
 
 def make_entropy_calibrator(trt: Any, cuda: Any, batches: CalibrationBatches, cache_path: Path) -> Any:
@@ -191,7 +198,7 @@ def build_engine(opts: BuildOptions) -> EngineSidecar:
             files = calibration_images(opts.calib, opts.calib_images, opts.calib_split)
             batches = CalibrationBatches(files, size, batch_size=opt_shape[0], colour=info.letterbox_colour)
             config.int8_calibrator = make_entropy_calibrator(
-                trt, cuda, batches, opts.calibration_cache(sha256_file(opts.onnx)))
+                trt, cuda, batches, opts.calibration_cache(sha256_file(opts.onnx), images_digest(files)))
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError(f"{source}: TensorRT failed to build an engine (see the log above)")
