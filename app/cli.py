@@ -271,6 +271,12 @@ def _add_detect(sub: argparse._SubParsersAction) -> None:
     add_detect_parser(sub, _lazy("app.detect", "run_detect"))
 
 
+def _add_score(sub: argparse._SubParsersAction) -> None:
+    from app.score_model import add_score_parser
+
+    add_score_parser(sub, _lazy("app.score_model", "run_score"))
+
+
 def _add_app(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="the desktop app: live or recorded video with polyp boxes",
                        description="Opens a video file, image folder, camera or stream and draws polyp boxes "
@@ -298,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ONNX/TensorRT).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_quantize, _add_build_engine, _add_bench, _add_detect, _add_app):
+    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_quantize, _add_build_engine, _add_bench, _add_score, _add_detect, _add_app):
         add(sub)
     return parser
 
