@@ -171,10 +171,10 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                    help="training batches to re-estimate BatchNorm statistics after slimming (0: keep the old ones)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda if present)")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes while fine-tuning")
-    p.add_argument("--fold", choices=["all", "pointwise", "none"], default="all",
-                   help="where removed channels' constant outputs are folded into the next layer: all (default; "
-                        "exact except on the border of 3x3 consumers), pointwise (1x1 consumers only, exact) "
-                        "or none (docs/pruning.md measures each)")
+    p.add_argument("--fold", choices=["auto", "all", "pointwise", "none"], default="auto",
+                   help="where removed channels' constant outputs are folded into the next layer: all (exact "
+                        "except on the border of 3x3 consumers), pointwise (1x1 consumers only, exact), none; "
+                        "auto (default): none when BatchNorm is recalibrated, else all (docs/pruning.md measures each)")
     p.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
                    help="knowledge distillation from the unpruned network while fine-tuning (e.g. 1.0; 0: off)")
     p.add_argument("--seed", type=int, default=0)

@@ -354,3 +354,14 @@ def test_prune_command_end_to_end(tmp_path):
     assert ckpt.metadata["pruning"]["recalibration_batches"] == 32
     small, keep = prune_once(ckpt.model, RandomImportance(0), PruneSpec(0.3))
     assert count_flops(small, 64) < count_flops(ckpt.model, 64)
+
+
+def test_auto_fold_folds_only_when_batchnorm_is_not_recalibrated(tmp_path):
+    from training.pruning.prune import effective_fold
+
+    job = PruneJob(tmp_path / "w", "taylor", 0.5, tmp_path / "o", data=tmp_path)
+    assert job.fold == "auto" and effective_fold(job) == "none"  # recalibrated: the fold would be stale
+    assert effective_fold(PruneJob(tmp_path / "w", "l1", 0.5, tmp_path / "o", data=tmp_path,
+                                   recalibration_batches=0)) == "all"
+    assert effective_fold(PruneJob(tmp_path / "w", "l1", 0.5, tmp_path / "o")) == "all"  # no data, no recalibration
+    assert effective_fold(PruneJob(tmp_path / "w", "l1", 0.5, tmp_path / "o", fold="pointwise")) == "pointwise"

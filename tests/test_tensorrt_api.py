@@ -227,13 +227,14 @@ def test_api_names_lists_are_what_the_extractor_writes():
 
 
 def test_tensorrt_refuses_the_cpu_int8_copy_and_builds_the_tensorrt_one(fakes, tiny_onnx, tmp_path, calib_frames):
-    """onnxruntime's CPU INT8 copy carries INT32 biases through DequantizeLinear, which
-    TensorRT's parser refuses; the copy made for TensorRT keeps biases in float."""
+    """onnxruntime's CPU INT8 copy carries INT32 biases through DequantizeLinear and
+    asymmetric activations, both of which TensorRT's parser refuses; the copy made for
+    TensorRT keeps biases in float and activations symmetric."""
     from engine.precision.int8 import quantize_int8
 
     fakes(V11)
     cpu_copy = quantize_int8(tiny_onnx, tmp_path / "cpu.int8.onnx", calib_frames, target="cpu")
-    with pytest.raises(RuntimeError, match="DequantizeLinear of INT32 is not supported"):
+    with pytest.raises(RuntimeError, match="DequantizeLinear of INT32 is not supported|non-zero zero point"):
         build_engine(BuildOptions(cpu_copy, tmp_path / "a.engine", "int8"))
     trt_copy = quantize_int8(tiny_onnx, tmp_path / "trt.int8.onnx", calib_frames, target="tensorrt")
     assert build_engine(BuildOptions(trt_copy, tmp_path / "b.engine", "int8")).built_from == str(trt_copy)

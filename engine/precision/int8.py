@@ -60,10 +60,12 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calib: str | Path, 
     """Write a Q/DQ INT8 copy of ``onnx_in`` calibrated on frames of ``calib`` (a dataset folder
     calibrates on its ``splits/train.txt`` unless ``calib_split`` names another id list).
 
-    ``target`` differs in the bias: onnxruntime's CPU kernels fuse a convolution into integer
-    arithmetic when its bias arrives as INT32 through DequantizeLinear, but TensorRT parses no
-    INT32 DequantizeLinear (NVIDIA, TensorRT issue 4542), so the TensorRT copy keeps biases in
-    float and gives every weight its own Q/DQ pair, as NVIDIA's explicit-quantization examples do."""
+    ``target`` picks the format each runtime runs best. CPU: unsigned 8-bit activations with
+    a zero point and signed symmetric weights (onnxruntime's x86 "U8S8"; measured faster here
+    than signed symmetric activations, ``docs/performance.md``) and INT32 biases, which its
+    kernels fuse. TensorRT: symmetric signed activations (it has no zero points) and biases
+    kept in float, since its parser has no INT32 DequantizeLinear (NVIDIA, TensorRT issue
+    4542), every weight with its own Q/DQ pair, as NVIDIA's explicit-quantization examples do."""
     if target not in TARGETS:
         raise ValueError(f"target must be one of {TARGETS}, got {target!r}")
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -78,11 +80,12 @@ def quantize_int8(onnx_in: str | Path, onnx_out: str | Path, calib: str | Path, 
     tmp = out.with_name(out.name + ".tmp")
     quantize_static(
         str(onnx_in), str(tmp), _FrameReader(batches, info.input_name),
-        quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+        quant_format=QuantFormat.QDQ, per_channel=True, weight_type=QuantType.QInt8,
+        activation_type=QuantType.QUInt8 if target == "cpu" else QuantType.QInt8,
         calibrate_method={"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                           "percentile": CalibrationMethod.Percentile}[method],
         nodes_to_exclude=float_nodes(onnx_in, extra_exclude),
-        extra_options={"ActivationSymmetric": True, "WeightSymmetric": True,
+        extra_options={"WeightSymmetric": True, "ActivationSymmetric": target == "tensorrt",
                        **({"QuantizeBias": False, "DedicatedQDQPair": True} if target == "tensorrt" else {})},
     )
     _tag(tmp, {"precision": "int8", "int8_target": target,

@@ -59,7 +59,9 @@ def measure(weights: Path, data: Path, method: str, ratio: float, scope: str = "
         small = slim(model, keep, fold)
         row = raw_output_error(small, truth, probe)
         row["val_ap50_before_recalibration"] = evaluate_model(small, cache, size, names)[0]["ap50"]
-        small = recalibrate(job, small, loader)
+        # The same recalibration batches for every mode: a fresh loader with the same seed
+        # (iterating one loader again would draw a new shuffle and augmentation).
+        small = recalibrate(job, small, training_batches(data, size, 16, seed))
         row["val_ap50_after_recalibration"] = evaluate_model(small, cache, size, names)[0]["ap50"]
         rows[fold] = row
     return {"weights": str(weights), "method": method, "ratio": ratio, "scope": scope,
