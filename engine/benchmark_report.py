@@ -101,10 +101,25 @@ def render(alone: dict, side_by_side: dict, command: str) -> str:
         "|---|---|---|---|",
         *[f"| {name} | {value} | {target} | {'yes' if ok else 'NO'} |" for name, value, target, ok in checks],
         "",
-        "Raw numbers: `docs/performance.json` (`alone` and `side_by_side`).",
+        "Raw numbers: `docs/performance.json` (`alone` and `side_by_side`). Reduced precision (INT8 and fp16 "
+        "copies, on this CPU and for TensorRT), the GPU path and the app's thread split are measured in "
+        "`docs/tensorrt.md` and `docs/realtime.md`.",
         "",
     ]
     return "\n".join(lines)
+
+
+KEEP_MARK = "<!-- sections below are measured by other commands and kept by make bench -->"
+
+
+def kept_sections(path: Path) -> str:
+    """What follows :data:`KEEP_MARK` in the current page (measurements ``make bench`` does
+    not redo, such as INT8 against float32), so regenerating the page keeps them."""
+    if not path.is_file():
+        return ""
+    text = path.read_text()
+    at = text.find(KEEP_MARK)
+    return "" if at < 0 else "\n" + text[at:]
 
 
 def main() -> None:
@@ -128,7 +143,7 @@ def main() -> None:
     print(format_report(side_by_side))
     out = Path(args.out)
     atomic_write_text(out.with_suffix(".json"), json.dumps({"alone": alone, "side_by_side": side_by_side}, indent=2))
-    atomic_write_text(out, render(alone, side_by_side, "make bench"))
+    atomic_write_text(out, render(alone, side_by_side, "make bench") + kept_sections(out))
     print(f"wrote {out}")
 
 

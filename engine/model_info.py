@@ -47,6 +47,9 @@ class ModelInfo:
     #: The score threshold chosen on validation data (the strictest reaching recall 0.90):
     #: what ``detect`` and the app use unless told otherwise.
     operating_threshold: float | None = None
+    #: The arithmetic the model file runs in: "fp32", or "fp16"/"int8" for the copies made by
+    #: ``polypscope quantize`` (their ``precision`` metadata); shown beside the backend.
+    precision: str = "fp32"
 
     @property
     def num_classes(self) -> int:
@@ -90,6 +93,7 @@ class ModelInfo:
                 params=_optional(meta, "params", int),
                 gflops=_optional(meta, "gflops", float),
                 operating_threshold=_optional(meta, "operating_threshold", float),
+                precision=meta.get("precision", "fp32"),
             )
         except (ValueError, TypeError) as exc:
             raise ModelFormatError(f"{source}: PolypScope metadata cannot be parsed ({exc})") from None

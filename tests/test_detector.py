@@ -131,3 +131,13 @@ print(json.dumps({{"backend": det.backend_name, "n": len(dets)}}))
                              "from app.cli import main\ntry:\n    main()\nexcept SystemExit as e:\n    print('exit', e.code)"],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert "exit 0" in helped.stdout and "polypscope" in helped.stdout
+
+
+def test_make_bench_keeps_the_sections_measured_elsewhere(tmp_path):
+    from engine.benchmark_report import KEEP_MARK, kept_sections
+
+    page = tmp_path / "performance.md"
+    assert kept_sections(page) == ""
+    page.write_text("# Performance\nold tables\n" + KEEP_MARK + "\n## INT8 on this CPU\nrows\n")
+    kept = kept_sections(page)
+    assert kept.startswith("\n" + KEEP_MARK) and "## INT8 on this CPU\nrows" in kept and "old tables" not in kept

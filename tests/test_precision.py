@@ -1,6 +1,7 @@
 """Reduced-precision copies: fp16 keeps the decode in float32, INT8 has Q/DQ nodes and keeps
 the output layers in float, and both are judged by their detections against float32."""
 
+import dataclasses
 import json
 
 import cv2
@@ -51,7 +52,7 @@ def test_fp16_copy_keeps_io_and_decode_in_float32_and_finds_the_same_boxes(tiny_
     types = {n.name: n for n in model.graph.node}
     assert any(n.startswith("/cast_in/") for n in types) and any(n.startswith("/cast_out/") for n in types)
     info = read_onnx_info(out)  # metadata kept, graph input/output still float32
-    assert info == read_onnx_info(tiny_onnx)
+    assert info == dataclasses.replace(read_onnx_info(tiny_onnx), precision="fp16") and info.precision == "fp16"
     assert {p.key: p.value for p in model.metadata_props}["precision"] == "fp16"
     from engine.precision.parity import parity_on_frames
 
@@ -73,7 +74,7 @@ def test_int8_copy_has_qdq_nodes_but_float_outputs_and_decode(tiny_onnx, tmp_pat
     assert len(quantized_convs) > 10  # the others read their weights through DequantizeLinear
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["precision"] == "int8" and "6 frames" in meta["int8_calibration"]
-    assert read_onnx_info(out) == read_onnx_info(tiny_onnx)
+    assert read_onnx_info(out) == dataclasses.replace(read_onnx_info(tiny_onnx), precision="int8")
 
 
 def test_quantize_command_writes_the_copy_and_its_comparison(tiny_onnx, tmp_path, frames, capsys):
@@ -104,3 +105,18 @@ def test_calibration_takes_a_dataset_s_training_frames_and_refuses_test(tmp_path
     with pytest.raises(CalibrationError, match="test split would tune the model on what scores it"):
         calibration_images(tmp_path, split_file=tmp_path / "splits" / "test.txt")
     assert images_digest(files) != images_digest(files[:1])
+
+
+def test_the_app_shows_which_precision_runs(qtbot, tiny_onnx, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from app.cpu_budget import CpuBudget
+    from app.gui.main_window import MainWindow, wait_until
+
+    half = write_fp16(tiny_onnx, tmp_path / "m.fp16.onnx")
+    window = MainWindow(None, None, settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+                        cpu_budget=CpuBudget(1, spin=False, opencv_threads=-1))
+    qtbot.addWidget(window)
+    window.load_model(str(half))
+    assert wait_until(lambda: window.detector is not None, timeout=30)
+    assert "on onnxruntime-cpu fp16" in window.statusBar().currentMessage()

@@ -223,11 +223,11 @@ class MainWindow(QMainWindow):
         self.conf_slider.blockSignals(True)  # shows the threshold in use without saving it as a choice
         self.conf_slider.setValue(round(detector.conf * 100))
         self.conf_slider.blockSignals(False)
-        self.statusBar().showMessage(f"model {detector.model_path.name} on {detector.backend_name}, "
+        self.statusBar().showMessage(f"model {detector.model_path.name} on {_runs_on(detector)}, "
                                      f"threshold {detector.conf:.2f}", 5000)
         if self.worker is not None:
             self.worker.pipeline.set_detector(detector)
-            self.worker.backend = detector.backend_name
+            self.worker.backend = _runs_on(detector)
         elif self.source_spec:
             self.open(self.source_spec)
         if old is not None:
@@ -255,7 +255,7 @@ class MainWindow(QMainWindow):
         self.seek_slider.setRange(0, max(0, (info.frame_count or 1) - 1))
         lossless = not (self.realtime or info.live)
         pipeline = StreamPipeline(self.source, self.detector, lossless=lossless, persistence=self._persistence())
-        self.worker = StreamWorker(pipeline, self.detector.info.class_names, self.detector.backend_name)
+        self.worker = StreamWorker(pipeline, self.detector.info.class_names, _runs_on(self.detector))
         self.worker.show_overlay = self.overlay_box.isChecked()
         self.worker.frame_ready.connect(self._on_frame, Qt.ConnectionType.QueuedConnection)
         self.worker.failed.connect(self.show_error, Qt.ConnectionType.QueuedConnection)
@@ -469,3 +469,8 @@ def wait_until(predicate, timeout: float = 10.0) -> bool:
             return True
         time.sleep(0.005)
     return False
+
+
+def _runs_on(detector: Detector) -> str:
+    """Backend and arithmetic, as the HUD shows them: "onnxruntime-cpu fp32", "tensorrt int8"."""
+    return f"{detector.backend_name} {detector.info.precision}"

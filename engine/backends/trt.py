@@ -12,6 +12,7 @@ stand-in refuses names the version it emulates lacks (``engine/trt_engine/api_na
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import Any
@@ -107,7 +108,8 @@ class TensorRTBackend:
             self.engine = self._runtime.deserialize_cuda_engine(path.read_bytes())
             if self.engine is None:
                 raise BackendUnavailable(f"{path}: TensorRT could not deserialise the engine")
-            self.info = unchecked_info(self.engine, trt, path) if unchecked else self.sidecar.info(path)
+            self.info = unchecked_info(self.engine, trt, path) if unchecked else \
+                dataclasses.replace(self.sidecar.info(path), precision=self.sidecar.precision)
             self.execution = self.engine.create_execution_context()
             self.stream = cuda.Stream()
             self._allocate(trt)
