@@ -103,7 +103,7 @@ class Recording:
         if self.video is not None:
             snap = pipeline.stats.snapshot()
             hud = HudInfo(snap.capture_fps, snap.inference_fps, snap.display_fps, snap.latency_p50_ms,
-                          result.stage_ms[1], detector.backend_name)
+                          result.stage_ms[1], f"{detector.backend_name} {detector.info.precision}")
             self.video.write(draw_overlay(result.frame.image, result.shown, detector.info.class_names, hud))
         if self.log is not None:
             frame = result.frame
@@ -208,6 +208,7 @@ def _report(pipeline: StreamPipeline, detector: Detector, args: argparse.Namespa
         "source": args.source,
         "model": str(args.model),
         "backend": detector.backend_name,
+        "precision": detector.info.precision,
         "realtime": bool(args.realtime),
         "source_fps": pipeline.source.info.fps,
         "frames": counts["frames"],

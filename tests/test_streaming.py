@@ -227,7 +227,7 @@ def test_detect_command_writes_video_log_and_report(tiny_onnx, tmp_path):
                            "--quiet"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(report.read_text())
-    assert rep["frames"] == 40 and rep["dropped"] == 0 and rep["fps"] > 0
+    assert rep["frames"] == 40 and rep["dropped"] == 0 and rep["fps"] > 0 and rep["precision"] == "fp32"
     assert set(rep["latency_ms"]) == {"p50", "p99"} and rep["detections"] >= rep["frames_with_detections"] > 0
     lines = [json.loads(x) for x in log.read_text().splitlines()]
     assert [x["frame"] for x in lines] == list(range(40)) and "boxes" in lines[0] and "scores" in lines[0]
