@@ -65,11 +65,16 @@ zoom-out-set: $(STAMP)
 # the from-scratch control of that architecture), 3 seeds each, 30 fine-tuning epochs, the
 # control trained with the baseline's recipe for its epochs plus 30. Resumable: run it again.
 # STUDY_MINUTES stops it in time. Then time the architectures and report (val only).
+# The shipped baseline was trained in two cycles (90 + 60 epochs), so the control copies the
+# first cycle's recipe (SCRATCH_RECIPE, written by make train-baseline) for 150 + 30 epochs.
 STUDY_WEIGHTS ?= assets/models/baseline.safetensors
 STUDY_MINUTES ?= 600
+SCRATCH_RECIPE ?= runs/baseline/train_config.json
+SCRATCH_EPOCHS ?= 180
 prune-study: $(STAMP)
 	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
 		--grid reduced --seeds 0 1 2 --finetune-epochs 30 --distill 0 \
+		--scratch-recipe $(SCRATCH_RECIPE) --scratch-epochs $(SCRATCH_EPOCHS) \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
 	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
 		--grid reduced --seeds 0 1 2 --phase report

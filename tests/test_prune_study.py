@@ -151,3 +151,17 @@ def _processes_mentioning(text: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+def test_the_control_can_copy_the_first_stage_of_a_baseline_trained_in_stages(tmp_path):
+    from training.prune_study.runner import scratch_config
+    from training.trainer import TrainConfig
+
+    stage1 = tmp_path / "train_config.json"
+    stage1.write_text(json.dumps(TrainConfig(data="d", lr=0.002, epochs=90, img=320).to_dict()))
+    settings = StudySettings(tmp_path / "baseline.safetensors", tmp_path / "data", tmp_path / "study",
+                             finetune_epochs=30, scratch_epochs=180, scratch_recipe=stage1, workers=0)
+    cfg = scratch_config(settings, Variant("scratch", 0.5, seed=2), tmp_path / "init.safetensors", tmp_path / "run")
+    assert (cfg.lr, cfg.epochs, cfg.img, cfg.seed) == (0.002, 180, 320, 2)
+    assert cfg.init_weights == str(tmp_path / "init.safetensors") and cfg.data == str(tmp_path / "data")
+    assert not cfg.fit_anchors and cfg.distill_from is None

@@ -85,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scratch-epochs", type=int,
                         help="epochs of the from-scratch control (default: the baseline's epochs plus --finetune-epochs, "
                              "the same budget)")
+    parser.add_argument("--scratch-recipe", type=Path,
+                        help="train_config.json the control trains by (default: the baseline's own; give the first "
+                             "stage's when the baseline was trained in stages, with --scratch-epochs the total)")
     parser.add_argument("--distill", type=float, default=0.0, help="distillation weight while fine-tuning (0: off)")
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at once (separate processes)")
     parser.add_argument("--stop-after-minutes", type=float, help="stop every run at this time (they resume later)")
@@ -100,8 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.time() + 60 * args.stop_after_minutes if args.stop_after_minutes else None
     data = Path(args.data) if args.data else default_data_root()
     settings = StudySettings(Path(args.weights), data, Path(args.out), args.finetune_epochs, args.finetune_lr,
-                             args.scratch_epochs, args.distill, args.threads, args.workers, args.device,
-                             show_progress=not args.quiet)
+                             args.scratch_epochs, args.scratch_recipe, args.distill, args.threads, args.workers,
+                             args.device, show_progress=not args.quiet)
     cells = [Variant.parse(t) for t in args.variants] if args.variants else GRIDS[args.grid]
     variants = expand(cells, args.seeds)
     settings.out.mkdir(parents=True, exist_ok=True)

@@ -51,6 +51,7 @@ class StudySettings:
     finetune_epochs: int = 30
     finetune_lr: float = 0.001
     scratch_epochs: int | None = None  # the control's budget; None: the baseline's epochs plus a fine-tune's
+    scratch_recipe: Path | None = None  # a train_config.json to train the control by (default: the baseline's)
     distill: float = 0.0
     threads: int = 0
     workers: int = 1
@@ -113,9 +114,12 @@ def baseline_recipe(weights: Path) -> TrainConfig:
 
 
 def scratch_config(settings: StudySettings, v: Variant, start: Path, run_dir: Path) -> TrainConfig:
-    """The control: the baseline's recipe from random weights at the slim widths, for the
-    baseline's epochs plus a fine-tune's unless ``scratch_epochs`` says otherwise."""
-    recipe = baseline_recipe(settings.weights)
+    """The control: the baseline's recipe (or ``scratch_recipe``: a baseline trained in stages,
+    such as a warm restart, has no single recipe of its own) from random weights at the slim
+    widths, for the baseline's epochs plus a fine-tune's unless ``scratch_epochs`` says
+    otherwise."""
+    recipe = (TrainConfig.from_dict(json.loads(settings.scratch_recipe.read_text())) if settings.scratch_recipe
+              else baseline_recipe(settings.weights))
     epochs = settings.scratch_epochs or recipe.epochs + settings.finetune_epochs
     return dataclasses.replace(recipe, data=str(settings.data), out=str(run_dir), init_weights=str(start),
                                epochs=epochs, seed=v.seed, threads=settings.threads, workers=settings.workers,
@@ -216,6 +220,7 @@ def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
            "--weights", str(settings.weights), "--data", str(settings.data), "--out", str(settings.out),
            "--finetune-epochs", str(settings.finetune_epochs), "--finetune-lr", str(settings.finetune_lr),
            *(["--scratch-epochs", str(settings.scratch_epochs)] if settings.scratch_epochs else []),
+           *(["--scratch-recipe", str(settings.scratch_recipe)] if settings.scratch_recipe else []),
            "--distill", str(settings.distill),
            "--threads", str(settings.threads), "--workers", str(settings.workers), "--device", settings.device,
            "--variants", str(v), "--seeds", str(v.seed), "--quiet"]
