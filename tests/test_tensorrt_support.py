@@ -1,6 +1,7 @@
 """Everything around TensorRT that runs without a GPU: sidecars, compatibility checks,
 calibration batches, build options. The GPU test at the end runs where TensorRT is."""
 
+import dataclasses
 import json
 
 import cv2
@@ -147,7 +148,8 @@ def test_tensorrt_data_path_binds_tensors_by_name(monkeypatch, tiny_onnx, tmp_pa
     engine = _fake_engine(tmp_path, tiny_onnx)
     trt_det = Detector(engine, "tensorrt", conf=0.05)
     ort_det = Detector(tiny_onnx, "onnxruntime-cpu", conf=0.05)
-    assert trt_det.backend_name == "tensorrt" and trt_det.info == ort_det.info
+    # The same model info, with the engine's precision (from its sidecar) beside it.
+    assert trt_det.backend_name == "tensorrt" and trt_det.info == dataclasses.replace(ort_det.info, precision="fp16")
     from .synthetic import draw_sample
 
     frame = draw_sample(np.random.default_rng(3), 200, 260)[0]
