@@ -83,7 +83,7 @@ class TaylorImportance:
 
 
 @dataclass
-class TaylorGateImportance:
+class TaylorGateImportance(TaylorImportance):
     """Taylor importance at the BatchNorm gate (Molchanov et al. 2019, "Importance
     estimation for neural network pruning"): per batch, ``(gamma * dL/dgamma + beta *
     dL/dbeta)^2`` per channel, summed over batches. This is the squared first-order change
@@ -93,9 +93,6 @@ class TaylorGateImportance:
     worth; the signed gate term keeps the information that ``|w * dL/dw|`` throws away.
     Same call contract as :class:`TaylorImportance`."""
 
-    batches: Iterable
-    batch_loss: Callable[[YOLOv3, object], torch.Tensor]
-    num_batches: int = 32
     name: str = "taylor-gate"
 
     def __call__(self, model: YOLOv3) -> Scores:
