@@ -165,3 +165,9 @@ def test_the_control_can_copy_the_first_stage_of_a_baseline_trained_in_stages(tm
     assert (cfg.lr, cfg.epochs, cfg.img, cfg.seed) == (0.002, 180, 320, 2)
     assert cfg.init_weights == str(tmp_path / "init.safetensors") and cfg.data == str(tmp_path / "data")
     assert not cfg.fit_anchors and cfg.distill_from is None
+
+
+def test_a_missing_scratch_recipe_is_named_before_anything_runs(tmp_path):
+    with pytest.raises(SystemExit, match="nope.json: no such train_config.json for the from-scratch control"):
+        main(["--weights", str(tmp_path / "w.safetensors"), "--data", str(tmp_path), "--out", str(tmp_path / "s"),
+              "--scratch-recipe", str(tmp_path / "nope.json")])

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                      "(default docs/pruning-study)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    if args.scratch_recipe is not None and not args.scratch_recipe.is_file():
+        raise SystemExit(f"{args.scratch_recipe}: no such train_config.json for the from-scratch control "
+                         "(make train-baseline writes runs/baseline/train_config.json)")
     deadline = time.time() + 60 * args.stop_after_minutes if args.stop_after_minutes else None
     data = Path(args.data) if args.data else default_data_root()
     settings = StudySettings(Path(args.weights), data, Path(args.out), args.finetune_epochs, args.finetune_lr,
