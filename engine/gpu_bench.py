@@ -204,7 +204,8 @@ def main(argv: list[str] | None = None) -> int:
             for label, frame in frames.items():
                 def whole(f=frame):
                     x, box = pre(f)
-                    return postprocess(net.infer_device(x).float().cpu().numpy(), box, 0.25, 0.45)
+                    return postprocess(net.infer_device(x).float().cpu().numpy(), box,
+                                       info.operating_threshold or 0.25)
                 run.record("gpu path", f"letterbox+fp16 graph+download+nms {label}", timed(whole, args.iterations, sync))
     if not run.time_left():
         run.stop(f"time limit of {args.time_limit:.0f} s reached")

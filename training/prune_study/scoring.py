@@ -57,15 +57,15 @@ def score_variant(settings: StudySettings, v: Variant, splits: tuple[str, ...] =
     p = paths(settings, v)
     # The last epoch's weights, not the best: the best of ~30 epochs picked on the same val
     # set that then compares the cells would be biased upwards, more for noisier cells.
-    best = p.run / "last.safetensors"
-    if not best.is_file():
+    final = p.run / "last.safetensors"
+    if not final.is_file():
         return None
     points = curve(p.run)
     result: dict[str, Any] = {"name": v.name, "cell": v.cell, "method": v.method, "ratio": v.ratio,
-                              "scope": v.scope, "seed": v.seed, **summary(load_checkpoint(best).model),
-                              "weights": str(best), "epochs_done": len(points), "finished": p.done.is_file(),
+                              "scope": v.scope, "seed": v.seed, **summary(load_checkpoint(final).model),
+                              "weights": str(final), "epochs_done": len(points), "finished": p.done.is_file(),
                               "flattened": flattened(points), "curve": points}
     if p.start.is_file() and v.method != "scratch":
         result["before_training"] = {"val": evaluate(p.start, settings.data, "val")}
-    result["after_training"] = {s: evaluate(best, settings.data, s) for s in splits}
+    result["after_training"] = {s: evaluate(final, settings.data, s) for s in splits}
     return result
