@@ -153,12 +153,10 @@ class DetectionLog:
         self.lines = 0  # written by this log
 
     def write(self, index: int, timestamp_ms: float | None, dets: Detections, name: str | None = None) -> None:
-        row = {"frame": index, "timestamp_ms": None if timestamp_ms is None else round(timestamp_ms, 2)}
-        if name is not None:
-            row["image"] = name
-        row["boxes"] = [[round(float(v), 2) for v in b] for b in dets.boxes]
-        row["scores"] = [round(float(s), 5) for s in dets.scores]
-        row["classes"] = [int(c) for c in dets.classes]
+        self.write_row(detection_row(index, timestamp_ms, dets, name))
+
+    def write_row(self, row: dict) -> None:
+        """Append one JSON object as one line (the review's timeline cache adds its own keys)."""
         line = (json.dumps(row) + "\n").encode("utf-8")
         try:
             self._write_all(line)
@@ -182,6 +180,17 @@ class DetectionLog:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+
+
+def detection_row(index: int, timestamp_ms: float | None, dets: Detections, name: str | None = None) -> dict:
+    """One frame of the detections log. Readers: :func:`app.review.frames.read_detection_log`."""
+    row: dict = {"frame": index, "timestamp_ms": None if timestamp_ms is None else round(timestamp_ms, 2)}
+    if name is not None:
+        row["image"] = name
+    row["boxes"] = [[round(float(v), 2) for v in b] for b in dets.boxes]
+    row["scores"] = [round(float(s), 5) for s in dets.scores]
+    row["classes"] = [int(c) for c in dets.classes]
+    return row
 
 
 def _is_json(data: bytes) -> bool:
