@@ -22,7 +22,9 @@ typical workflow:
   polypscope prune --weights runs/base/best.safetensors --method taylor --ratio 0.5 --out runs/pruned.safetensors
   polypscope export --weights runs/pruned.safetensors --out model.onnx
   polypscope detect video.mp4 --model model.onnx --out annotated.mp4
-  polypscope app video.mp4 --model model.onnx
+  polypscope app video.mp4 --model model.onnx              # review: timeline, events, marks
+  polypscope app --clinical 0 --model model.onnx           # the clinical view on capture device 0
+  polypscope compare video.mp4 --model a.onnx --model-b b.onnx
 
 run 'polypscope COMMAND --help' for the options of each command.
 """
@@ -280,13 +282,37 @@ def _add_score(sub: argparse._SubParsersAction) -> None:
 def _add_app(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("app", help="the desktop app: live or recorded video with polyp boxes",
                        description="Opens a video file, image folder, camera or stream and draws polyp boxes "
-                                   "with FPS and latency. Keys: space play/pause, arrows step, F full screen, "
+                                   "with FPS and latency. A video file is also analysed in the background: the "
+                                   "strip under the seek bar shows every frame's score, the Events panel lists "
+                                   "where the model fired, to mark and export. Keys: space play/pause, arrows "
+                                   "step, N/P next/previous event, 1/2/3/0 mark polyp/false alarm/unsure/clear, "
+                                   "O polyp in view from here, E export clip, C clinical view, F full screen, "
                                    "S snapshot, R record, Esc leave full screen.")
     p.add_argument("source", nargs="?", help="video file, image folder, camera index, /dev/videoN or URL")
     p.add_argument("--model", help=".onnx, .engine or .safetensors (default: the last one used)")
     p.add_argument("--backend", choices=BACKENDS, help="auto or one backend (default: the last one used)")
+    p.add_argument("--clinical", action="store_true",
+                   help="start in the clinical view: full screen, video, boxes and a status line, and a red banner "
+                        "whenever the picture is not live")
+    p.add_argument("--no-review", action="store_true", help="do not analyse a video file in the background")
     p.add_argument("--quit-after", type=float, help=argparse.SUPPRESS)  # for smoke tests and screenshots
     p.set_defaults(handler=_lazy("app.gui.run", "run_app"))
+
+
+def _add_compare(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="A/B: two models on the same recording, events diffed",
+                       description="Both models analyse the recording (cached beside it, so a second comparison "
+                                   "starts at once); then it plays with each model's boxes side by side or "
+                                   "overlaid (key V), each model's inference time, and the events only A or only "
+                                   "B raised. Marks made in the app's review count for both models.")
+    p.add_argument("video", help="a recorded procedure (video file)")
+    p.add_argument("--model", required=True, help="model A (.onnx, .engine or .safetensors)")
+    p.add_argument("--model-b", required=True, help="model B")
+    p.add_argument("--conf", type=float, help="A's threshold (default: its operating threshold)")
+    p.add_argument("--conf-b", type=float, help="B's threshold (default: its operating threshold)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS)
+    p.add_argument("--quit-after", type=float, help=argparse.SUPPRESS)
+    p.set_defaults(handler=_lazy("app.gui.run", "run_compare"))
 
 
 class OneLineErrorParser(argparse.ArgumentParser):
@@ -304,7 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "ONNX/TensorRT).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_quantize, _add_build_engine, _add_bench, _add_score, _add_detect, _add_app):
+    for add in (_add_data, _add_anchors, _add_train, _add_val, _add_prune, _add_export, _add_quantize, _add_build_engine, _add_bench, _add_score, _add_detect, _add_app, _add_compare):
         add(sub)
     return parser
 

@@ -150,8 +150,8 @@ def test_the_timeline_is_cached_by_model_resumed_and_rebuilt_when_stale(tmp_path
     calls = []
     stop_after = 12
 
-    def progress(done, total):
-        calls.append((done, total))
+    def progress(record, total):
+        calls.append((record.index + 1, total))
 
     partial = analyse(video, floor_detector, progress=progress, should_stop=lambda: len(calls) >= stop_after)
     assert not partial.complete and len(partial.frames) == stop_after

@@ -1,7 +1,13 @@
 """PolypScope's main window: live or recorded endoscopy video with polyp boxes and a HUD.
 
+Two views of one window. The engineer's view has the toolbar, the detection settings, and
+for a recorded video the review: the detection timeline under the seek bar and the events
+panel (:mod:`app.gui.review`). The clinical view (key C, or ``polypscope app --clinical``)
+is full screen with only the video, the boxes and a small status line, and a red banner
+whenever the picture on screen is not fresh.
+
 The GUI thread only paints pictures the stream worker hands over, and reacts to the
-user; capture, inference and drawing run on worker threads. Models load on a background
+user; capture, inference and scaling run on worker threads. Models load on a background
 thread too (loading includes warm-up inference). Errors land in the status bar; nothing
 freezes the window.
 """
@@ -14,13 +20,14 @@ from datetime import datetime
 from pathlib import Path
 
 import cv2
-from PySide6.QtCore import QSettings, Qt, Signal, Slot
-from PySide6.QtGui import QAction, QImage, QKeySequence, QPainter
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal, Slot
+from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import (
     QApplication,
     QCheckBox,
     QComboBox,
     QDockWidget,
+    QDoubleSpinBox,
     QFileDialog,
     QFormLayout,
     QInputDialog,
@@ -29,43 +36,25 @@ from PySide6.QtWidgets import (
     QSlider,
     QSpinBox,
     QToolBar,
+    QVBoxLayout,
     QWidget,
 )
 
 from app.cpu_budget import CpuBudget, app_budget, apply_opencv_threads
+from app.gui.display.canvas import BOX_SHAPES, COLOURS, DEFAULT_STALE_AFTER_S, BoxStyle, VideoCanvas
+from app.gui.display.picture import Picture
+from app.gui.review.controller import ReviewController
 from app.gui.worker import StreamWorker
+from app.streaming.alerts import DEFAULT_MIN_INTERVAL_S, AlertLimiter
 from app.streaming.persistence import PersistenceFilter, PersistenceSettings
 from app.streaming.pipeline import Result, StreamPipeline
 from app.streaming.recorder import DetectionLog, RecorderError, VideoRecorder
-from app.streaming.sources import SourceError, list_cameras, open_source
+from app.streaming.sources import SourceError, VideoFileSource, list_cameras, open_source
 from engine.detector import BACKENDS, Detector
 
 SPEEDS = (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
 ORGANISATION, APPLICATION = "PolypScope", "PolypScope"
-
-
-class VideoView(QWidget):
-    """Paints the latest picture, scaled to fit with its aspect ratio kept."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.image: QImage | None = None
-        self.setMinimumSize(320, 240)
-        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
-
-    def set_image(self, image: QImage) -> None:
-        self.image = image
-        self.update()
-
-    def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        painter = QPainter(self)
-        painter.fillRect(self.rect(), Qt.GlobalColor.black)
-        if self.image is not None:
-            scaled = self.image.size().scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
-            x, y = (self.width() - scaled.width()) // 2, (self.height() - scaled.height()) // 2
-            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
-            painter.drawImage(self.rect().adjusted(x, y, -x, -y), self.image)
-        painter.end()
+STALE_CHECK_MS = 100
 
 
 class MainWindow(QMainWindow):
@@ -76,11 +65,13 @@ class MainWindow(QMainWindow):
     source_status = Signal(str)
 
     def __init__(self, source: str | None = None, model: str | None = None, *, settings: QSettings | None = None,
-                 backend: str | None = None, realtime: bool = True, cpu_budget: CpuBudget | None = None) -> None:
+                 backend: str | None = None, realtime: bool = True, cpu_budget: CpuBudget | None = None,
+                 clinical: bool = False, review: bool | None = None) -> None:
         """``realtime=False`` plays files and folders as fast as the detector and the window
         go, every frame shown (soak tests, quick reviews); live sources are live either way.
         ``cpu_budget`` splits the cores between inference and the rest (default
-        :func:`app.cpu_budget.app_budget`)."""
+        :func:`app.cpu_budget.app_budget`). ``clinical`` starts in the full-screen clinical
+        view; ``review`` overrides the setting that analyses each opened video file."""
         super().__init__()
         self.realtime = realtime
         self.cpu_budget = cpu_budget or app_budget()
@@ -95,8 +86,14 @@ class MainWindow(QMainWindow):
         self.last_result: Result | None = None
         self.last_error: str | None = None
         self._recording: tuple[VideoRecorder, DetectionLog] | None = None
-        self._alert_on = False
+        self.alerts = AlertLimiter(self.settings.value("alert_interval_s", DEFAULT_MIN_INTERVAL_S, float))
+        self.alerts_sounded = 0
+        self.review_on_open = self.settings.value("review", True, bool) if review is None else review
         self._build_ui()
+        self.stale_timer = QTimer(self)
+        self.stale_timer.setInterval(STALE_CHECK_MS)
+        self.stale_timer.timeout.connect(self._check_stale)
+        self.stale_timer.start()
         self.model_ready.connect(self._on_model_ready)
         self.model_failed.connect(self._on_model_failed)
         self.source_status.connect(self.statusBar().showMessage)
@@ -109,11 +106,25 @@ class MainWindow(QMainWindow):
             self.load_model(model)
         elif source:
             self.show_error("choose a model first (Model > Open model…)")
+        if clinical:
+            self.set_clinical(True)
 
     # -- UI ---------------------------------------------------------------------------
     def _build_ui(self) -> None:
-        self.view = VideoView()
-        self.setCentralWidget(self.view)
+        self.view = VideoCanvas()
+        self.review = ReviewController(self)
+        central = QWidget()
+        layout = QVBoxLayout(central)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        layout.addWidget(self.view, 1)
+        self.seek_slider = QSlider(Qt.Orientation.Horizontal)
+        self.seek_slider.setEnabled(False)
+        self.seek_slider.sliderReleased.connect(lambda: self.seek(self.seek_slider.value()))
+        self.below_video = [self.seek_slider, self.review.strip, self.review.progress]
+        for widget in self.below_video:
+            layout.addWidget(widget)
+        self.setCentralWidget(central)
         bar = QToolBar("Playback")
         bar.setObjectName("playback")
         self.addToolBar(bar)
@@ -130,6 +141,7 @@ class MainWindow(QMainWindow):
             ("snapshot", "Snapshot", Qt.Key.Key_S, self.snapshot),
             ("record", "Record", Qt.Key.Key_R, self.toggle_recording),
             ("fullscreen", "Full screen", Qt.Key.Key_F, self.toggle_full_screen),
+            ("clinical", "Clinical view", Qt.Key.Key_C, self.toggle_clinical),
         ):
             action = QAction(text, self)
             if shortcut is not None:
@@ -137,20 +149,21 @@ class MainWindow(QMainWindow):
             action.triggered.connect(slot)
             bar.addAction(action)
             self.actions[key] = action
+        self.toolbar = bar
         leave = QAction("Leave full screen", self)
         leave.setShortcut(QKeySequence(Qt.Key.Key_Escape))
-        leave.triggered.connect(self.showNormal)
+        leave.triggered.connect(self.leave_full_screen)
         self.addAction(leave)
-        self.seek_slider = QSlider(Qt.Orientation.Horizontal)
-        self.seek_slider.setEnabled(False)
-        self.seek_slider.sliderReleased.connect(lambda: self.seek(self.seek_slider.value()))
-        bar.addWidget(self.seek_slider)
         self.speed_box = QComboBox()
         self.speed_box.addItems([f"{s:g}x" for s in SPEEDS])
         self.speed_box.setCurrentText(self.settings.value("speed", "1x", str))
         self.speed_box.currentTextChanged.connect(self._on_speed)
         bar.addWidget(self.speed_box)
         self._build_settings_dock()
+        self.events_dock = QDockWidget("Events", self)
+        self.events_dock.setObjectName("events")
+        self.events_dock.setWidget(self.review.panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.events_dock)
         self.hud_label = QLabel("no stream")
         self.statusBar().addPermanentWidget(self.hud_label)
 
@@ -179,9 +192,46 @@ class MainWindow(QMainWindow):
         self.overlay_box.toggled.connect(self._on_overlay)
         self.sound_box = QCheckBox("Sound on new polyp")
         self.sound_box.setChecked(self.settings.value("sound", False, bool))
+        self.sound_box.toggled.connect(lambda on: self.settings.setValue("sound", on))
         form.addRow(self.overlay_box)
         form.addRow(self.sound_box)
+        self.alert_interval = QDoubleSpinBox()
+        self.alert_interval.setRange(0.0, 60.0)
+        self.alert_interval.setSuffix(" s")
+        self.alert_interval.setValue(self.alerts.min_interval_s)
+        self.alert_interval.valueChanged.connect(self._on_alert_interval)
+        form.addRow("… at most every", self.alert_interval)
+        self.shape_box = QComboBox()
+        self.shape_box.addItems(list(BOX_SHAPES))
+        self.shape_box.setCurrentText(self.settings.value("box_shape", "corners", str))
+        self.colour_box = QComboBox()
+        self.colour_box.addItems(list(COLOURS))
+        self.colour_box.setCurrentText(self.settings.value("box_colour", "yellow", str))
+        self.thickness_box = QSpinBox()
+        self.thickness_box.setRange(1, 8)
+        self.thickness_box.setValue(self.settings.value("box_thickness", 2, int))
+        for widget, label in ((self.shape_box, "Box style"), (self.colour_box, "Box colour"),
+                              (self.thickness_box, "Line thickness")):
+            form.addRow(label, widget)
+        self.shape_box.currentTextChanged.connect(self._on_box_style)
+        self.colour_box.currentTextChanged.connect(self._on_box_style)
+        self.thickness_box.valueChanged.connect(self._on_box_style)
+        self.stale_box = QSpinBox()
+        self.stale_box.setRange(100, 5000)
+        self.stale_box.setSingleStep(100)
+        self.stale_box.setSuffix(" ms")
+        self.stale_box.setValue(self.settings.value("stale_ms", round(DEFAULT_STALE_AFTER_S * 1000), int))
+        self.stale_box.setToolTip("a red banner shows when the picture on screen is older than this")
+        self.stale_box.valueChanged.connect(self._on_stale)
+        form.addRow("Not-live warning after", self.stale_box)
+        self.review_box = QCheckBox("Analyse video files when opened")
+        self.review_box.setChecked(self.review_on_open)
+        self.review_box.toggled.connect(self._on_review_box)
+        form.addRow(self.review_box)
+        self._on_box_style()
+        self._on_stale(self.stale_box.value())
         dock.setWidget(panel)
+        self.settings_dock = dock
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
 
     def _slider(self, value: int, slot) -> QSlider:
@@ -228,6 +278,7 @@ class MainWindow(QMainWindow):
         if self.worker is not None:
             self.worker.pipeline.set_detector(detector)
             self.worker.backend = _runs_on(detector)
+            self._start_review()
         elif self.source_spec:
             self.open(self.source_spec)
         if old is not None:
@@ -262,9 +313,20 @@ class MainWindow(QMainWindow):
         self.worker.start()
         self.actions["play"].setText("Pause")
         self.setWindowTitle(f"PolypScope — {info.description}")
+        self._start_review()
         return True
 
+    def _start_review(self) -> None:
+        """Analyse a video file in the background for the timeline and events."""
+        if isinstance(self.source, VideoFileSource) and self.review_on_open and self.detector is not None:
+            self.review.open(self.source.path, self.detector)
+        else:
+            self.review.close()
+        for widget in (self.review.strip, self.events_dock):
+            widget.setVisible(self.review.video is not None and not self.clinical)
+
     def stop_stream(self) -> None:
+        self.review.close()
         self.stop_recording()
         if self.worker is not None:
             self.worker.stop()
@@ -273,34 +335,50 @@ class MainWindow(QMainWindow):
             self.source.close()
             self.source = None
 
-    def _persistence(self) -> PersistenceFilter | None:
+    def persistence_settings(self) -> PersistenceSettings:
         k, n = self.persist_k.value(), self.persist_n.value()
-        return PersistenceFilter(PersistenceSettings(min(k, n), n, self.persist_hold.value()))
+        return PersistenceSettings(min(k, n), n, self.persist_hold.value())
+
+    def _persistence(self) -> PersistenceFilter | None:
+        return PersistenceFilter(self.persistence_settings())
 
     # -- frames -----------------------------------------------------------------------
-    @Slot(QImage, object, object)
-    def _on_frame(self, image: QImage, result: Result, snap) -> None:
+    @Slot(object, object, object)
+    def _on_frame(self, picture: Picture, result: Result, snap) -> None:
         worker = self.worker
         if worker is None or self.sender() is not worker:
             return  # queued by a stream that has since been closed or replaced
         try:
-            self.view.set_image(image)
+            self.view.set_picture(picture)
             self.view.repaint()
         finally:
             worker.mark_shown(result)  # the worker sends the next picture only after this
+        worker.target_size = self.view.target_size()
         self.frames_shown += 1
         self.last_result = result
         if self._recording is not None and self.worker is not None:
             self._record(result)
         if not self.seek_slider.isSliderDown():
             self.seek_slider.setValue(result.frame.index)
-        alert = len(result.shown) > 0
-        if alert and not self._alert_on and self.sound_box.isChecked():
+        self.review.strip.set_position(result.frame.index)
+        if self.alerts.update(len(result.shown) > 0, time.monotonic()) and self.sound_box.isChecked():
+            self.alerts_sounded += 1
             QApplication.beep()
-        self._alert_on = alert
+        self.view.status_text = (f"{self.detector.model_path.name if self.detector else ''} · "
+                                 f"{snap.display_fps:.0f} fps · latency {snap.latency_p50_ms:.0f} ms")
         self.hud_label.setText(f"capture {snap.capture_fps:.1f} fps · inference {snap.inference_fps:.1f} fps · "
                                f"display {snap.display_fps:.1f} fps · latency p50 {snap.latency_p50_ms:.0f} ms · "
                                f"dropped {snap.dropped}")
+
+    def _check_stale(self) -> None:
+        """The age of the picture on screen, for the not-live banner (every 100 ms)."""
+        picture = self.view.picture
+        paused = self.worker is not None and self.worker.pipeline.paused
+        if paused != self.view.paused:
+            self.view.paused = paused
+            self.view.update()
+        if picture is not None:
+            self.view.set_age(time.perf_counter() - picture.captured)
 
     def _record(self, result: Result) -> None:
         """Append the frame to the recording; a failed write (disk full) stops the recording
@@ -384,6 +462,33 @@ class MainWindow(QMainWindow):
     def toggle_full_screen(self) -> None:
         self.showNormal() if self.isFullScreen() else self.showFullScreen()
 
+    def leave_full_screen(self) -> None:
+        if self.clinical:
+            self.set_clinical(False)
+        self.showNormal()
+
+    @property
+    def clinical(self) -> bool:
+        return self.view.clinical
+
+    def toggle_clinical(self) -> None:
+        self.set_clinical(not self.clinical)
+
+    def set_clinical(self, on: bool) -> None:
+        """The clinical view: full screen, only the video, the boxes and a status line."""
+        self.view.clinical = on
+        for widget in (self.toolbar, self.settings_dock, self.statusBar(), self.seek_slider):
+            widget.setVisible(not on)
+        reviewing = self.review.video is not None
+        self.review.strip.setVisible(reviewing and not on)
+        self.events_dock.setVisible(reviewing and not on)
+        self.review.progress.setVisible(self.review.analysing and not on)
+        if on:
+            self.showFullScreen()
+        else:
+            self.showNormal()
+        self.view.update()
+
     def show_error(self, message: str) -> None:
         self.last_error = message
         self.statusBar().showMessage(f"Error: {message}")
@@ -395,6 +500,7 @@ class MainWindow(QMainWindow):
         if self.detector is not None:
             self.detector.conf = self.conf_slider.value() / 100
         self.settings.setValue("conf", self.conf_slider.value())
+        self.review.refresh_events()
 
     def _on_iou(self) -> None:
         if self.detector is not None:
@@ -406,6 +512,30 @@ class MainWindow(QMainWindow):
             self.settings.setValue(key, box.value())
         if self.worker is not None:
             self.worker.pipeline.persistence = self._persistence()
+        self.review.refresh_events()
+
+    def _on_box_style(self, *_) -> None:
+        style = BoxStyle(self.shape_box.currentText(), COLOURS[self.colour_box.currentText()],
+                         float(self.thickness_box.value()))
+        self.view.box_style = style
+        for key, value in (("box_shape", style.shape), ("box_colour", self.colour_box.currentText()),
+                           ("box_thickness", self.thickness_box.value())):
+            self.settings.setValue(key, value)
+        self.view.update()
+
+    def _on_stale(self, ms: int) -> None:
+        self.view.stale_after_s = ms / 1000
+        self.settings.setValue("stale_ms", ms)
+
+    def _on_alert_interval(self, seconds: float) -> None:
+        self.alerts.min_interval_s = seconds
+        self.settings.setValue("alert_interval_s", seconds)
+
+    def _on_review_box(self, on: bool) -> None:
+        self.review_on_open = on
+        self.settings.setValue("review", on)
+        if self.worker is not None:
+            self._start_review()
 
     def _on_backend(self, name: str) -> None:
         self.settings.setValue("backend", name)
@@ -418,6 +548,8 @@ class MainWindow(QMainWindow):
             self.source.set_speed(float(text.rstrip("x")))
 
     def _on_overlay(self, on: bool) -> None:
+        self.view.overlay = on
+        self.view.update()
         if self.worker is not None:
             self.worker.show_overlay = on
 

@@ -1,9 +1,10 @@
 """The bridge between the streaming pipeline and Qt.
 
-A ``StreamWorker`` consumes pipeline results on its own thread, draws the overlay there,
-and emits an owned ``QImage`` (a deep copy, so it never points into a numpy buffer that
-the next frame reuses) together with the stats. The GUI slot only swaps the picture. To
-stop, the worker sets a flag, stops the pipeline and is joined; nothing is terminated.
+A ``StreamWorker`` consumes pipeline results on its own thread, scales each frame to the
+size it will have on screen and emits it as a :class:`app.gui.picture.Picture` (which owns
+its buffer: nothing reuses it while the GUI thread shows it) together with the stats. The
+GUI slot only swaps the picture; the canvas draws the boxes over it as vectors. To stop,
+the worker sets a flag, stops the pipeline and is joined; nothing is terminated.
 
 At most one picture is in flight to the GUI thread: the worker takes the next result
 from the pipeline only after the window has painted the last one (:meth:`mark_shown`).
@@ -20,22 +21,15 @@ import time
 
 import numpy as np
 from PySide6.QtCore import QObject, Signal
-from PySide6.QtGui import QImage
 
+from app.gui.display.picture import Picture, make_picture
 from app.overlay import HudInfo, OverlayStyle, draw_overlay
 from app.streaming.pipeline import Result, StreamPipeline
 from app.streaming.stats import StatsSnapshot
 
 
-def to_qimage(bgr: np.ndarray) -> QImage:
-    """An owned RGB QImage of a BGR frame."""
-    rgb = np.ascontiguousarray(bgr[:, :, ::-1])
-    h, w = rgb.shape[:2]
-    return QImage(rgb.data, w, h, 3 * w, QImage.Format.Format_RGB888).copy()
-
-
 class StreamWorker(QObject):
-    frame_ready = Signal(QImage, object, object)  # picture, Result, StatsSnapshot
+    frame_ready = Signal(object, object, object)  # Picture, Result, StatsSnapshot
     failed = Signal(str)
     finished = Signal()
     status = Signal(str)
@@ -48,8 +42,11 @@ class StreamWorker(QObject):
         self.backend = backend
         self.style = style or OverlayStyle()
         self.show_overlay = True
-        self.last_raw: np.ndarray | None = None
-        self.last_annotated: np.ndarray | None = None
+        #: (width, height) in device pixels to scale frames to; set by the GUI thread when
+        #: the canvas resizes (a tuple is replaced whole, never half-written)
+        self.target_size: tuple[int, int] | None = None
+        self.last_result: Result | None = None
+        self._last_hud: HudInfo | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._painted = threading.Event()  # the last emitted picture has been shown
@@ -86,14 +83,30 @@ class StreamWorker(QObject):
         finally:
             self.finished.emit()
 
-    def render(self, result: Result) -> tuple[QImage, Result, StatsSnapshot]:
+    def render(self, result: Result) -> tuple[Picture, Result, StatsSnapshot]:
         snap = self.pipeline.stats.snapshot()
         hud = HudInfo(snap.capture_fps, snap.inference_fps, snap.display_fps, snap.latency_p50_ms,
                       result.stage_ms[1], self.backend)
-        image = result.frame.image
-        annotated = draw_overlay(image, result.shown, self.class_names, hud, self.style) if self.show_overlay else image
-        self.last_raw, self.last_annotated = image, annotated
-        return to_qimage(annotated), result, snap
+        self.last_result, self._last_hud = result, hud
+        picture = make_picture(result.frame.image, result.shown, result.frame.index, result.frame.captured,
+                               self.target_size, hud)
+        return picture, result, snap
+
+    @property
+    def last_raw(self) -> np.ndarray | None:
+        """The last frame handed to the window, as captured."""
+        return None if self.last_result is None else self.last_result.frame.image
+
+    @property
+    def last_annotated(self) -> np.ndarray | None:
+        """The last frame with the overlay rasterised into it at full resolution (for
+        snapshots and recordings only: the window draws the overlay as vectors)."""
+        result = self.last_result
+        if result is None:
+            return None
+        if not self.show_overlay:
+            return result.frame.image
+        return draw_overlay(result.frame.image, result.shown, self.class_names, self._last_hud, self.style)
 
     def mark_shown(self, result: Result) -> None:
         """Called by the GUI thread once ``result`` is on screen; lets the next one through."""

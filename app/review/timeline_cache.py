@@ -143,7 +143,8 @@ def load_timeline(path: str | Path, key: CacheKey | None = None) -> Timeline | N
     return timeline
 
 
-Progress = Callable[[int, int | None], None]
+#: Called after each analysed frame with its record and the video's frame count (if known).
+Progress = Callable[[FrameRecord, int | None], None]
 
 
 def analyse(video: str | Path, detector, *, path: str | Path | None = None, progress: Progress | None = None,
@@ -198,8 +199,9 @@ def _run(source: VideoFileSource, detector, timeline: Timeline, log: DetectionLo
         row = detection_row(frame.index, frame.position_ms, dets)
         row["inference_ms"] = round(detector.last_times.inference, 3)
         log.write_row(row)
-        timeline.frames.append(parse_row(row))  # the rounded values, exactly as a reload reads them
+        record = parse_row(row)  # the rounded values, exactly as a reload reads them
+        timeline.frames.append(record)
         if progress is not None:
-            progress(frame.index + 1, total)
+            progress(record, total)
     log.write_row({"complete": True, "frames": len(timeline.frames)})
     timeline.complete = True

@@ -1,0 +1,1 @@
+"""The engineer's review of a recording: timeline strip, events panel, marks, summary, clip export."""

@@ -1,0 +1,291 @@
+"""The review workflow and the clinical view, driven through the real windows (offscreen):
+the timeline built from the cache, seek by click, next/previous event, marks saved and
+reloaded, the summary, clip export, the A/B diff, the stale-frame banner, the clinical
+view's brackets and the display path's pictures.
+
+Events are made exact by writing the timeline cache beside the clip before the window
+opens (a cache is JSON lines anyone can write): the window must then take its events from
+that file, not from a pass of its own."""
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("PySide6.QtWidgets")
+from PySide6.QtCore import QPoint, QSettings, Qt  # noqa: E402
+
+from app.gui.main_window import MainWindow  # noqa: E402
+from app.review.timeline_cache import FORMAT, CacheKey, timeline_path  # noqa: E402
+from app.streaming.sources import Frame, SourceInfo  # noqa: E402
+from engine.model_info import sha256_file  # noqa: E402
+
+from .synthetic import write_moving_clip  # noqa: E402
+
+FRAMES = 150
+#: (first, last) frames with a box in the cache; with the window's persistence (2 of 3,
+#: held 4) each run is shown from its second frame to 4 frames after its last
+RUNS = ((20, 39), (70, 84), (110, 129))
+SHOWN = [(a + 1, b + 4) for a, b in RUNS]
+
+
+def write_cache(video: Path, model: Path, runs, frames: int = FRAMES, score: float = 0.8) -> Path:
+    sha = sha256_file(model)
+    path = timeline_path(video, sha)
+    header = {"polypscope_timeline": FORMAT, **CacheKey.of(video, sha, 0.45).__dict__, "score_floor": 0.05,
+              "video": video.name, "model": model.name, "fps": 25.0, "frame_count": frames, "width": 320,
+              "height": 240, "backend": "onnxruntime-cpu fp32"}
+    lines = [json.dumps(header)]
+    for i in range(frames):
+        hit = any(a <= i <= b for a, b in runs)
+        lines.append(json.dumps({"frame": i, "timestamp_ms": i * 40.0, "boxes": [[100, 60, 180, 140]] if hit else [],
+                                 "scores": [score] if hit else [], "classes": [0] if hit else [],
+                                 "inference_ms": 3.0}))
+    lines.append(json.dumps({"complete": True, "frames": frames}))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def settings_at(tmp_path) -> QSettings:
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("conf", 25)
+    return settings
+
+
+@pytest.fixture
+def reviewed(qtbot, tmp_path, tiny_onnx):
+    video = write_moving_clip(tmp_path / "clip.avi", FRAMES)
+    cache = write_cache(video, tiny_onnx, RUNS)
+    before = cache.stat().st_mtime_ns
+    win = MainWindow(str(video), str(tiny_onnx), settings=settings_at(tmp_path), backend="onnxruntime-cpu")
+    qtbot.addWidget(win)
+    win.resize(1000, 760)
+    win.show()
+    qtbot.waitUntil(lambda: win.review.timeline is not None and win.frames_shown > 0, timeout=30000)
+    win.toggle_pause()
+    yield win, video, cache, before
+    win.close()
+
+
+def shown_index(win) -> int:
+    return win.last_result.frame.index
+
+
+def test_the_timeline_and_events_come_from_the_cache(reviewed):
+    win, video, cache, before = reviewed
+    assert cache.stat().st_mtime_ns == before  # read, not rebuilt
+    scores = win.review.strip.scores[0]
+    assert len(scores) == FRAMES and scores[25] == pytest.approx(0.8) and scores[50] == 0
+    assert [(e.start, e.end) for e in win.review.events] == SHOWN
+    assert win.review.panel.count() == 3 and "unmarked" in win.review.panel.item_text(0)
+    assert win.review.strip.isVisible() and win.events_dock.isVisible()
+
+
+def test_click_on_the_strip_seeks_there(reviewed, qtbot):
+    win = reviewed[0]
+    strip = win.review.strip
+    x = round(strip.x_of(100.5))
+    target = strip.frame_at(x)
+    assert abs(target - 100) <= 1
+    qtbot.mouseClick(strip, Qt.MouseButton.LeftButton, pos=QPoint(x, strip.height() // 2))
+    qtbot.waitUntil(lambda: shown_index(win) == target, timeout=10000)
+
+
+def test_next_and_previous_event_keys(reviewed, qtbot):
+    win = reviewed[0]
+    win.seek(0)
+    qtbot.waitUntil(lambda: shown_index(win) == 0, timeout=10000)
+    win.review.panel.select(None)
+    for expected in (SHOWN[0][0], SHOWN[1][0], SHOWN[2][0]):
+        qtbot.keyClick(win, Qt.Key.Key_N)
+        qtbot.waitUntil(lambda e=expected: shown_index(win) == e, timeout=10000)
+    qtbot.keyClick(win, Qt.Key.Key_N)  # no event after the last: stays
+    qtbot.keyClick(win, Qt.Key.Key_P)
+    qtbot.waitUntil(lambda: shown_index(win) == SHOWN[1][0], timeout=10000)
+    assert win.review.panel.list.currentRow() == 1
+
+
+def test_marks_are_saved_and_reloaded_and_the_summary_exported(reviewed, qtbot, tmp_path, tiny_onnx):
+    win, video = reviewed[0], reviewed[1]
+    for k, key in ((0, Qt.Key.Key_1), (1, Qt.Key.Key_2), (2, Qt.Key.Key_3)):
+        win.review.go_to(k)
+        qtbot.keyClick(win, key)
+    marks = json.loads((video.parent / "clip.avi.polypscope" / "marks.json").read_text())["marks"]
+    assert [(m["start"], m["label"]) for m in marks] == [(SHOWN[0][0], "polyp"), (SHOWN[1][0], "false alarm"),
+                                                         (SHOWN[2][0], "unsure")]
+    paths = win.review.export_summary()
+    summary = json.loads(paths[0].read_text())
+    assert summary["events"] == 3 and summary["marked"]["false alarm"] == 1
+    assert summary["false_alarms_per_minute"] == pytest.approx(1 / (FRAMES / 25 / 60), rel=1e-3)
+    # onset: the polyp was marked from its first raw detection (frame 20), shown from 21
+    assert summary["polyps"][0]["time_to_first_detection_s"] == pytest.approx(1 / 25)
+    win.close()
+    again = MainWindow(str(video), str(tiny_onnx), settings=settings_at(tmp_path), backend="onnxruntime-cpu")
+    qtbot.addWidget(again)
+    again.show()
+    qtbot.waitUntil(lambda: again.review.panel.count() == 3, timeout=30000)
+    assert [again.review.panel.item_text(k).split()[-1] for k in range(3)] == ["polyp", "alarm", "unsure"]
+    assert again.review.labels() == ["polyp", "false alarm", "unsure"]
+    again.close()
+
+
+def test_clip_export_around_an_event(reviewed):
+    win = reviewed[0]
+    win.review.go_to(1)
+    out = win.review.export_clip(wait=True)
+    cap = cv2.VideoCapture(str(out))
+    count = 0
+    while cap.read()[0]:
+        count += 1
+    start, end = SHOWN[1]
+    assert count == min(FRAMES - 1, end + 75) - max(0, start - 75) + 1  # 3 s either side at 25 fps
+    assert "event002" in out.name and "boxes" in out.name
+
+
+def test_the_ab_view_diffs_the_events_of_two_models(qtbot, tmp_path, tiny_onnx):
+    import onnx
+
+    from app.gui.compare_window import CompareWindow
+
+    video = write_moving_clip(tmp_path / "clip.avi", FRAMES)
+    model_b = tmp_path / "b.onnx"
+    proto = onnx.load(str(tiny_onnx))
+    proto.doc_string = "model B: the same network, another file (another sha256)"
+    onnx.save(proto, str(model_b))
+    write_cache(video, tiny_onnx, RUNS)
+    write_cache(video, model_b, (RUNS[0], (115, 125), (140, 148)))
+    win = CompareWindow(video, tiny_onnx, model_b, backend="onnxruntime-cpu", conf_a=0.25, conf_b=0.25)
+    qtbot.addWidget(win)
+    win.resize(1200, 700)
+    win.show()
+    qtbot.waitUntil(lambda: win.diff is not None and win.frames_shown > 3, timeout=60000)
+    assert win.diff.counts() == {"matched": 2, "only_a": 1, "only_b": 1}
+    assert [e.start for e in win.diff.only_a] == [SHOWN[1][0]] and [e.start for e in win.diff.only_b] == [141]
+    texts = [win.diff_list.item(k).text() for k in range(win.diff_list.count())]
+    assert sum(t.startswith("only A") for t in texts) == 1 and sum(t.startswith("only B") for t in texts) == 1
+    assert "inference p50 3.0 ms" in win.labels[0].text() and "inference p50 3.0 ms" in win.labels[1].text()
+    win.overlay_box.setChecked(True)
+    assert not win.canvases[1].isVisible()
+    win.seek(30)  # inside an event both raised: A's own boxes, and B's in its colour
+    qtbot.waitUntil(lambda: win.canvases[0].picture is not None and win.canvases[0].picture.index >= 30
+                    and len(win.canvases[0].extra) == 1 and len(win.canvases[0].extra[0][0]) == 1, timeout=10000)
+    win.close()
+
+
+# -- the clinical view and the stale-frame banner -----------------------------------------
+class StallingSource:
+    """A live source whose frames stop while ``flowing`` is clear (a lost feed)."""
+
+    def __init__(self) -> None:
+        self.info = SourceInfo("fake scope", 320, 240, 25.0, True, None)
+        self.flowing = threading.Event()
+        self.flowing.set()
+        self._closed = threading.Event()
+        self._index = 0
+        rng = np.random.default_rng(0)
+        self.image = rng.integers(0, 255, (240, 320, 3)).astype(np.uint8)
+
+    def read(self):
+        while not self.flowing.wait(0.05):
+            if self._closed.is_set():
+                return None
+        if self._closed.is_set():
+            return None
+        time.sleep(0.04)
+        self._index += 1
+        return Frame(self._index, self.image, time.perf_counter())
+
+    def stop(self) -> None:
+        self._closed.set()
+
+    def close(self) -> None:
+        self._closed.set()
+
+    def seek(self, index: int) -> None:
+        pass
+
+
+def red_banner(win) -> bool:
+    pixels = win.view.grab().toImage()
+    colour = pixels.pixelColor(5, 5)
+    return colour.red() > 150 and colour.green() < 60 and colour.blue() < 60
+
+
+def test_the_banner_appears_when_the_feed_stalls_and_clears_when_it_recovers(qtbot, tmp_path, tiny_onnx,
+                                                                              monkeypatch):
+    import app.gui.main_window as main_window
+
+    source = StallingSource()
+    monkeypatch.setattr(main_window, "open_source", lambda spec, **kw: source)
+    win = MainWindow("scope", str(tiny_onnx), settings=settings_at(tmp_path), backend="onnxruntime-cpu",
+                     clinical=True)
+    qtbot.addWidget(win)
+    win.stale_box.setValue(300)
+    qtbot.waitUntil(lambda: win.frames_shown > 5, timeout=30000)
+    assert win.isFullScreen() and not win.toolbar.isVisible() and not win.settings_dock.isVisible()
+    assert not win.view.stale and not red_banner(win)
+    source.flowing.clear()
+    qtbot.waitUntil(lambda: win.view.stale, timeout=5000)
+    qtbot.wait(400)
+    assert win.view.age_s > 0.3 and red_banner(win)
+    source.flowing.set()
+    qtbot.waitUntil(lambda: not win.view.stale, timeout=5000)
+    assert not red_banner(win)
+    win.set_clinical(False)
+    assert win.toolbar.isVisible() and not win.isFullScreen()
+    win.close()
+
+
+def test_the_alert_sound_is_rate_limited():
+    from app.streaming.alerts import AlertLimiter
+
+    limiter = AlertLimiter(5.0)
+    pattern = [(True, 0.0), (True, 0.1), (False, 0.2), (True, 1.0), (False, 2.0), (True, 6.5), (True, 7.0),
+               (False, 8.0), (True, 9.0), (False, 12.0), (True, 12.6)]
+    assert [limiter.update(shown, t) for shown, t in pattern] == \
+        [True, False, False, False, False, True, False, False, False, False, True]
+
+
+def test_corner_brackets_leave_the_middle_of_the_box_edges_clear(qtbot):
+    from app.gui.display.canvas import BoxStyle, VideoCanvas
+    from app.gui.display.picture import make_picture
+    from engine.detections import Detections
+
+    frame = np.full((400, 400, 3), 60, np.uint8)
+    dets = Detections(np.array([[100, 100, 300, 300]], np.float32), np.array([0.9], np.float32), np.zeros(1, np.int64))
+    grabs = {}
+    for shape in ("box", "corners"):
+        canvas = VideoCanvas()
+        qtbot.addWidget(canvas)
+        canvas.resize(400, 400)
+        canvas.box_style = BoxStyle(shape, "#ffff00", 3.0, show_scores=False)
+        canvas.set_picture(make_picture(frame, dets, 0, time.perf_counter(), (400, 400)))
+        image = canvas.grab().toImage()
+        grabs[shape] = [(image.pixelColor(x, y).red(), image.pixelColor(x, y).blue()) for x, y in
+                        ((200, 100), (100, 200), (101, 101), (200, 200))]
+    yellow = lambda c: c[0] > 200 and c[1] < 80  # noqa: E731
+    assert [yellow(c) for c in grabs["box"]] == [True, True, True, False]
+    assert [yellow(c) for c in grabs["corners"]] == [False, False, True, False]  # edges' middles clear
+
+
+def test_a_picture_is_the_frame_scaled_once_in_qts_native_layout():
+    from PySide6.QtGui import QImage
+
+    from app.gui.display.picture import display_size, make_picture
+    from engine.detections import Detections
+
+    rng = np.random.default_rng(1)
+    frame = cv2.GaussianBlur(rng.integers(0, 255, (1080, 1920, 3)).astype(np.uint8), (0, 0), 3)
+    picture = make_picture(frame, Detections(), 7, 1.0, (1000, 700))
+    assert display_size((1920, 1080), (1000, 700)) == (1000, 562) == (picture.image.width(), picture.image.height())
+    assert picture.image.format() == QImage.Format.Format_RGB32 and picture.frame_size == (1920, 1080)
+    shown = np.frombuffer(picture.image.constBits(), np.uint8).reshape(562, picture.image.bytesPerLine())
+    expected = cv2.resize(frame, (1000, 562), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(shown[:, :4000].reshape(562, 1000, 4)[..., :3], expected)
+    assert picture.pixels.base is None or picture.pixels.base is not frame  # a buffer of its own
+    # a small frame is handed over at its own size (the painter enlarges it)
+    assert make_picture(frame[:240, :320], Detections(), 0, 1.0, (1000, 700)).image.width() == 320
