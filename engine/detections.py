@@ -37,3 +37,14 @@ class Detections:
             {"box": [round(float(v), 2) for v in b], "score": round(float(s), 5), "class": int(c)}
             for b, s, c in zip(self.boxes, self.scores, self.classes)
         ]
+
+
+def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU matrix of ``[N, 4]`` and ``[M, 4]`` x1, y1, x2, y2 boxes (``[N, M]``; empty in, empty out)."""
+    a, b = np.asarray(a, np.float64).reshape(-1, 4), np.asarray(b, np.float64).reshape(-1, 4)
+    tl = np.maximum(a[:, None, :2], b[None, :, :2])
+    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
+    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
+    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
+    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
+    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)

@@ -30,6 +30,17 @@ def test_latest_slot_keeps_only_the_newest():
         slot.get(0.1)
 
 
+def test_a_deeper_slot_drops_the_oldest_and_keeps_the_order():
+    slot = LatestSlot(depth=2)
+    for i in range(5):
+        slot.put(i)
+    assert slot.dropped == 3 and [slot.get(0.1), slot.get(0.1)] == [3, 4]
+    with pytest.raises(TimeoutError):
+        slot.get(0.01)
+    with pytest.raises(ValueError, match="depth"):
+        LatestSlot(depth=0)
+
+
 def test_lossless_slot_makes_the_producer_wait():
     slot = LatestSlot(lossless=True)
     got = []
@@ -99,7 +110,8 @@ def test_slow_backend_drops_frames_instead_of_building_latency():
     wall-clock figure): each time a result arrives, the frames the camera has produced
     that were neither delivered nor dropped are the ones in flight, at most one per stage
     (being read, frame slot, inference, result slot). A queue instead of one-slot
-    hand-offs would have them pile up: about two hundred by the end of this run."""
+    hand-offs would have them pile up: about two hundred by the end of this run. (The
+    result slot holds two: results can come in pairs, see ``max_detection_hz``.)"""
     camera = FakeCamera(300, fps=100)
     pipeline = StreamPipeline(camera, SlowDetector(0.03)).start()
     delivered, backlog = 0, []
@@ -110,7 +122,65 @@ def test_slow_backend_drops_frames_instead_of_building_latency():
         backlog.append(produced - delivered - pipeline.dropped)
     assert delivered + pipeline.dropped == 300                     # every frame delivered or counted as dropped
     assert delivered < 200 and pipeline.dropped > 100              # it could not keep up ...
-    assert max(backlog) <= 4, backlog                              # ... and nothing queued up
+    assert max(backlog) <= 5, backlog                              # ... and nothing queued up
+
+
+class LockStepFile:
+    """A file-like source at ``fps`` (frames carry their position in the file) that gives the
+    next frame only once the consumer has taken the last result: no frame can be dropped,
+    so which frames are detected on depends on the frame clock alone, never on timing."""
+
+    def __init__(self, frames: int, fps: float):
+        from app.streaming.sources import SourceInfo
+
+        self.n, self.fps, self.i = frames, fps, 0
+        self.info = SourceInfo("lock-step", 80, 64, fps, False, frames)
+        self.consumed = threading.Semaphore(1)
+
+    def read(self):
+        if self.i >= self.n or not self.consumed.acquire(timeout=5):
+            return None
+        frame = Frame(self.i, np.full((64, 80, 3), self.i % 255, np.uint8), time.perf_counter(),
+                      position_ms=1000 * self.i / self.fps)
+        self.i += 1
+        return frame
+
+    def seek(self, index):
+        self.i = index
+
+
+class CountingDetector:
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, image):
+        self.calls.append(int(image[0, 0, 0]))
+        return _dets([10, 10, 30, 30])
+
+
+@pytest.mark.parametrize("fps, cap, detected_every", [(60, 30, 2), (50, 30, 2), (30, 30, 1), (25, 30, 1),
+                                                      (60, None, 1), (120, 30, 4)])
+def test_the_detection_rate_cap_shows_every_frame_and_detects_on_some(fps, cap, detected_every):
+    source, detector = LockStepFile(24, fps), CountingDetector()
+    pipeline = StreamPipeline(source, detector, max_detection_hz=cap).start()
+    results = []
+    for result in pipeline.results(timeout=2):
+        results.append(result)
+        pipeline.mark_shown(result)
+        source.consumed.release()
+    assert [r.frame.index for r in results] == list(range(24)) and pipeline.dropped == 0
+    expected = [i % detected_every == 0 for i in range(24)]
+    assert [r.inferred for r in results] == expected
+    assert detector.calls[1:] == [i for i in range(24) if expected[i]]  # (the first call is the warm-up)
+    for r in results:  # a frame passed on carries the boxes of the last frame detected on
+        assert len(r.detections) == 1 and (r.inferred or r.stage_ms == (0.0, 0.0, 0.0))
+
+
+def test_a_lossless_replay_detects_on_every_frame_whatever_the_cap():
+    source, detector = LockStepFile(12, 60), CountingDetector()
+    source.consumed = threading.Semaphore(100)
+    pipeline = StreamPipeline(source, detector, lossless=True, max_detection_hz=30).start()
+    assert all(r.inferred for r in pipeline.results(timeout=2)) and len(detector.calls) == 13
 
 
 def test_lossless_replay_processes_every_frame():

@@ -22,8 +22,19 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import QObject, QSettings, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (QCheckBox, QDockWidget, QHBoxLayout, QLabel, QListWidget, QListWidgetItem,
-                               QMainWindow, QProgressBar, QToolBar, QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QDockWidget,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QMainWindow,
+    QProgressBar,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.gui.display.canvas import COLOURS, BoxStyle, VideoCanvas
 from app.gui.display.picture import make_picture
@@ -140,6 +151,7 @@ class CompareWindow(QMainWindow):
         for k, colour in enumerate((COLOUR_A, COLOUR_B)):
             column = QVBoxLayout()
             label = QLabel(f"{'AB'[k]}: {self.models[k].name}")
+            label.setWordWrap(True)
             canvas = VideoCanvas()
             canvas.box_style = BoxStyle("box", colour)
             canvas.stale_after_s = float("inf")  # a replay of a recording: nothing here claims to be live
@@ -182,6 +194,7 @@ class CompareWindow(QMainWindow):
         self.diff_list.itemClicked.connect(self._on_diff_item)
         column.addWidget(self.diff_header)
         column.addWidget(self.diff_list, 1)
+        panel.setMinimumWidth(320)
         dock.setWidget(panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
 
@@ -212,7 +225,7 @@ class CompareWindow(QMainWindow):
         ms = timeline.inference_ms()
         timing = f"inference p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms" if len(ms) else \
             "inference time not recorded"
-        self.labels[k].setText(f"{'AB'[k]}: {self.models[k].name} (threshold {self.confs[k]:.2f}) — {timing} "
+        self.labels[k].setText(f"{'AB'[k]}: {self.models[k].name}, threshold {self.confs[k]:.2f}\n{timing} "
                                f"({timeline.header.get('backend', '')}, measured in its pass)")
         self.strip.set_length(timeline.frame_count)
         self.strip.set_scores(timeline.best_scores(), row=k)

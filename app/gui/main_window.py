@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
@@ -55,6 +56,9 @@ from engine.detector import BACKENDS, Detector
 SPEEDS = (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
 ORGANISATION, APPLICATION = "PolypScope", "PolypScope"
 STALE_CHECK_MS = 100
+#: Detection rate cap on live feeds (see :mod:`app.streaming.pipeline`): 25 and 30 fps feeds
+#: are detected on every frame, 50/60 fps ones on every other frame, all frames shown.
+DEFAULT_MAX_DETECTION_HZ = 30
 
 
 class MainWindow(QMainWindow):
@@ -216,6 +220,15 @@ class MainWindow(QMainWindow):
         self.shape_box.currentTextChanged.connect(self._on_box_style)
         self.colour_box.currentTextChanged.connect(self._on_box_style)
         self.thickness_box.valueChanged.connect(self._on_box_style)
+        self.detection_rate = QSpinBox()
+        self.detection_rate.setRange(0, 120)
+        self.detection_rate.setSuffix(" /s")
+        self.detection_rate.setSpecialValueText("every frame")
+        self.detection_rate.setValue(self.settings.value("max_detection_hz", DEFAULT_MAX_DETECTION_HZ, int))
+        self.detection_rate.setToolTip("on a faster live feed (50/60 fps) the model runs this often and every frame "
+                                       "is shown with the latest boxes, instead of frames being dropped")
+        self.detection_rate.valueChanged.connect(self._on_detection_rate)
+        form.addRow("Detect at most", self.detection_rate)
         self.stale_box = QSpinBox()
         self.stale_box.setRange(100, 5000)
         self.stale_box.setSingleStep(100)
@@ -304,9 +317,12 @@ class MainWindow(QMainWindow):
         info = self.source.info
         self.seek_slider.setEnabled(not info.live and bool(info.frame_count))
         self.seek_slider.setRange(0, max(0, (info.frame_count or 1) - 1))
+        self.view.warm_up((info.width, info.height))
         lossless = not (self.realtime or info.live)
-        pipeline = StreamPipeline(self.source, self.detector, lossless=lossless, persistence=self._persistence())
+        pipeline = StreamPipeline(self.source, self.detector, lossless=lossless, persistence=self._persistence(),
+                                  max_detection_hz=self.detection_rate.value() or None)
         self.worker = StreamWorker(pipeline, self.detector.info.class_names, _runs_on(self.detector))
+        self.worker.target_size = self.view.target_size()
         self.worker.show_overlay = self.overlay_box.isChecked()
         self.worker.frame_ready.connect(self._on_frame, Qt.ConnectionType.QueuedConnection)
         self.worker.failed.connect(self.show_error, Qt.ConnectionType.QueuedConnection)
@@ -317,8 +333,10 @@ class MainWindow(QMainWindow):
         return True
 
     def _start_review(self) -> None:
-        """Analyse a video file in the background for the timeline and events."""
-        if isinstance(self.source, VideoFileSource) and self.review_on_open and self.detector is not None:
+        """Analyse a video file in the background for the timeline and events (not in the
+        clinical view: there the cores belong to the live picture)."""
+        if (isinstance(self.source, VideoFileSource) and self.review_on_open and self.detector is not None
+                and not self.clinical):
             self.review.open(self.source.path, self.detector)
         else:
             self.review.close()
@@ -348,6 +366,9 @@ class MainWindow(QMainWindow):
         worker = self.worker
         if worker is None or self.sender() is not worker:
             return  # queued by a stream that has since been closed or replaced
+        reviewed = self.review.shown_at(result.frame.index)
+        if reviewed is not None:
+            picture = replace(picture, shown=reviewed)
         try:
             self.view.set_picture(picture)
             self.view.repaint()
@@ -476,7 +497,9 @@ class MainWindow(QMainWindow):
 
     def set_clinical(self, on: bool) -> None:
         """The clinical view: full screen, only the video, the boxes and a status line."""
-        self.view.clinical = on
+        was, self.view.clinical = self.view.clinical, on
+        if was != on and self.worker is not None and (on or self.review.video is None):
+            self._start_review()  # stops the pass in the clinical view, starts it when leaving
         for widget in (self.toolbar, self.settings_dock, self.statusBar(), self.seek_slider):
             widget.setVisible(not on)
         reviewing = self.review.video is not None
@@ -484,9 +507,16 @@ class MainWindow(QMainWindow):
         self.events_dock.setVisible(reviewing and not on)
         self.review.progress.setVisible(self.review.analysing and not on)
         if on:
+            if not self.isFullScreen():
+                self._normal_geometry = self.geometry()
+            # Full screen is a request to the window manager; on a bare X server (a kiosk,
+            # Xvfb) there is none, so the window also takes the screen's geometry itself.
+            self.setGeometry(self.screen().geometry())
             self.showFullScreen()
         else:
             self.showNormal()
+            if getattr(self, "_normal_geometry", None) is not None:
+                self.setGeometry(self._normal_geometry)
         self.view.update()
 
     def show_error(self, message: str) -> None:
@@ -522,6 +552,11 @@ class MainWindow(QMainWindow):
                            ("box_thickness", self.thickness_box.value())):
             self.settings.setValue(key, value)
         self.view.update()
+
+    def _on_detection_rate(self, hz: int) -> None:
+        self.settings.setValue("max_detection_hz", hz)
+        if self.worker is not None:
+            self.worker.pipeline.max_detection_hz = hz or None
 
     def _on_stale(self, ms: int) -> None:
         self.view.stale_after_s = ms / 1000

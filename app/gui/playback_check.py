@@ -41,7 +41,8 @@ def resident_mb() -> float | None:
 
 
 def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: float = SETTLE_SECONDS,
-            fast: bool = False, memory_every: float = 10.0, cpu_budget: Any = None) -> dict[str, Any]:
+            fast: bool = False, memory_every: float = 10.0, cpu_budget: Any = None, clinical: bool = False,
+            window_size: tuple[int, int] = (1280, 800)) -> dict[str, Any]:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -50,9 +51,11 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     with tempfile.TemporaryDirectory() as tmp:
         settings = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
-        window = MainWindow(source, model, settings=settings, realtime=not fast, cpu_budget=cpu_budget)
-        window.resize(1280, 800)
-        window.show()
+        window = MainWindow(source, model, settings=settings, realtime=not fast, cpu_budget=cpu_budget,
+                            clinical=clinical, review=False)  # playback only: no background analysis pass
+        if not clinical:  # the clinical view takes the whole screen
+            window.resize(*window_size)
+            window.show()
         if not wait_until(lambda: window.frames_shown > 0, timeout=60):
             window.close()
             raise RuntimeError(f"{source}: no frame reached the window within {60} s")
@@ -60,7 +63,9 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
         started = time.monotonic()
         samples, timeline = [], []
         last_count, last_change, next_memory = 0, started, started
+        stale_seen = False
         while time.monotonic() - started < timeout:
+            stale_seen = stale_seen or window.view.stale
             # Qt runs for half a second, or until the clip has ended and its last frame is shown
             # (a stall, however long, is not mistaken for the end).
             if wait_until(lambda: not worker.running, timeout=0.5):
@@ -79,6 +84,9 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
                 next_memory = now + memory_every
         report = _report(source, model, window, worker, info, samples, timeline, time.monotonic() - started)
         report["paced"] = not fast
+        report["view"] = "clinical (full screen)" if clinical else "engineer"
+        report["window_px"] = [window.view.width(), window.view.height()]
+        report["stale_banner_seen"] = stale_seen
         window.close()
     app.processEvents()
     return report
@@ -96,7 +104,7 @@ def _report(source: str, model: str, window, worker, info, samples: list[float],
     return {
         "source": source, "model": model, "backend": window.detector.backend_name if window.detector else None,
         "source_fps": info.fps, "source_frames": info.frame_count, "frames_shown": window.frames_shown,
-        "dropped": snap.dropped, "seconds": round(seconds, 1),
+        "dropped": snap.dropped, "dropped_by_stage": worker.pipeline.dropped_by_stage(), "seconds": round(seconds, 1),
         "display_fps": {"median": round(float(np.median(samples)), 2) if samples else 0.0,
                         "min": round(float(np.min(samples)), 2) if samples else 0.0, "samples": len(samples)},
         # over the last LATENCY_HISTORY frames (the whole clip when it is shorter)
@@ -159,6 +167,8 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=300.0, help="stop after this many seconds (default 300)")
     parser.add_argument("--memory-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--plot", help="write memory, latency and drops over time here (PNG; needs matplotlib)")
+    parser.add_argument("--clinical", action="store_true", help="play in the clinical view (full screen)")
+    parser.add_argument("--window", default="1280x800", help="window size WxH of the engineer's view (default 1280x800)")
     parser.add_argument("--cpu", choices=["app", "benchmark"], default="app",
                         help="how the cores are shared: app (default; app.cpu_budget) or benchmark (all inference "
                              "threads, spinning, OpenCV's own pool: the app before issue 13)")
@@ -166,8 +176,13 @@ def main() -> None:
     from app.cpu_budget import BENCHMARK, app_budget
 
     budget = app_budget() if args.cpu == "app" else BENCHMARK
+    try:
+        window_size = tuple(int(v) for v in args.window.lower().split("x"))
+        assert len(window_size) == 2
+    except (ValueError, AssertionError):
+        parser.error(f"--window: expected WxH, e.g. 1280x800, got {args.window!r}")
     report = measure(args.source, args.model, timeout=args.timeout, fast=args.fast, memory_every=args.memory_every,
-                     cpu_budget=budget)
+                     cpu_budget=budget, clinical=args.clinical, window_size=window_size)
     report["cpu_budget"] = budget.describe()
     text = json.dumps(report, indent=2)
     print(json.dumps({k: v for k, v in report.items() if k != "timeline"}, indent=2))

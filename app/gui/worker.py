@@ -26,6 +26,7 @@ from app.gui.display.picture import Picture, make_picture
 from app.overlay import HudInfo, OverlayStyle, draw_overlay
 from app.streaming.pipeline import Result, StreamPipeline
 from app.streaming.stats import StatsSnapshot
+from engine.detections import Detections
 
 
 class StreamWorker(QObject):
@@ -53,9 +54,19 @@ class StreamWorker(QObject):
         self._painted.set()
 
     def start(self) -> None:
-        self.pipeline.start()
         self._thread = threading.Thread(target=self._run, name="display", daemon=True)
         self._thread.start()
+
+    def _warm_up(self) -> None:
+        """Two blank frames of the source's size through the display path, on this thread,
+        before the pipeline starts: the first conversions of a new frame size cost tens of
+        milliseconds (buffers, OpenCV's code paths), which on a 60 fps feed would drop the
+        first frames."""
+        info = getattr(self.pipeline.source, "info", None)
+        if info is not None and getattr(info, "width", 0) and getattr(info, "height", 0):
+            blank = np.zeros((info.height, info.width, 3), np.uint8)
+            for _ in range(2):
+                make_picture(blank, Detections(), 0, 0.0, self.target_size)
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()
@@ -70,6 +81,10 @@ class StreamWorker(QObject):
 
     def _run(self) -> None:
         try:
+            self._warm_up()
+            if self._stop.is_set():  # stopped during the warm-up (a pipeline started after its stop exits at once)
+                return
+            self.pipeline.start()
             for result in self.pipeline.results(timeout=0.2):
                 if self._stop.is_set():
                     break

@@ -1,15 +1,24 @@
-"""The one-slot hand-off between pipeline stages.
+"""The hand-off between pipeline stages: a slot for the newest items, never a growing queue.
 
-A live pipeline must never queue: if inference is slower than the camera, a queue grows
-and every box arrives later than the last. ``LatestSlot`` holds one item; a new item
-replaces a waiting one (which is counted as dropped), so the consumer always gets the
-newest. For offline replay as fast as possible, ``lossless=True`` makes the producer wait
-instead, so every frame is processed.
+A live pipeline must never queue without bound: if inference is slower than the camera, a
+queue grows and every box arrives later than the last. ``LatestSlot`` holds at most
+``depth`` items (one by default); a new item arriving at a full slot pushes out the oldest
+(counted as dropped), so the consumer is never more than ``depth`` items behind and gets
+them in order. For offline replay as fast as possible, ``lossless=True`` makes the
+producer wait instead, so every frame is processed.
+
+Depth 1 between capture and inference: the detector should always see the newest frame.
+Depth 2 between inference and display: results can arrive in pairs (a frame passed on
+without inference right after one that was detected on, see ``max_detection_hz``), and
+the display, which shows every frame at the feed's rate, must not lose the first of a pair
+to a few milliseconds of painting. It costs at most one frame period of latency, and only
+while the display is behind.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import deque
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -20,10 +29,12 @@ class Closed(Exception):
 
 
 class LatestSlot(Generic[T]):
-    def __init__(self, lossless: bool = False) -> None:
+    def __init__(self, lossless: bool = False, depth: int = 1) -> None:
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
         self.lossless = lossless
-        self._item: T | None = None
-        self._full = False
+        self.depth = depth
+        self._items: deque[T] = deque()
         self._closed = False
         self._cond = threading.Condition()
         self.dropped = 0
@@ -31,26 +42,27 @@ class LatestSlot(Generic[T]):
     def put(self, item: T) -> None:
         with self._cond:
             if self.lossless:
-                while self._full and not self._closed:
+                while len(self._items) >= self.depth and not self._closed:
                     self._cond.wait()
             if self._closed:
                 return
-            if self._full:
+            if len(self._items) >= self.depth:
+                self._items.popleft()
                 self.dropped += 1
-            self._item, self._full = item, True
+            self._items.append(item)
             self._cond.notify_all()
 
     def get(self, timeout: float | None = None) -> T:
-        """The newest item; raises ``TimeoutError`` after ``timeout`` s, ``Closed`` once
-        closed and empty."""
+        """The oldest item held (the newest, at depth 1); raises ``TimeoutError`` after
+        ``timeout`` s, ``Closed`` once closed and empty."""
         with self._cond:
-            if not self._cond.wait_for(lambda: self._full or self._closed, timeout):
+            if not self._cond.wait_for(lambda: self._items or self._closed, timeout):
                 raise TimeoutError
-            if not self._full:
+            if not self._items:
                 raise Closed
-            item, self._item, self._full = self._item, None, False
+            item = self._items.popleft()
             self._cond.notify_all()
-            return item  # type: ignore[return-value]
+            return item
 
     def close(self) -> None:
         """No more items: a waiting ``get`` returns what is left, then raises ``Closed``."""

@@ -13,20 +13,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engine.detections import Detections
+from engine.detections import Detections, box_iou
 
 DEFAULT_K, DEFAULT_N, DEFAULT_HOLD = 2, 3, 4
 MATCH_IOU = 0.3
-
-
-def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    if len(a) == 0 or len(b) == 0:
-        return np.zeros((len(a), len(b)))
-    lt = np.maximum(a[:, None, :2], b[None, :, :2])
-    rb = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(rb - lt, 0, None).prod(-1)
-    area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter + 1e-9)
 
 
 @dataclass
@@ -62,7 +52,7 @@ class PersistenceFilter:
 
     def __call__(self, dets: Detections) -> Detections:
         s = self.settings
-        ious = _iou(np.array([t.box for t in self.tracks]).reshape(-1, 4), dets.boxes)
+        ious = box_iou(np.array([t.box for t in self.tracks]).reshape(-1, 4), dets.boxes)
         matched_dets: set[int] = set()
         for ti, track in enumerate(self.tracks):
             j = int(ious[ti].argmax()) if ious.shape[1] else -1

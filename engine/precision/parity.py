@@ -16,6 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from engine.detections import box_iou
+
 PARITY_CONF = 0.05
 MATCH_IOU = 0.5
 
@@ -47,16 +49,6 @@ class Parity:
                 f"(IoU >= {MATCH_IOU}, mean IoU {self.mean_iou:.3f}), score drift mean {self.mean_score_drift:.4f} "
                 f"max {self.max_score_drift:.4f}, {self.crossings} on the other side of the threshold "
                 f"{self.threshold:g}, {self.candidate_boxes - self.matched} boxes only the candidate draws")
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU matrix of ``[N, 4]`` and ``[M, 4]`` x1, y1, x2, y2 boxes."""
-    tl = np.maximum(a[:, None, :2], b[None, :, :2])
-    br = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.prod(np.clip(br - tl, 0, None), axis=2)
-    area_a = np.prod(a[:, 2:] - a[:, :2], axis=1)
-    area_b = np.prod(b[:, 2:] - b[:, :2], axis=1)
-    return inter / np.maximum(area_a[:, None] + area_b[None, :] - inter, 1e-9)
 
 
 def compare_detections(pairs: list[tuple[object, object]], threshold: float = 0.25) -> Parity:

@@ -48,9 +48,9 @@ class BoxStyle:
 def corner_segments(rect: QRectF, fraction: float) -> list[tuple[QPointF, QPointF]]:
     """The eight strokes of four corner brackets around ``rect``."""
     arm = max(4.0, fraction * min(rect.width(), rect.height()))
-    l, t, r, b = rect.left(), rect.top(), rect.right(), rect.bottom()
+    left, top, right, bottom = rect.left(), rect.top(), rect.right(), rect.bottom()
     lines = []
-    for x, y, dx, dy in ((l, t, 1, 1), (r, t, -1, 1), (l, b, 1, -1), (r, b, -1, -1)):
+    for x, y, dx, dy in ((left, top, 1, 1), (right, top, -1, 1), (left, bottom, 1, -1), (right, bottom, -1, -1)):
         lines.append((QPointF(x, y), QPointF(x + dx * arm, y)))
         lines.append((QPointF(x, y), QPointF(x, y + dy * arm)))
     return lines
@@ -73,6 +73,37 @@ class VideoCanvas(QWidget):
         self.extra: list[tuple[object, str]] = []  # more detections and their colours (A/B overlay)
         self.setMinimumSize(320, 240)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+
+    def warm_up(self, frame_size: tuple[int, int]) -> None:
+        """Paint a blank frame of ``frame_size`` with a box, its label, the HUD, the status
+        line and the banner into an off-screen image once, and a black frame of that size
+        onto the screen, before a stream starts: the first paints load fonts, set up the
+        painter's paths and the window system's buffers (tens of milliseconds), which would
+        otherwise fall on the first frames of a live feed and drop some."""
+        import time
+
+        import numpy as np
+        from PySide6.QtGui import QImage
+
+        from app.gui.display.picture import make_picture
+        from app.overlay import HudInfo
+        from engine.detections import Detections
+
+        w, h = frame_size
+        dets = Detections(np.array([[w / 4, h / 4, w / 2, h / 2]], np.float32), np.array([0.5], np.float32),
+                          np.zeros(1, np.int64))
+        saved = (self.picture, self.clinical, self.age_s)
+        for clinical in (False, True):
+            self.picture = make_picture(np.zeros((h, w, 3), np.uint8), dets, 0, time.perf_counter(),
+                                        self.target_size(), HudInfo(0, 0, 0, 0, 0, ""))
+            self.clinical, self.age_s, self.status_text = clinical, self.stale_after_s + 1, self.status_text or " "
+            target = QImage(max(1, self.width()), max(1, self.height()), QImage.Format.Format_RGB32)
+            self.render(target)
+        self.picture, self.clinical, self.age_s = saved
+        if self.isVisible():
+            self.set_picture(make_picture(np.zeros((h, w, 3), np.uint8), Detections(), 0, time.perf_counter(),
+                                          self.target_size()))
+            self.repaint()
 
     # -- state --------------------------------------------------------------------------
     def set_picture(self, picture: Picture) -> None:
@@ -182,7 +213,8 @@ class VideoCanvas(QWidget):
 
     def _draw_status_line(self, painter: QPainter, target: QRectF) -> None:
         if self.status_text:
-            self._text_block(painter, [self.status_text], QPointF(target.left(), self.height()), 13)
+            self._text_block(painter, [self.status_text], QPointF(target.left(), self.height()),
+                             max(13, self.height() // 60))
 
     def _draw_banner(self, painter: QPainter) -> None:
         if self.paused and self.picture is not None:

@@ -24,9 +24,6 @@ from PySide6.QtGui import QImage
 from app.overlay import HudInfo
 from engine.detections import Detections
 
-#: Below this scale a bilinear resize skips source pixels (aliasing); area averaging is used.
-AREA_BELOW = 0.5
-
 
 @dataclass(frozen=True)
 class Picture:
@@ -52,11 +49,18 @@ def display_size(frame_size: tuple[int, int], target: tuple[int, int] | None) ->
 
 
 def to_display(bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """``bgr`` scaled to ``size`` and laid out as 32-bit BGRA, in a new buffer."""
+    """``bgr`` scaled to ``size`` and laid out as 32-bit BGRA, in a new buffer.
+
+    Below half size a bilinear resize skips source pixels (aliasing on fine mucosal
+    texture), and OpenCV's area averaging at an arbitrary factor costs about 8 ms at 1080p;
+    at exactly half it takes a fast path (about 0.5 ms). So the frame is halved by area
+    averaging while it is more than twice the target, and finished bilinearly."""
     h, w = bgr.shape[:2]
+    while w >= 2 * size[0] and h >= 2 * size[1]:
+        w, h = w // 2, h // 2
+        bgr = cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA)
     if (w, h) != size:
-        interpolation = cv2.INTER_AREA if size[0] / w < AREA_BELOW else cv2.INTER_LINEAR
-        bgr = cv2.resize(bgr, size, interpolation=interpolation)
+        bgr = cv2.resize(bgr, size, interpolation=cv2.INTER_LINEAR)
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
 
 

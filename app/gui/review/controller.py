@@ -49,6 +49,8 @@ class ReviewController(QObject):
         self.runner: AnalysisRunner | None = None
         self.timeline: Timeline | None = None
         self.events: list[Event] = []
+        #: what the window draws on each frame while reviewing (see :meth:`shown_at`)
+        self.shown: list | None = None
         self.marks: MarkStore | None = None
         self.thumbnails: ThumbnailLoader | None = None
         self.strip.seek_requested.connect(self.window.seek)
@@ -106,7 +108,7 @@ class ReviewController(QObject):
         if self.thumbnails is not None:
             self.thumbnails.stop()
             self.thumbnails = None
-        self.timeline, self.events, self.video = None, [], None
+        self.timeline, self.events, self.video, self.shown = None, [], None, None
         self.progress.hide()
 
     @property
@@ -139,8 +141,9 @@ class ReviewController(QObject):
             self.timeline = None  # the cache holds too few boxes for this threshold: a new pass
             self._start_pass(detector)
             return
-        self.events = find_events(self.timeline.frames, detector.conf, self.window.persistence_settings(),
-                                  self.timeline.fps)
+        settings = self.window.persistence_settings()
+        self.events = find_events(self.timeline.frames, detector.conf, settings, self.timeline.fps)
+        self.shown = shown_per_frame(self.timeline.frames, detector.conf, settings)
         labels = self.labels()
         self.strip.set_threshold(detector.conf)
         self.strip.set_events(self.events, labels)
@@ -151,6 +154,17 @@ class ReviewController(QObject):
         self.thumbnails = ThumbnailLoader(self.video, self.events)
         self.thumbnails.ready.connect(self.panel.set_thumbnail, Qt.ConnectionType.QueuedConnection)
         self.thumbnails.start()
+
+    def shown_at(self, frame: int):
+        """The boxes the timeline shows on ``frame`` (None before the pass is done).
+
+        While reviewing, the window draws these rather than the live pipeline's: they come
+        from the same model, but the persistence filter ran over the whole recording in
+        order, so a frame reached by a seek or a jump to an event shows its boxes at once,
+        exactly as the events list counts them (the live filter restarts at each seek)."""
+        if self.shown is None or not 0 <= frame < len(self.shown):
+            return None
+        return self.shown[frame]
 
     def labels(self) -> list[str | None]:
         return [self.marks.label_of(e) if self.marks else None for e in self.events]

@@ -7,8 +7,16 @@ from collections.abc import Sequence
 
 from PySide6.QtCore import QSize, Signal
 from PySide6.QtGui import QColor, QIcon, QImage, QPixmap
-from PySide6.QtWidgets import (QCheckBox, QGridLayout, QLabel, QListWidget, QListWidgetItem, QPushButton,
-                               QVBoxLayout, QWidget)
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QGridLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QPushButton,
+    QVBoxLayout,
+    QWidget,
+)
 
 from app.review.events import Event
 from app.review.marks import FALSE_ALARM, POLYP, UNSURE
@@ -24,8 +32,8 @@ def clock(seconds: float) -> str:
 
 
 def describe(k: int, event: Event, label: str | None) -> str:
-    return (f"#{k + 1}  {clock(event.start_s)}  {event.end_s - event.start_s:.1f} s  peak {event.peak_score:.2f}"
-            f"  {label or 'unmarked'}")
+    return (f"#{k + 1}  {clock(event.start_s)}  ({event.end_s - event.start_s:.1f} s)\n"
+            f"peak {event.peak_score:.2f}  {label or 'unmarked'}")
 
 
 class EventsPanel(QWidget):
