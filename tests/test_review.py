@@ -83,6 +83,9 @@ def test_marks_are_saved_atomically_reloaded_and_label_other_models_events(tmp_p
     # another model's event over the same frames gets the same label; relabelling replaces
     other = Event(15, 30, 14, 20, 0.7, BOX, FPS)
     assert again.label_of(other) == POLYP
+    again.set_onset(events[0], 5)               # the engineer: the polyp is in view from frame 5
+    again.mark(events[0], POLYP)                # marked again: the engineer's onset is kept
+    assert MarkStore(path).polyps()[0].onset == 5 and MarkStore(path).polyps()[0].onset_by == "engineer"
     again.mark(other, UNSURE)
     assert MarkStore(path).label_of(events[0]) == UNSURE and len(MarkStore(path).marks) == 2
     again.mark(other, None)
@@ -172,6 +175,51 @@ def test_the_timeline_is_cached_by_model_resumed_and_rebuilt_when_stale(tmp_path
     write_moving_clip(video, 20, seed=3)
     assert load_timeline(path, CacheKey.of(video, whole.header["model_sha256"], floor_detector.iou)) is None
     assert len(analyse(video, floor_detector).frames) == 20
+
+
+def numbered_clip(path: Path, frames: int) -> Path:
+    """A Motion-JPEG AVI whose frame i is uniformly grey level 2i (readable back after JPEG)."""
+    writer = cv2.VideoWriter(str(path), cv2.CAP_OPENCV_MJPEG, cv2.VideoWriter_fourcc(*"MJPG"), FPS, (160, 120))
+    for i in range(frames):
+        writer.write(np.full((120, 160, 3), (2 * i) % 256, np.uint8))
+    writer.release()
+    return path
+
+
+def frame_numbers(path: Path) -> list[int]:
+    cap = cv2.VideoCapture(str(path))
+    numbers = []
+    while (ok_frame := cap.read())[0]:
+        numbers.append(round(float(np.median(ok_frame[1])) / 2))
+    return numbers
+
+
+def test_clip_export_writes_exactly_the_padded_range(tmp_path):
+    video = numbered_clip(tmp_path / "numbered.avi", 100)
+    event = Event(40, 49, 39, 45, 0.9, BOX, FPS)
+    first, last = clip_range(event, FPS, 100, pad_seconds=1.0)
+    assert export_clip(video, tmp_path / "exact.avi", first, last) == 60
+    assert frame_numbers(tmp_path / "exact.avi") == list(range(15, 75))  # the frames asked for, in order
+
+
+def test_seeking_the_demo_clip_lands_on_the_frame_asked_for():
+    """Thumbnails, clip export and review jumps seek; OpenCV's FFmpeg reader must land on
+    exactly the frame a sequential decode reaches (checked on the shipped MPEG-4 clip)."""
+    from app.streaming.sources import VideoFileSource
+
+    demo = Path(__file__).resolve().parents[1] / "assets" / "demo" / "demo.mp4"
+    if not demo.is_file():
+        pytest.skip("needs assets/demo/demo.mp4")
+    source = VideoFileSource(demo)
+    sequential = {}
+    while (frame := source.read()) is not None and frame.index <= 230:
+        if frame.index in (7, 101, 230):
+            sequential[frame.index] = frame.image
+    for index, image in sequential.items():
+        source.seek(index)
+        got = source.read()
+        assert got.index == index and np.array_equal(got.image, image), f"seek to {index}"
+    source.close()
 
 
 def test_clip_export_writes_the_padded_range(tmp_path):

@@ -133,6 +133,26 @@ def test_marks_are_saved_and_reloaded_and_the_summary_exported(reviewed, qtbot, 
     again.close()
 
 
+def test_keys_mark_the_event_on_screen_not_an_old_selection(reviewed, qtbot):
+    win, video = reviewed[0], reviewed[1]
+    win.review.go_to(0)                       # event 1 selected in the list ...
+    win.seek(SHOWN[1][0] + 3)                 # ... then the engineer moves into event 2
+    qtbot.waitUntil(lambda: shown_index(win) == SHOWN[1][0] + 3, timeout=10000)
+    assert win.review.panel.list.currentRow() == 1  # the list follows what is on screen
+    qtbot.keyClick(win, Qt.Key.Key_2)
+    assert win.review.labels() == [None, "false alarm", None]
+
+
+def test_a_new_nms_iou_makes_a_new_timeline(reviewed, qtbot):
+    win, video, cache = reviewed[0], reviewed[1], reviewed[2]
+    win.iou_slider.setValue(60)
+    qtbot.waitUntil(lambda: win.review.timeline is not None and win.review.timeline.header["nms_iou"] == 0.6,
+                    timeout=60000)
+    assert win.review.timeline.path == cache and len(win.review.timeline.frames) == FRAMES
+    # the tiny model's own pass replaced the hand-written rows (which all say 3.0 ms)
+    assert any(f.inference_ms != 3.0 for f in win.review.timeline.frames)
+
+
 def test_clip_export_around_an_event(reviewed):
     win = reviewed[0]
     win.review.go_to(1)
@@ -143,7 +163,8 @@ def test_clip_export_around_an_event(reviewed):
         count += 1
     start, end = SHOWN[1]
     assert count == min(FRAMES - 1, end + 75) - max(0, start - 75) + 1  # 3 s either side at 25 fps
-    assert "event002" in out.name and "boxes" in out.name
+    assert f"frames{max(0, start - 75)}-" in out.name and "boxes" in out.name and "t0.25" in out.name
+    assert not list(out.parent.glob("*.part.avi"))
 
 
 def test_the_ab_view_diffs_the_events_of_two_models(qtbot, tmp_path, tiny_onnx):
@@ -235,9 +256,26 @@ def test_the_banner_appears_when_the_feed_stalls_and_clears_when_it_recovers(qtb
     source.flowing.set()
     qtbot.waitUntil(lambda: not win.view.stale, timeout=5000)
     assert not red_banner(win)
-    win.set_clinical(False)
-    assert win.toolbar.isVisible() and not win.isFullScreen()
+    qtbot.keyClick(win, Qt.Key.Key_C)  # its key works with the toolbar hidden
+    assert not win.clinical and win.toolbar.isVisible() and not win.isFullScreen()
     win.close()
+
+
+def test_frames_that_keep_coming_late_keep_the_banner_up(qtbot):
+    from app.gui.display.canvas import VideoCanvas
+    from app.gui.display.picture import make_picture
+    from engine.detections import Detections
+
+    canvas = VideoCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(320, 240)
+    frame = np.zeros((240, 320, 3), np.uint8)
+    canvas.set_picture(make_picture(frame, Detections(), 0, time.perf_counter()))
+    assert not canvas.stale
+    canvas.set_picture(make_picture(frame, Detections(), 1, time.perf_counter() - 0.8))  # new, but 0.8 s old
+    assert canvas.stale and canvas.age_s >= 0.8
+    canvas.ended = True  # a recording at its end is not a stalled feed
+    assert not canvas.stale
 
 
 def test_the_alert_sound_is_rate_limited():
@@ -286,6 +324,46 @@ def test_a_picture_is_the_frame_scaled_once_in_qts_native_layout():
     shown = np.frombuffer(picture.image.constBits(), np.uint8).reshape(562, picture.image.bytesPerLine())
     expected = cv2.resize(frame, (1000, 562), interpolation=cv2.INTER_LINEAR)
     assert np.array_equal(shown[:, :4000].reshape(562, 1000, 4)[..., :3], expected)
-    assert picture.pixels.base is None or picture.pixels.base is not frame  # a buffer of its own
+    # the QImage wraps the picture's own buffer (no copy), and that buffer is not the frame's
+    assert np.frombuffer(picture.image.constBits(), np.uint8).ctypes.data == picture.pixels.ctypes.data
+    assert not np.shares_memory(picture.pixels, frame)
+    # more than twice the target: halved by area averaging, then finished bilinearly
+    small = make_picture(frame, Detections(), 0, 1.0, (800, 450))
+    half = cv2.resize(frame, (960, 540), interpolation=cv2.INTER_AREA)
+    expected = cv2.resize(half, (800, 450), interpolation=cv2.INTER_LINEAR)
+    got = np.frombuffer(small.image.constBits(), np.uint8).reshape(450, small.image.bytesPerLine())[:, :3200]
+    assert np.array_equal(got.reshape(450, 800, 4)[..., :3], expected)
     # a small frame is handed over at its own size (the painter enlarges it)
     assert make_picture(frame[:240, :320], Detections(), 0, 1.0, (1000, 700)).image.width() == 320
+
+
+DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo" / "demo.mp4"
+DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "models" / "default.onnx"
+
+
+@pytest.mark.skipif(not (DEMO.is_file() and DEFAULT_MODEL.is_file()), reason="needs assets/demo and assets/models")
+def test_the_windows_review_of_the_demo_clip_has_the_events_of_detect_jsonl(qtbot, tmp_path):
+    """The bar as a user meets it: the events the app lists for the demo clip (its own
+    background pass, its persistence settings) are those of ``polypscope detect --jsonl``."""
+    import shutil
+
+    from app.cli import main
+    from app.review.events import find_events
+    from app.review.frames import read_detection_log
+    from app.streaming.persistence import PersistenceSettings
+
+    video = Path(shutil.copy(DEMO, tmp_path / "demo.mp4"))
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    settings.setValue("conf", 50)
+    win = MainWindow(str(video), str(DEFAULT_MODEL), settings=settings, backend="onnxruntime-cpu")
+    qtbot.addWidget(win)
+    win.resize(1000, 700)
+    win.show()
+    qtbot.waitUntil(lambda: win.review.timeline is not None, timeout=180000)
+    listed = list(win.review.events)
+    win.close()
+    log = tmp_path / "detections.jsonl"
+    assert main(["detect", str(video), "--model", str(DEFAULT_MODEL), "--jsonl", str(log), "--quiet",
+                 "--threads", "1", "--conf", "0.5"]) == 0
+    from_log = find_events(read_detection_log(log), 0.5, PersistenceSettings(2, 3, 4), 25.0)
+    assert len(from_log) >= 3 and listed == from_log

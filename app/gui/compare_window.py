@@ -59,6 +59,7 @@ class CachedPlayer(QObject):
     inference while playing). One picture in flight to the GUI, as in the main window."""
 
     frame_ready = Signal(object, object)   # Picture with A's boxes, Picture with B's boxes
+    reached_end = Signal()
 
     def __init__(self, video: Path, shown_a: list, shown_b: list) -> None:
         super().__init__()
@@ -67,6 +68,8 @@ class CachedPlayer(QObject):
         self.paused = False
         self.index = 0
         self._seek: int | None = None
+        self._seek_lock = threading.Lock()
+        self.ended = threading.Event()
         self._stop = threading.Event()
         self._painted = threading.Event()
         self._painted.set()
@@ -83,7 +86,9 @@ class CachedPlayer(QObject):
             self._thread.join(5.0)
 
     def seek(self, index: int) -> None:
-        self._seek = index
+        with self._seek_lock:
+            self._seek = index
+        self.ended.clear()
 
     def shown(self) -> None:
         self._painted.set()
@@ -92,7 +97,8 @@ class CachedPlayer(QObject):
         source = VideoFileSource(self.video, realtime=True)
         try:
             while not self._stop.is_set():
-                seek, self._seek = self._seek, None
+                with self._seek_lock:
+                    seek, self._seek = self._seek, None
                 if seek is not None:
                     source.seek(seek)
                 elif self.paused:
@@ -102,6 +108,8 @@ class CachedPlayer(QObject):
                 frame = source.read()
                 if frame is None:
                     self.paused = True
+                    self.ended.set()
+                    self.reached_end.emit()
                     continue
                 self.index = frame.index
                 i = frame.index
@@ -204,8 +212,14 @@ class CompareWindow(QMainWindow):
         runner.progress.connect(lambda done, total, k=k: self._on_progress(k, done, total),
                                 Qt.ConnectionType.QueuedConnection)
         runner.finished.connect(lambda timeline, k=k: self._on_finished(k, timeline), Qt.ConnectionType.QueuedConnection)
-        runner.failed.connect(self.show_error, Qt.ConnectionType.QueuedConnection)
+        runner.failed.connect(lambda message, k=k: self._on_failed(k, message), Qt.ConnectionType.QueuedConnection)
         return runner
+
+    def _on_failed(self, k: int, message: str) -> None:
+        self.show_error(message)
+        self.diff_header.setText(f"{'AB'[k]} could not analyse the recording: {message}")
+        if k == 0:
+            self.runners[1].start()  # B's pass is still worth having (and cached)
 
     def show_error(self, message: str) -> None:
         self.last_error = message
@@ -246,6 +260,7 @@ class CompareWindow(QMainWindow):
         self._fill_diff()
         self.player = CachedPlayer(self.video, *shown)
         self.player.frame_ready.connect(self._on_frame, Qt.ConnectionType.QueuedConnection)
+        self.player.reached_end.connect(lambda: self.play_action.setText("Play"), Qt.ConnectionType.QueuedConnection)
         self.player.target_size = self.canvases[0].target_size()
         self.player.start()
 
@@ -301,6 +316,8 @@ class CompareWindow(QMainWindow):
 
     def toggle_pause(self) -> None:
         if self.player is not None:
+            if self.player.ended.is_set():  # at the end: play again from the start
+                self.player.seek(0)
             self.player.paused = not self.player.paused
             self.play_action.setText("Play" if self.player.paused else "Pause")
 

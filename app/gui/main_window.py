@@ -88,6 +88,7 @@ class MainWindow(QMainWindow):
         self.source_spec: str | None = None
         self.frames_shown = 0
         self.last_result: Result | None = None
+        self.last_shown = None  # the boxes on screen (the timeline's while reviewing)
         self.last_error: str | None = None
         self._recording: tuple[VideoRecorder, DetectionLog] | None = None
         self.alerts = AlertLimiter(self.settings.value("alert_interval_s", DEFAULT_MIN_INTERVAL_S, float))
@@ -98,6 +99,10 @@ class MainWindow(QMainWindow):
         self.stale_timer.setInterval(STALE_CHECK_MS)
         self.stale_timer.timeout.connect(self._check_stale)
         self.stale_timer.start()
+        self._iou_timer = QTimer(self)
+        self._iou_timer.setSingleShot(True)
+        self._iou_timer.setInterval(400)
+        self._iou_timer.timeout.connect(self._start_review)
         self.model_ready.connect(self._on_model_ready)
         self.model_failed.connect(self._on_model_failed)
         self.source_status.connect(self.statusBar().showMessage)
@@ -152,6 +157,7 @@ class MainWindow(QMainWindow):
                 action.setShortcut(QKeySequence(shortcut))
             action.triggered.connect(slot)
             bar.addAction(action)
+            self.addAction(action)  # its key works while the toolbar is hidden (clinical view)
             self.actions[key] = action
         self.toolbar = bar
         leave = QAction("Leave full screen", self)
@@ -376,13 +382,14 @@ class MainWindow(QMainWindow):
             worker.mark_shown(result)  # the worker sends the next picture only after this
         worker.target_size = self.view.target_size()
         self.frames_shown += 1
-        self.last_result = result
+        self.last_result, self.last_shown = result, picture.shown  # what is on screen now
         if self._recording is not None and self.worker is not None:
-            self._record(result)
+            self._record(result, picture.shown)
         if not self.seek_slider.isSliderDown():
             self.seek_slider.setValue(result.frame.index)
         self.review.strip.set_position(result.frame.index)
-        if self.alerts.update(len(result.shown) > 0, time.monotonic()) and self.sound_box.isChecked():
+        self.review.follow(result.frame.index)
+        if self.alerts.update(len(picture.shown) > 0, time.monotonic()) and self.sound_box.isChecked():
             self.alerts_sounded += 1
             QApplication.beep()
         self.view.status_text = (f"{self.detector.model_path.name if self.detector else ''} · "
@@ -392,21 +399,25 @@ class MainWindow(QMainWindow):
                                f"dropped {snap.dropped}")
 
     def _check_stale(self) -> None:
-        """The age of the picture on screen, for the not-live banner (every 100 ms)."""
+        """The age of the picture on screen, for the not-live banner (every 100 ms). A
+        recording that has played to its end is not a stalled feed; a live source that has
+        stopped is."""
         picture = self.view.picture
         paused = self.worker is not None and self.worker.pipeline.paused
-        if paused != self.view.paused:
-            self.view.paused = paused
+        ended = (self.worker is not None and not self.worker.running and self.source is not None
+                 and not self.source.info.live)
+        if (paused, ended) != (self.view.paused, self.view.ended):
+            self.view.paused, self.view.ended = paused, ended
             self.view.update()
         if picture is not None:
             self.view.set_age(time.perf_counter() - picture.captured)
 
-    def _record(self, result: Result) -> None:
-        """Append the frame to the recording; a failed write (disk full) stops the recording
-        with what it kept, and playback goes on."""
+    def _record(self, result: Result, shown) -> None:
+        """Append the frame, with the boxes on screen, to the recording; a failed write (disk
+        full) stops the recording with what it kept, and playback goes on."""
         video, log = self._recording
         try:
-            video.write(self.worker.last_annotated)
+            video.write(self.worker.annotate(result.frame.image, shown))
             log.write(result.frame.index, result.frame.position_ms, result.detections, result.frame.name)
         except RecorderError as exc:
             self.stop_recording()
@@ -439,15 +450,16 @@ class MainWindow(QMainWindow):
 
     def snapshot(self) -> list[Path]:
         """Save the current frame as PNG, with and without the overlay."""
-        if self.worker is None or self.worker.last_raw is None:
+        if self.worker is None or self.last_result is None:
             self.show_error("nothing to snapshot yet")
             return []
+        raw = self.last_result.frame.image  # the frame on screen, with the boxes on screen
         folder = Path(self.settings.value("snapshot_dir", str(Path.cwd() / "snapshots"), str))
         folder.mkdir(parents=True, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         paths = [folder / f"{stamp}-raw.png", folder / f"{stamp}-overlay.png"]
-        cv2.imwrite(str(paths[0]), self.worker.last_raw)
-        cv2.imwrite(str(paths[1]), self.worker.last_annotated)
+        cv2.imwrite(str(paths[0]), raw)
+        cv2.imwrite(str(paths[1]), self.worker.annotate(raw, self.last_shown))
         self.statusBar().showMessage(f"saved {paths[1].name} and {paths[0].name} in {folder}", 5000)
         return paths
 
@@ -530,19 +542,21 @@ class MainWindow(QMainWindow):
         if self.detector is not None:
             self.detector.conf = self.conf_slider.value() / 100
         self.settings.setValue("conf", self.conf_slider.value())
-        self.review.refresh_events()
+        self.review.schedule_refresh()
 
     def _on_iou(self) -> None:
         if self.detector is not None:
             self.detector.iou = self.iou_slider.value() / 100
         self.settings.setValue("iou", self.iou_slider.value())
+        if self.review.video is not None:  # the NMS IoU is part of the timeline's key: another pass (or cache)
+            self._iou_timer.start()       # once the slider stops
 
     def _on_persistence(self) -> None:
         for key, box in (("persist_k", self.persist_k), ("persist_n", self.persist_n), ("persist_hold", self.persist_hold)):
             self.settings.setValue(key, box.value())
         if self.worker is not None:
             self.worker.pipeline.persistence = self._persistence()
-        self.review.refresh_events()
+        self.review.schedule_refresh()
 
     def _on_box_style(self, *_) -> None:
         style = BoxStyle(self.shape_box.currentText(), COLOURS[self.colour_box.currentText()],

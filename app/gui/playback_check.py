@@ -42,7 +42,7 @@ def resident_mb() -> float | None:
 
 def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: float = SETTLE_SECONDS,
             fast: bool = False, memory_every: float = 10.0, cpu_budget: Any = None, clinical: bool = False,
-            window_size: tuple[int, int] = (1280, 800)) -> dict[str, Any]:
+            window_size: tuple[int, int] = (1280, 800), max_detection_hz: int | None = None) -> dict[str, Any]:
     from PySide6.QtCore import QSettings
     from PySide6.QtWidgets import QApplication
 
@@ -51,6 +51,8 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     with tempfile.TemporaryDirectory() as tmp:
         settings = QSettings(str(Path(tmp) / "s.ini"), QSettings.Format.IniFormat)
+        if max_detection_hz is not None:
+            settings.setValue("max_detection_hz", max_detection_hz)
         window = MainWindow(source, model, settings=settings, realtime=not fast, cpu_budget=cpu_budget,
                             clinical=clinical, review=False)  # playback only: no background analysis pass
         if not clinical:  # the clinical view takes the whole screen
@@ -87,6 +89,7 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
         report["view"] = "clinical (full screen)" if clinical else "engineer"
         report["window_px"] = [window.view.width(), window.view.height()]
         report["stale_banner_seen"] = stale_seen
+        report["max_detection_hz"] = window.detection_rate.value() or "every frame"
         window.close()
     app.processEvents()
     return report
@@ -168,6 +171,8 @@ def main() -> None:
     parser.add_argument("--memory-every", type=float, default=10.0, help="seconds between memory samples")
     parser.add_argument("--plot", help="write memory, latency and drops over time here (PNG; needs matplotlib)")
     parser.add_argument("--clinical", action="store_true", help="play in the clinical view (full screen)")
+    parser.add_argument("--max-detection-rate", type=int, metavar="HZ",
+                        help="detect at most this often on a real-time feed (0: every frame; default: the app's 30)")
     parser.add_argument("--window", default="1280x800", help="window size WxH of the engineer's view (default 1280x800)")
     parser.add_argument("--cpu", choices=["app", "benchmark"], default="app",
                         help="how the cores are shared: app (default; app.cpu_budget) or benchmark (all inference "
@@ -182,7 +187,8 @@ def main() -> None:
     except (ValueError, AssertionError):
         parser.error(f"--window: expected WxH, e.g. 1280x800, got {args.window!r}")
     report = measure(args.source, args.model, timeout=args.timeout, fast=args.fast, memory_every=args.memory_every,
-                     cpu_budget=budget, clinical=args.clinical, window_size=window_size)
+                     cpu_budget=budget, clinical=args.clinical, window_size=window_size,
+                     max_detection_hz=args.max_detection_rate)
     report["cpu_budget"] = budget.describe()
     text = json.dumps(report, indent=2)
     print(json.dumps({k: v for k, v in report.items() if k != "timeline"}, indent=2))

@@ -112,6 +112,13 @@ class StreamWorker(QObject):
         """The last frame handed to the window, as captured."""
         return None if self.last_result is None else self.last_result.frame.image
 
+    def annotate(self, image: np.ndarray, shown) -> np.ndarray:
+        """``image`` with ``shown`` rasterised into it at full resolution, as recordings and
+        snapshots keep it (the window draws the same boxes as vectors)."""
+        if not self.show_overlay:
+            return image
+        return draw_overlay(image, shown, self.class_names, self._last_hud, self.style)
+
     @property
     def last_annotated(self) -> np.ndarray | None:
         """The last frame with the overlay rasterised into it at full resolution (for
@@ -119,9 +126,7 @@ class StreamWorker(QObject):
         result = self.last_result
         if result is None:
             return None
-        if not self.show_overlay:
-            return result.frame.image
-        return draw_overlay(result.frame.image, result.shown, self.class_names, self._last_hud, self.style)
+        return self.annotate(result.frame.image, result.shown)
 
     def mark_shown(self, result: Result) -> None:
         """Called by the GUI thread once ``result`` is on screen; lets the next one through."""

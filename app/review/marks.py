@@ -38,6 +38,8 @@ class Mark:
     onset: int | None = None      # polyp marks: the frame where the polyp comes into view
     model: str = ""               # the model whose event was marked (file name)
     marked_at: str = ""
+    #: who set the onset: "engineer" (key O) or "first detection" (the event's first raw hit)
+    onset_by: str = ""
 
     def __post_init__(self) -> None:
         if self.label not in LABELS:
@@ -82,12 +84,20 @@ class MarkStore:
         return mark.label if mark else None
 
     def mark(self, event: Event, label: str | None, model: str = "") -> Mark | None:
-        """Give ``event`` a label (``None`` clears it): replaces the marks it overlaps."""
-        self.marks = [m for m in self.marks if m.overlap(event.start, event.end) == 0]
+        """Give ``event`` a label (``None`` clears it). It replaces the marks the event
+        overlaps (an event is one alarm: after a threshold change merged two marked ones,
+        the engineer's new verdict is on the merged one); an onset the engineer set on a
+        polyp among them is kept."""
+        replaced = [m for m in self.marks if m.overlap(event.start, event.end) > 0]
+        self.marks = [m for m in self.marks if m not in replaced]
         new = None
         if label is not None:
-            onset = event.first_hit if label == POLYP else None
-            new = Mark(event.start, event.end, label, onset, model, time.strftime("%Y-%m-%dT%H:%M:%S"))
+            onset, onset_by = None, ""
+            if label == POLYP:
+                set_by_hand = [m.onset for m in replaced if m.label == POLYP and m.onset_by == "engineer"
+                               and m.onset is not None]
+                onset, onset_by = (min(set_by_hand), "engineer") if set_by_hand else (event.first_hit, "first detection")
+            new = Mark(event.start, event.end, label, onset, model, time.strftime("%Y-%m-%dT%H:%M:%S"), onset_by)
             self.marks.append(new)
         self.save()
         return new
@@ -100,7 +110,7 @@ class MarkStore:
             raise ValueError("mark the event as a polyp before setting when it comes into view")
         if frame > mark.end:
             raise ValueError(f"the onset (frame {frame}) must not come after the polyp's event ends (frame {mark.end})")
-        updated = replace(mark, onset=frame)
+        updated = replace(mark, onset=frame, onset_by="engineer")
         self.marks = [updated if m is mark else m for m in self.marks]
         self.save()
         return updated

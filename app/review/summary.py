@@ -2,9 +2,11 @@
 detection of each marked polyp; exported as JSON and CSV.
 
 Time to first detection of a polyp is measured from its onset (the frame where it comes
-into view: set by the engineer, else the first raw detection of the event it was marked
-on) to the first frame in which this model shows a box overlapping the polyp's stretch.
-Measured for any model against the same marks, it says which model warns sooner.
+into view) to the first frame in which this model shows a box overlapping the polyp's
+stretch. Measured for any model against the same marks, it says which model warns sooner.
+The onset is the engineer's (key O) where set; otherwise it is the first raw detection of
+the event the polyp was marked on, and the figure then measures only the delay the
+persistence filter adds. Each polyp's ``onset_by`` says which.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ def summarise(events: Sequence[Event], marks: MarkStore, *, fps: float, frame_co
         found = [e for e in events if e.overlap(onset, mark.end) > 0]
         first = min((max(e.start, onset) for e in found), default=None)
         polyps.append({"start_s": round(mark.start / fps, 3), "end_s": round((mark.end + 1) / fps, 3),
-                       "onset_s": round(onset / fps, 3), "detected": first is not None,
+                       "onset_s": round(onset / fps, 3), "onset_by": mark.onset_by or "mark start",
+                       "detected": first is not None,
                        "first_detection_s": None if first is None else round(first / fps, 3),
                        "time_to_first_detection_s": None if first is None else round((first - onset) / fps, 3)})
     delays = sorted(p["time_to_first_detection_s"] for p in polyps if p["detected"])

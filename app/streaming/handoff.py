@@ -7,8 +7,11 @@ queue grows and every box arrives later than the last. ``LatestSlot`` holds at m
 them in order. For offline replay as fast as possible, ``lossless=True`` makes the
 producer wait instead, so every frame is processed.
 
-Depth 1 between capture and inference: the detector should always see the newest frame.
-Depth 2 between inference and display: results can arrive in pairs (a frame passed on
+Between capture and inference, depth 1: the detector should always see the newest frame;
+depth 2 when detection is capped (``max_detection_hz``): every frame is then meant to be
+shown, and the inference thread, idle half the time, catches up with one frame held
+through a hiccup of the machine instead of dropping it. Depth 2 between inference and
+display: results can arrive in pairs (a frame passed on
 without inference right after one that was detected on, see ``max_detection_hz``), and
 the display, which shows every frame at the feed's rate, must not lose the first of a pair
 to a few milliseconds of painting. It costs at most one frame period of latency, and only

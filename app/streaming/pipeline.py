@@ -58,7 +58,7 @@ class StreamPipeline:
         self.lossless = lossless
         self.max_detection_hz = max_detection_hz
         self.stats = PipelineStats()
-        self._frames: LatestSlot[Frame] = LatestSlot(lossless)
+        self._frames: LatestSlot[Frame] = LatestSlot(lossless, depth=2 if max_detection_hz else 1)
         self._results: LatestSlot[Result] = LatestSlot(lossless, depth=2)
         self._stop = threading.Event()
         self._stop_requested = False  # set by request_stop (a plain flag: signal-handler safe)

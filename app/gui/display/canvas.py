@@ -69,6 +69,7 @@ class VideoCanvas(QWidget):
         self.stale_after_s = DEFAULT_STALE_AFTER_S
         self.age_s = 0.0
         self.paused = False
+        self.ended = False              # a recording played to its end: nothing claims to be live
         self.overlay = True
         self.extra: list[tuple[object, str]] = []  # more detections and their colours (A/B overlay)
         self.setMinimumSize(320, 240)
@@ -107,8 +108,12 @@ class VideoCanvas(QWidget):
 
     # -- state --------------------------------------------------------------------------
     def set_picture(self, picture: Picture) -> None:
+        """Show ``picture``; its age counts from its capture, not from now: frames that keep
+        coming but each arrive late (inference behind) keep the banner up."""
+        import time
+
         self.picture = picture
-        self.age_s = 0.0
+        self.age_s = max(0.0, time.perf_counter() - picture.captured) if picture.captured else 0.0
         self.update()
 
     def target_size(self) -> tuple[int, int]:
@@ -118,7 +123,7 @@ class VideoCanvas(QWidget):
 
     @property
     def stale(self) -> bool:
-        return self.picture is not None and not self.paused and self.age_s > self.stale_after_s
+        return self.picture is not None and not (self.paused or self.ended) and self.age_s > self.stale_after_s
 
     def set_age(self, age_s: float) -> None:
         """The age of the frame on screen; repaints when the banner appears, changes or goes."""
@@ -217,7 +222,9 @@ class VideoCanvas(QWidget):
                              max(13, self.height() // 60))
 
     def _draw_banner(self, painter: QPainter) -> None:
-        if self.paused and self.picture is not None:
+        if self.ended and self.picture is not None:
+            text, colour = "END OF RECORDING", QColor(60, 60, 60, 220)
+        elif self.paused and self.picture is not None:
             text, colour = "PAUSED", QColor(60, 60, 60, 220)
         elif self.stale:
             text, colour = f"NOT LIVE: no new frame for {self.age_s:.1f} s", BANNER_RED

@@ -53,7 +53,9 @@ class AnalysisRunner(QObject):
         self._thread.start()
         return self
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop after the current frame; waits at most ``timeout`` s (a pass still loading
+        its model finishes that first, then stops; its signals are ignored by then)."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout)

@@ -12,10 +12,11 @@ clip around the selected event.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QProgressBar
 
@@ -59,7 +60,12 @@ class ReviewController(QObject):
         self.panel.onset_requested.connect(self.set_onset_here)
         self.panel.clip_requested.connect(self.export_clip)
         self.panel.summary_requested.connect(self.export_summary)
-        self.clip_done.connect(self.window.statusBar().showMessage)
+        self.clip_done.connect(self._on_clip_done)
+        self._exporting = False
+        self._refresh_timer = QTimer(self)  # slider ticks: recompute once the user pauses
+        self._refresh_timer.setSingleShot(True)
+        self._refresh_timer.setInterval(200)
+        self._refresh_timer.timeout.connect(self.refresh_events)
         self.actions: dict[str, QAction] = {}
         for key, slot in (("N", lambda: self.step_event(+1)), ("P", lambda: self.step_event(-1)),
                           ("1", lambda: self.mark_current("polyp")), ("2", lambda: self.mark_current("false alarm")),
@@ -102,6 +108,7 @@ class ReviewController(QObject):
         self.runner.start()
 
     def close(self) -> None:
+        self._refresh_timer.stop()
         if self.runner is not None:
             self.runner.stop()
             self.runner = None
@@ -132,13 +139,23 @@ class ReviewController(QObject):
         self.refresh_events()
 
     # -- events ---------------------------------------------------------------------------
+    def schedule_refresh(self) -> None:
+        """Recompute the events a moment after the last settings change (a slider drag sends
+        dozens of changes; each recomputation runs over the whole recording)."""
+        if self.timeline is not None:
+            self._refresh_timer.start()
+
     def refresh_events(self) -> None:
         """Events at the window's current threshold and persistence settings."""
         detector = self.window.detector
         if self.timeline is None or detector is None:
             return
         if detector.conf < self.timeline.score_floor:
-            self.timeline = None  # the cache holds too few boxes for this threshold: a new pass
+            # the cache holds too few boxes for this threshold: a new pass, nothing stale shown meanwhile
+            self.timeline, self.events, self.shown = None, [], None
+            self.strip.set_events([])
+            self.panel.set_events([], [])
+            self.panel.header.setText("threshold below the timeline's score floor: analysing again …")
             self._start_pass(detector)
             return
         settings = self.window.persistence_settings()
@@ -152,8 +169,12 @@ class ReviewController(QObject):
         if self.thumbnails is not None:
             self.thumbnails.stop()
         self.thumbnails = ThumbnailLoader(self.video, self.events)
-        self.thumbnails.ready.connect(self.panel.set_thumbnail, Qt.ConnectionType.QueuedConnection)
+        self.thumbnails.ready.connect(self._on_thumbnail, Qt.ConnectionType.QueuedConnection)
         self.thumbnails.start()
+
+    def _on_thumbnail(self, k: int, image) -> None:
+        if self.sender() is self.thumbnails:
+            self.panel.set_thumbnail(k, image)
 
     def shown_at(self, frame: int):
         """The boxes the timeline shows on ``frame`` (None before the pass is done).
@@ -182,11 +203,19 @@ class ReviewController(QObject):
         return result.frame.index if result is not None else 0
 
     def current_event(self) -> int | None:
-        """The selected event, else the one on screen."""
+        """The event on screen, else the one selected in the list (keys act on what the
+        engineer sees; the list follows playback, see :meth:`follow`)."""
+        on_screen = event_at(self.events, self.current_frame())
+        if on_screen is not None:
+            return on_screen
         row = self.panel.list.currentRow()
-        if 0 <= row < len(self.events):
-            return row
-        return event_at(self.events, self.current_frame())
+        return row if 0 <= row < len(self.events) else None
+
+    def follow(self, frame: int) -> None:
+        """Select the event the frame on screen belongs to, as playback enters it."""
+        k = event_at(self.events, frame)
+        if k is not None and k != self.panel.list.currentRow():
+            self.panel.select(k)
 
     def go_to(self, k: int | None) -> None:
         if k is None or not 0 <= k < len(self.events):
@@ -195,7 +224,8 @@ class ReviewController(QObject):
         self.window.seek(self.events[k].start)
 
     def step_event(self, direction: int) -> None:
-        current = self.current_event()
+        """The next / previous event from the one on screen (or from the frame on screen)."""
+        current = event_at(self.events, self.current_frame())
         frame = self.events[current].start if current is not None else self.current_frame()
         self.go_to(next_event(self.events, frame, direction))
 
@@ -223,6 +253,9 @@ class ReviewController(QObject):
         except ValueError as exc:
             self.window.show_error(str(exc))
             return
+        except OSError as exc:
+            self.window.show_error(f"{self.marks.path}: cannot save the marks ({exc.strerror or exc})")
+            return
         self.window.statusBar().showMessage(f"polyp of event #{k + 1} in view from frame {mark.onset}", 4000)
 
     # -- exports --------------------------------------------------------------------------
@@ -236,29 +269,43 @@ class ReviewController(QObject):
             self.window.show_error("the recording is still being analysed")
             return []
         stem = review_dir(self.video) / f"summary-{self.model_path.stem}"
-        paths = write_summary(self.summary(), stem)
+        try:
+            paths = write_summary(self.summary(), stem)
+        except (OSError, ReviewFileError) as exc:
+            self.window.show_error(f"cannot write the summary to {stem.parent}: {exc}")
+            return []
         self.window.statusBar().showMessage(f"summary written: {', '.join(p.name for p in paths)} in {stem.parent}", 8000)
         return paths
 
     def export_clip(self, wait: bool = False) -> Path | None:
-        """A clip around the selected event, written on a thread (``wait`` for tests)."""
+        """A clip around the current event, written on a thread (``wait`` for tests) to a
+        temporary name and renamed when whole. The name says which model, threshold and
+        frames, so clips of different settings never overwrite each other."""
         k = self.current_event()
         if k is None or self.timeline is None:
             self.window.show_error("select an event to export")
             return None
+        if self._exporting:
+            self.window.statusBar().showMessage("a clip is being exported; wait for it", 3000)
+            return None
         event = self.events[k]
         first, last = clip_range(event, self.timeline.fps, self.timeline.frame_count)
         boxes = self.panel.clip_boxes.isChecked()
-        shown = shown_per_frame(self.timeline.frames, self.window.detector.conf,
-                                self.window.persistence_settings()) if boxes else None
-        out = review_dir(self.video) / f"{self.video.stem}-event{k + 1:03d}-{'boxes' if boxes else 'plain'}.avi"
+        shown = self.shown if boxes else None
+        conf = self.window.detector.conf
+        out = review_dir(self.video) / (f"{self.video.stem}-{self.model_path.stem}-t{conf:.2f}-frames{first}-{last}-"
+                                        f"{'boxes' if boxes else 'plain'}.avi")
+        part = out.with_name(out.stem + ".part.avi")
         video = self.video
+        self._exporting = True
 
         def run() -> None:
             try:
-                n = export_clip(video, out, first, last, shown)
+                n = export_clip(video, part, first, last, shown)
+                os.replace(part, out)
                 self.clip_done.emit(f"clip written: {out} ({n} frames)")
             except Exception as exc:  # reported, not raised on a thread
+                part.unlink(missing_ok=True)
                 self.clip_done.emit(f"Error: clip export to {out} failed: {exc}")
 
         thread = threading.Thread(target=run, name="clip-export", daemon=True)
@@ -266,3 +313,10 @@ class ReviewController(QObject):
         if wait:
             thread.join()
         return out
+
+    def _on_clip_done(self, message: str) -> None:
+        self._exporting = False
+        if message.startswith("Error: "):
+            self.window.show_error(message.removeprefix("Error: "))
+        else:
+            self.window.statusBar().showMessage(message, 8000)

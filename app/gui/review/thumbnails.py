@@ -37,6 +37,9 @@ def to_qimage(bgr: np.ndarray) -> QImage:
 
 
 class ThumbnailLoader(QObject):
+    """One loader per list of events; the receiver checks ``sender()`` is its current loader,
+    so thumbnails still queued by a replaced one never land on the new list's rows."""
+
     ready = Signal(int, QImage)   # event number, thumbnail
 
     def __init__(self, video: str | Path, events: Sequence[Event]) -> None:
@@ -50,9 +53,9 @@ class ThumbnailLoader(QObject):
         return self
 
     def stop(self) -> None:
+        """Ask the thread to stop after its current frame (not waited for: the GUI thread
+        never blocks on a seek in a long video)."""
         self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(5.0)
 
     def _run(self) -> None:
         try:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt, Signal
-from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtGui import QColor, QImage, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
 from app.review.events import Event
@@ -50,30 +50,35 @@ class TimelineStrip(QWidget):
         self.threshold = 0.25
         self.position = 0
         self._columns: list[np.ndarray | None] = [None] * rows
+        self._image: QImage | None = None  # the rows as last painted; only the play head moves per frame
         self.setMinimumHeight(36 * rows)
         self.setMaximumHeight(44 * rows)
         self.setCursor(Qt.CursorShape.PointingHandCursor)
         self.setToolTip("best score of each frame (yellow: above the threshold); click to seek; "
                         "events below, coloured by mark")
 
+    def _changed(self) -> None:
+        self._image = None
+        self.update()
+
     def set_length(self, frames: int) -> None:
         self.length = max(0, frames)
         self._columns = [None] * self.rows
-        self.update()
+        self._changed()
 
     def set_scores(self, scores: np.ndarray, row: int = 0) -> None:
         self.scores[row] = scores
         self._columns[row] = None
         self.length = max(self.length, len(scores))
-        self.update()
+        self._changed()
 
     def set_threshold(self, threshold: float) -> None:
         self.threshold = threshold
-        self.update()
+        self._changed()
 
     def set_events(self, events: Sequence[Event], labels: Sequence[str | None] | None = None, row: int = 0) -> None:
         self.events[row] = list(zip(events, labels or [None] * len(events)))
-        self.update()
+        self._changed()
 
     def set_position(self, frame: int) -> None:
         if frame != self.position:
@@ -90,6 +95,7 @@ class TimelineStrip(QWidget):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt's name
         self._columns = [None] * self.rows
+        self._image = None
         super().resizeEvent(event)
 
     def mousePressEvent(self, event) -> None:  # noqa: N802 - Qt's name
@@ -97,11 +103,16 @@ class TimelineStrip(QWidget):
             self.seek_requested.emit(self.frame_at(event.position().x()))
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        if self._image is None or self._image.size() != self.size():
+            self._image = QImage(self.size(), QImage.Format.Format_RGB32)
+            rows = QPainter(self._image)
+            rows.fillRect(self._image.rect(), QColor(18, 18, 18))
+            row_h = self.height() / self.rows
+            for row in range(self.rows):
+                self._paint_row(rows, QRectF(0, row * row_h, self.width(), row_h - 1), row)
+            rows.end()
         painter = QPainter(self)
-        painter.fillRect(self.rect(), QColor(18, 18, 18))
-        row_h = self.height() / self.rows
-        for row in range(self.rows):
-            self._paint_row(painter, QRectF(0, row * row_h, self.width(), row_h - 1), row)
+        painter.drawImage(0, 0, self._image)
         if self.length:
             x = self.x_of(self.position + 0.5)
             painter.setPen(QPen(QColor(255, 255, 255), 1.5))
