@@ -222,6 +222,21 @@ def test_seeking_the_demo_clip_lands_on_the_frame_asked_for():
     source.close()
 
 
+def test_a_second_pass_on_the_same_cache_is_refused_while_one_runs(tmp_path, floor_detector):
+    import fcntl
+
+    video = write_moving_clip(tmp_path / "clip.avi", 10)
+    from engine.model_info import sha256_file
+
+    path = timeline_path(video, sha256_file(floor_detector.model_path))
+    with open(path.with_name(path.name + ".lock"), "a") as other:   # another process's pass
+        fcntl.flock(other, fcntl.LOCK_EX)
+        with pytest.raises(ReviewFileError, match="another PolypScope is analysing"):
+            analyse(video, floor_detector)
+        fcntl.flock(other, fcntl.LOCK_UN)
+    assert analyse(video, floor_detector).complete
+
+
 def test_clip_export_writes_the_padded_range(tmp_path):
     video = write_moving_clip(tmp_path / "clip.avi", 100)
     event = Event(40, 49, 39, 45, 0.9, BOX, FPS)

@@ -134,7 +134,7 @@ def test_marks_are_saved_and_reloaded_and_the_summary_exported(reviewed, qtbot, 
 
 
 def test_keys_mark_the_event_on_screen_not_an_old_selection(reviewed, qtbot):
-    win, video = reviewed[0], reviewed[1]
+    win = reviewed[0]
     win.review.go_to(0)                       # event 1 selected in the list ...
     win.seek(SHOWN[1][0] + 3)                 # ... then the engineer moves into event 2
     qtbot.waitUntil(lambda: shown_index(win) == SHOWN[1][0] + 3, timeout=10000)
@@ -144,7 +144,7 @@ def test_keys_mark_the_event_on_screen_not_an_old_selection(reviewed, qtbot):
 
 
 def test_a_new_nms_iou_makes_a_new_timeline(reviewed, qtbot):
-    win, video, cache = reviewed[0], reviewed[1], reviewed[2]
+    win, cache = reviewed[0], reviewed[2]
     win.iou_slider.setValue(60)
     qtbot.waitUntil(lambda: win.review.timeline is not None and win.review.timeline.header["nms_iou"] == 0.6,
                     timeout=60000)
@@ -179,7 +179,8 @@ def test_the_ab_view_diffs_the_events_of_two_models(qtbot, tmp_path, tiny_onnx):
     onnx.save(proto, str(model_b))
     write_cache(video, tiny_onnx, RUNS)
     write_cache(video, model_b, (RUNS[0], (115, 125), (140, 148)))
-    win = CompareWindow(video, tiny_onnx, model_b, backend="onnxruntime-cpu", conf_a=0.25, conf_b=0.25)
+    win = CompareWindow(video, tiny_onnx, model_b, backend="onnxruntime-cpu", conf_a=0.25, conf_b=0.25,
+                        settings=settings_at(tmp_path))
     qtbot.addWidget(win)
     win.resize(1200, 700)
     win.show()

@@ -133,7 +133,7 @@ class CompareWindow(QMainWindow):
         self.video, self.models = Path(video), (Path(model_a), Path(model_b))
         self.backend = backend
         self.confs: list[float | None] = [conf_a, conf_b]
-        self.persistence = persistence or PersistenceSettings()
+        self.persistence = persistence or self._app_persistence(settings)
         self.timelines: list[Timeline | None] = [None, None]
         self.events: list[list[Event]] = [[], []]
         self.diff: EventDiff | None = None
@@ -149,6 +149,14 @@ class CompareWindow(QMainWindow):
         self._build_ui()
         self.runners = [self._runner(0), self._runner(1)]
         self.runners[0].start()  # B starts when A is done: two passes at once would halve each
+
+    @staticmethod
+    def _app_persistence(settings: QSettings | None) -> PersistenceSettings:
+        """The persistence filter the app is set to (its settings), so the A/B events are
+        those the app's review lists for each model."""
+        settings = settings or QSettings("PolypScope", "PolypScope")
+        n = settings.value("persist_n", 3, int)
+        return PersistenceSettings(min(settings.value("persist_k", 2, int), n), n, settings.value("persist_hold", 4, int))
 
     # -- UI -------------------------------------------------------------------------------
     def _build_ui(self) -> None:

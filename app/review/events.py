@@ -66,9 +66,12 @@ def shown_per_frame(frames: Sequence[FrameRecord], conf: float,
 
 
 def find_events(frames: Sequence[FrameRecord], conf: float, persistence: PersistenceSettings | None,
-                fps: float) -> list[Event]:
-    """Events of a recording's frames (in order; a gap in the indices ends an event)."""
-    shown = shown_per_frame(frames, conf, persistence)
+                fps: float, shown: Sequence[Detections] | None = None) -> list[Event]:
+    """Events of a recording's frames (in order; a gap in the indices ends an event).
+    ``shown``: :func:`shown_per_frame` of the same arguments, if already computed (it is
+    the expensive half: the persistence filter over every frame)."""
+    if shown is None:
+        shown = shown_per_frame(frames, conf, persistence)
     window = persistence.n if persistence is not None else 1
     events: list[Event] = []
     current: dict | None = None

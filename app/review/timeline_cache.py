@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,11 +157,33 @@ def analyse(video: str | Path, detector, *, path: str | Path | None = None, prog
     model_sha = sha256_file(detector.model_path)
     key = CacheKey.of(video, model_sha, detector.iou)
     path = Path(path) if path is not None else timeline_path(video, model_sha)
-    timeline = load_timeline(path, key)
-    if timeline is not None and timeline.score_floor > detector.conf + 1e-9:
-        timeline = None  # kept fewer boxes than now asked for
-    if timeline is not None and timeline.complete:
-        return timeline
+    with _exclusive(path):
+        timeline = load_timeline(path, key)
+        if timeline is not None and timeline.score_floor > detector.conf + 1e-9:
+            timeline = None  # kept fewer boxes than now asked for
+        if timeline is not None and timeline.complete:
+            return timeline
+        source = VideoFileSource(video)
+        try:
+            info = source.info
+            if timeline is None:
+                path.unlink(missing_ok=True)
+                header = {"polypscope_timeline": FORMAT, **key.__dict__,
+                          "score_floor": round(float(detector.conf), 5), "video": Path(video).name,
+                          "model": Path(detector.model_path).name, "fps": info.fps, "frame_count": info.frame_count,
+                          "width": info.width, "height": info.height,
+                          "backend": f"{detector.backend_name} {detector.info.precision}"}
+                timeline = Timeline(header, path=path)
+            log = DetectionLog(path)
+            try:
+                if log.lines == 0 and path.stat().st_size == 0:
+                    log.write_row(timeline.header)
+                _run(source, detector, timeline, log, progress, should_stop)
+            finally:
+                log.close()
+        finally:
+            source.close()
+    return timeline
     source = VideoFileSource(video)
     try:
         info = source.info
@@ -171,16 +194,39 @@ def analyse(video: str | Path, detector, *, path: str | Path | None = None, prog
                       "frame_count": info.frame_count, "width": info.width, "height": info.height,
                       "backend": f"{detector.backend_name} {detector.info.precision}"}
             timeline = Timeline(header, path=path)
-        log = DetectionLog(path)
-        try:
-            if log.lines == 0 and path.stat().st_size == 0:
-                log.write_row(timeline.header)
-            _run(source, detector, timeline, log, progress, should_stop)
-        finally:
-            log.close()
+        with _exclusive(path):
+            log = DetectionLog(path)
+            try:
+                if log.lines == 0 and path.stat().st_size == 0:
+                    log.write_row(timeline.header)
+                _run(source, detector, timeline, log, progress, should_stop)
+            finally:
+                log.close()
     finally:
         source.close()
     return timeline
+
+
+@contextmanager
+def _exclusive(path: Path):
+    """Only one pass at a time appends to a cache: a second PolypScope reviewing the same
+    recording with the same model gets a one-line error instead of interleaved rows."""
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "a") as lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here; one window per recording
+            yield
+            return
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ReviewFileError(f"{path}: another PolypScope is analysing this recording with this model; "
+                                  "open it there, or wait until it is done") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 def _run(source: VideoFileSource, detector, timeline: Timeline, log: DetectionLog, progress: Progress | None,

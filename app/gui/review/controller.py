@@ -159,8 +159,8 @@ class ReviewController(QObject):
             self._start_pass(detector)
             return
         settings = self.window.persistence_settings()
-        self.events = find_events(self.timeline.frames, detector.conf, settings, self.timeline.fps)
         self.shown = shown_per_frame(self.timeline.frames, detector.conf, settings)
+        self.events = find_events(self.timeline.frames, detector.conf, settings, self.timeline.fps, self.shown)
         labels = self.labels()
         self.strip.set_threshold(detector.conf)
         self.strip.set_events(self.events, labels)
