@@ -184,27 +184,6 @@ def analyse(video: str | Path, detector, *, path: str | Path | None = None, prog
         finally:
             source.close()
     return timeline
-    source = VideoFileSource(video)
-    try:
-        info = source.info
-        if timeline is None:
-            path.unlink(missing_ok=True)
-            header = {"polypscope_timeline": FORMAT, **key.__dict__, "score_floor": round(float(detector.conf), 5),
-                      "video": Path(video).name, "model": Path(detector.model_path).name, "fps": info.fps,
-                      "frame_count": info.frame_count, "width": info.width, "height": info.height,
-                      "backend": f"{detector.backend_name} {detector.info.precision}"}
-            timeline = Timeline(header, path=path)
-        with _exclusive(path):
-            log = DetectionLog(path)
-            try:
-                if log.lines == 0 and path.stat().st_size == 0:
-                    log.write_row(timeline.header)
-                _run(source, detector, timeline, log, progress, should_stop)
-            finally:
-                log.close()
-    finally:
-        source.close()
-    return timeline
 
 
 @contextmanager
