@@ -159,7 +159,7 @@ def test_the_timeline_is_cached_by_model_resumed_and_rebuilt_when_stale(tmp_path
     partial = analyse(video, floor_detector, progress=progress, should_stop=lambda: len(calls) >= stop_after)
     assert not partial.complete and len(partial.frames) == stop_after
     path = partial.path
-    assert path == timeline_path(video, partial.header["model_sha256"]) and path.parent.name == "clip.avi.polypscope"
+    assert path == timeline_path(video, partial.header["model_sha256"], floor_detector.iou) and path.parent.name == "clip.avi.polypscope"
     # a crash mid-line: the cut-off line is dropped on resume
     with open(path, "a") as fh:
         fh.write('{"frame": 12, "timestamp_ms": 480.0, "boxes": [[1, 2')
@@ -228,7 +228,7 @@ def test_a_second_pass_on_the_same_cache_is_refused_while_one_runs(tmp_path, flo
     video = write_moving_clip(tmp_path / "clip.avi", 10)
     from engine.model_info import sha256_file
 
-    path = timeline_path(video, sha256_file(floor_detector.model_path))
+    path = timeline_path(video, sha256_file(floor_detector.model_path), floor_detector.iou)
     with open(path.with_name(path.name + ".lock"), "a") as other:   # another process's pass
         fcntl.flock(other, fcntl.LOCK_EX)
         with pytest.raises(ReviewFileError, match="another PolypScope is analysing"):

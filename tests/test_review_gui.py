@@ -35,7 +35,7 @@ SHOWN = [(a + 1, b + 4) for a, b in RUNS]
 
 def write_cache(video: Path, model: Path, runs, frames: int = FRAMES, score: float = 0.8) -> Path:
     sha = sha256_file(model)
-    path = timeline_path(video, sha)
+    path = timeline_path(video, sha, 0.45)
     header = {"polypscope_timeline": FORMAT, **CacheKey.of(video, sha, 0.45).__dict__, "score_floor": 0.05,
               "video": video.name, "model": model.name, "fps": 25.0, "frame_count": frames, "width": 320,
               "height": 240, "backend": "onnxruntime-cpu fp32"}
@@ -135,12 +135,24 @@ def test_marks_are_saved_and_reloaded_and_the_summary_exported(reviewed, qtbot, 
 
 def test_keys_mark_the_event_on_screen_not_an_old_selection(reviewed, qtbot):
     win = reviewed[0]
-    win.review.go_to(0)                       # event 1 selected in the list ...
-    win.seek(SHOWN[1][0] + 3)                 # ... then the engineer moves into event 2
-    qtbot.waitUntil(lambda: shown_index(win) == SHOWN[1][0] + 3, timeout=10000)
-    assert win.review.panel.list.currentRow() == 1  # the list follows what is on screen
+    win.seek(SHOWN[1][0] + 3)                 # the engineer is in event 2 ...
+    inside = lambda: SHOWN[1][0] <= shown_index(win) <= SHOWN[1][1]  # noqa: E731
+    qtbot.waitUntil(inside, timeout=10000)
+    assert win.review.panel.list.currentRow() == 1  # (the list follows what is on screen)
+    win.review.panel.select(0)                # ... with event 1 left selected in the list
     qtbot.keyClick(win, Qt.Key.Key_2)
     assert win.review.labels() == [None, "false alarm", None]
+
+
+def test_keys_pressed_during_a_jump_act_on_where_it_goes(reviewed, qtbot):
+    win = reviewed[0]
+    win.seek(0)
+    qtbot.waitUntil(lambda: shown_index(win) == 0, timeout=10000)
+    qtbot.keyClick(win, Qt.Key.Key_N)         # to event 1 ...
+    qtbot.keyClick(win, Qt.Key.Key_N)         # ... and on to event 2, before event 1 is on screen
+    qtbot.keyClick(win, Qt.Key.Key_1)
+    qtbot.waitUntil(lambda: shown_index(win) == SHOWN[1][0], timeout=10000)
+    assert win.review.labels() == [None, "polyp", None]
 
 
 def test_a_new_nms_iou_makes_a_new_timeline(reviewed, qtbot):
@@ -148,9 +160,14 @@ def test_a_new_nms_iou_makes_a_new_timeline(reviewed, qtbot):
     win.iou_slider.setValue(60)
     qtbot.waitUntil(lambda: win.review.timeline is not None and win.review.timeline.header["nms_iou"] == 0.6,
                     timeout=60000)
-    assert win.review.timeline.path == cache and len(win.review.timeline.frames) == FRAMES
-    # the tiny model's own pass replaced the hand-written rows (which all say 3.0 ms)
+    assert win.review.timeline.path.name.endswith("-iou60.jsonl") and len(win.review.timeline.frames) == FRAMES
+    # the tiny model's own pass (the hand-written rows all say 3.0 ms) ...
     assert any(f.inference_ms != 3.0 for f in win.review.timeline.frames)
+    # ... beside the IoU 0.45 cache, untouched: going back reads it again
+    assert cache.is_file() and cache.stat().st_mtime_ns == reviewed[3]
+    win.iou_slider.setValue(45)
+    qtbot.waitUntil(lambda: win.review.timeline is not None and win.review.timeline.path == cache, timeout=60000)
+    assert [(e.start, e.end) for e in win.review.events] == SHOWN
 
 
 def test_clip_export_around_an_event(reviewed):
@@ -259,6 +276,20 @@ def test_the_banner_appears_when_the_feed_stalls_and_clears_when_it_recovers(qtb
     assert not red_banner(win)
     qtbot.keyClick(win, Qt.Key.Key_C)  # its key works with the toolbar hidden
     assert not win.clinical and win.toolbar.isVisible() and not win.isFullScreen()
+    win.close()
+
+
+def test_a_recording_played_to_its_end_says_so_and_is_not_called_stalled(qtbot, tmp_path, tiny_onnx):
+    video = write_moving_clip(tmp_path / "short.avi", 20)
+    win = MainWindow(str(video), str(tiny_onnx), settings=settings_at(tmp_path), backend="onnxruntime-cpu",
+                     realtime=False, review=False)
+    qtbot.addWidget(win)
+    win.show()
+    win.stale_box.setValue(100)
+    qtbot.waitUntil(lambda: win.frames_shown == 20 and not win.worker.running, timeout=30000)
+    qtbot.waitUntil(lambda: win.view.ended, timeout=2000)
+    qtbot.wait(300)  # three times the not-live threshold
+    assert not win.view.stale and not red_banner(win)
     win.close()
 
 

@@ -134,6 +134,7 @@ class CompareWindow(QMainWindow):
         self.backend = backend
         self.confs: list[float | None] = [conf_a, conf_b]
         self.persistence = persistence or self._app_persistence(settings)
+        self.iou = (settings or QSettings("PolypScope", "PolypScope")).value("iou", 45, int) / 100  # the app's NMS IoU
         self.timelines: list[Timeline | None] = [None, None]
         self.events: list[list[Event]] = [[], []]
         self.diff: EventDiff | None = None
@@ -216,7 +217,7 @@ class CompareWindow(QMainWindow):
 
     def _runner(self, k: int) -> AnalysisRunner:
         floor = floor_for(self.confs[k]) if self.confs[k] is not None else None  # None: from the model's threshold
-        runner = AnalysisRunner(self.video, self.models[k], backend=self.backend, floor=floor)
+        runner = AnalysisRunner(self.video, self.models[k], backend=self.backend, floor=floor, iou=self.iou)
         runner.progress.connect(lambda done, total, k=k: self._on_progress(k, done, total),
                                 Qt.ConnectionType.QueuedConnection)
         runner.finished.connect(lambda timeline, k=k: self._on_finished(k, timeline), Qt.ConnectionType.QueuedConnection)

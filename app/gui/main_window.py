@@ -570,7 +570,7 @@ class MainWindow(QMainWindow):
     def _on_detection_rate(self, hz: int) -> None:
         self.settings.setValue("max_detection_hz", hz)
         if self.worker is not None:
-            self.worker.pipeline.max_detection_hz = hz or None
+            self.worker.pipeline.max_detection_hz = hz or None  # also the frame slot's depth
 
     def _on_stale(self, ms: int) -> None:
         self.view.stale_after_s = ms / 1000

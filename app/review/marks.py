@@ -92,11 +92,14 @@ class MarkStore:
         self.marks = [m for m in self.marks if m not in replaced]
         new = None
         if label is not None:
-            onset, onset_by = None, ""
-            if label == POLYP:
-                set_by_hand = [m.onset for m in replaced if m.label == POLYP and m.onset_by == "engineer"
-                               and m.onset is not None]
-                onset, onset_by = (min(set_by_hand), "engineer") if set_by_hand else (event.first_hit, "first detection")
+            # an onset the engineer set survives any relabelling (2 then 1 by mistake), within the event
+            set_by_hand = [min(m.onset, event.end) for m in replaced if m.onset_by == "engineer" and m.onset is not None]
+            if set_by_hand:
+                onset, onset_by = min(set_by_hand), "engineer"
+            elif label == POLYP:
+                onset, onset_by = event.first_hit, "first detection"
+            else:
+                onset, onset_by = None, ""
             new = Mark(event.start, event.end, label, onset, model, time.strftime("%Y-%m-%dT%H:%M:%S"), onset_by)
             self.marks.append(new)
         self.save()

@@ -34,7 +34,7 @@ def summarise(events: Sequence[Event], marks: MarkStore, *, fps: float, frame_co
         found = [e for e in events if e.overlap(onset, mark.end) > 0]
         first = min((max(e.start, onset) for e in found), default=None)
         polyps.append({"start_s": round(mark.start / fps, 3), "end_s": round((mark.end + 1) / fps, 3),
-                       "onset_s": round(onset / fps, 3), "onset_by": mark.onset_by or "mark start",
+                       "onset_s": round(onset / fps, 3), "onset_by": mark.onset_by or ("first detection" if mark.onset is not None else "mark start"),
                        "detected": first is not None,
                        "first_detection_s": None if first is None else round(first / fps, 3),
                        "time_to_first_detection_s": None if first is None else round((first - onset) / fps, 3)})

@@ -3,7 +3,7 @@ model and cached beside the video as JSON lines.
 
 Opening a recording for review runs the detector over all of it in the background (as
 fast as it goes, every frame) and appends one line per frame to
-``VIDEO.polypscope/timeline-<model sha256[:16]>.jsonl``. The first line is a header: the
+``VIDEO.polypscope/timeline-<model sha256[:16]>-iou<NMS IoU x 100>.jsonl``. The first line is a header: the
 model file's full sha256, the NMS IoU, the score floor the pass kept boxes down to, and
 the video's size and modification time. A cache whose header does not match the model,
 the video or the NMS settings is stale and rebuilt; one cut short (the window closed,
@@ -56,8 +56,9 @@ def review_dir(video: str | Path) -> Path:
     return folder
 
 
-def timeline_path(video: str | Path, model_sha256: str) -> Path:
-    return review_dir(video) / f"timeline-{model_sha256[:16]}.jsonl"
+def timeline_path(video: str | Path, model_sha256: str, nms_iou: float = 0.45) -> Path:
+    """One cache per model and NMS IoU: moving the IoU and back reuses both passes."""
+    return review_dir(video) / f"timeline-{model_sha256[:16]}-iou{round(nms_iou * 100):02d}.jsonl"
 
 
 @dataclass(frozen=True)
@@ -156,7 +157,9 @@ def analyse(video: str | Path, detector, *, path: str | Path | None = None, prog
     partial one is resumed."""
     model_sha = sha256_file(detector.model_path)
     key = CacheKey.of(video, model_sha, detector.iou)
-    path = Path(path) if path is not None else timeline_path(video, model_sha)
+    path = Path(path) if path is not None else timeline_path(video, model_sha, detector.iou)
+    if should_stop is not None and should_stop():  # stopped while its model loaded: touch nothing
+        return Timeline({}, path=path)
     with _exclusive(path):
         timeline = load_timeline(path, key)
         if timeline is not None and timeline.score_floor > detector.conf + 1e-9:
@@ -202,6 +205,9 @@ def _exclusive(path: Path):
         except BlockingIOError:
             raise ReviewFileError(f"{path}: another PolypScope is analysing this recording with this model; "
                                   "open it there, or wait until it is done") from None
+        except OSError:  # a file system without locks (NFS without its lock daemon): go on unlocked
+            yield
+            return
         try:
             yield
         finally:

@@ -67,6 +67,11 @@ class LatestSlot(Generic[T]):
             self._cond.notify_all()
             return item
 
+    def waiting(self) -> int:
+        """Items held now (a hint for the consumer; may change at once)."""
+        with self._cond:
+            return len(self._items)
+
     def close(self) -> None:
         """No more items: a waiting ``get`` returns what is left, then raises ``Closed``."""
         with self._cond:

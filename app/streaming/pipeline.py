@@ -56,9 +56,9 @@ class StreamPipeline:
         self.detector = detector
         self.persistence = persistence
         self.lossless = lossless
-        self.max_detection_hz = max_detection_hz
         self.stats = PipelineStats()
-        self._frames: LatestSlot[Frame] = LatestSlot(lossless, depth=2 if max_detection_hz else 1)
+        self._frames: LatestSlot[Frame] = LatestSlot(lossless)
+        self.max_detection_hz = max_detection_hz  # (sets the frame slot's depth)
         self._results: LatestSlot[Result] = LatestSlot(lossless, depth=2)
         self._stop = threading.Event()
         self._stop_requested = False  # set by request_stop (a plain flag: signal-handler safe)
@@ -73,6 +73,17 @@ class StreamPipeline:
         self._seek_to: int | None = None
         self._steps = 0
         self._inference_ready = threading.Event()
+
+    @property
+    def max_detection_hz(self) -> float | None:
+        return self._max_detection_hz
+
+    @max_detection_hz.setter
+    def max_detection_hz(self, hz: float | None) -> None:
+        """Settable while running (the app's setting); two frames wait for inference when
+        detection is capped (see :mod:`app.streaming.handoff`), one when not."""
+        self._max_detection_hz = hz or None
+        self._frames.depth = 2 if self._max_detection_hz else 1
 
     # -- control ---------------------------------------------------------------------
     def start(self) -> StreamPipeline:
@@ -195,8 +206,9 @@ class StreamPipeline:
                     self._steps -= 1
             if seek is not None:
                 self.source.seek(seek)
-                if self.persistence:
-                    self.persistence.reset()
+                with self._lock:  # the inference thread runs the filter under this lock
+                    if self.persistence:
+                        self.persistence.reset()
             if self._paused.is_set() and not stepping:
                 time.sleep(0.01)
                 continue
@@ -231,7 +243,7 @@ class StreamPipeline:
             except Closed:
                 break
             follows, previous = previous is not None and frame.index == previous + 1, frame.index
-            if last is not None and follows and self._too_soon(last.frame, frame):
+            if last is not None and follows and (self._too_soon(last.frame, frame) or self._newer_waiting()):
                 now = time.perf_counter()
                 self._results.put(Result(frame, last.detections, last.shown, now, now, (0.0, 0.0, 0.0), False))
                 continue
@@ -247,13 +259,19 @@ class StreamPipeline:
             self._results.put(last)
         self._results.close()
 
+    def _newer_waiting(self) -> bool:
+        """With detection capped, a frame taken while a newer one already waits is passed on
+        with the last boxes, and the detector takes the newer: every frame is still shown,
+        and detection never works on a frame older than it must."""
+        return bool(self.max_detection_hz) and not self.lossless and self._frames.waiting() > 0
+
     def _too_soon(self, detected: Frame, frame: Frame) -> bool:
         """Whether ``frame`` comes sooner after the last frame detected on than the cap
         allows (by the file's own clock where there is one, else by capture time). Only
         asked for a frame that directly follows the last one taken: after a seek, or a frame
         dropped before inference, the next one is always detected on."""
-        if not self.max_detection_hz or self.lossless:
-            return False
+        if not self.max_detection_hz or self.lossless or self._paused.is_set():
+            return False  # (stepping while paused: every frame stepped to is detected on)
         if frame.position_ms is not None and detected.position_ms is not None:
             gap = (frame.position_ms - detected.position_ms) / 1000
         else:

@@ -227,7 +227,7 @@ class VideoCanvas(QWidget):
         elif self.paused and self.picture is not None:
             text, colour = "PAUSED", QColor(60, 60, 60, 220)
         elif self.stale:
-            text, colour = f"NOT LIVE: no new frame for {self.age_s:.1f} s", BANNER_RED
+            text, colour = f"NOT LIVE: picture {self.age_s:.1f} s old", BANNER_RED
         else:
             return
         font = QFont(self.font())

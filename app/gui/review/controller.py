@@ -54,6 +54,11 @@ class ReviewController(QObject):
         self.shown: list | None = None
         self.marks: MarkStore | None = None
         self.thumbnails: ThumbnailLoader | None = None
+        self._old_thumbnails: list[ThumbnailLoader] = []  # kept until their threads end (never freed off-thread)
+        self._generation = 0
+        #: the event a jump was asked for, until a frame of it reaches the screen (seeks are
+        #: asynchronous: keys pressed meanwhile act on where the engineer is going)
+        self._pending: int | None = None
         self.strip.seek_requested.connect(self.window.seek)
         self.panel.event_activated.connect(self.go_to)
         self.panel.mark_requested.connect(self.mark_current)
@@ -102,7 +107,7 @@ class ReviewController(QObject):
                                      floor=floor_for(detector.conf))
         self.runner.progress.connect(self._on_progress, Qt.ConnectionType.QueuedConnection)
         self.runner.finished.connect(self._on_finished, Qt.ConnectionType.QueuedConnection)
-        self.runner.failed.connect(self.window.show_error, Qt.ConnectionType.QueuedConnection)
+        self.runner.failed.connect(self._on_failed, Qt.ConnectionType.QueuedConnection)
         self.progress.setValue(0)
         self.progress.show()
         self.runner.start()
@@ -112,15 +117,19 @@ class ReviewController(QObject):
         if self.runner is not None:
             self.runner.stop()
             self.runner = None
-        if self.thumbnails is not None:
-            self.thumbnails.stop()
-            self.thumbnails = None
+        self._retire_thumbnails()
         self.timeline, self.events, self.video, self.shown = None, [], None, None
+        self._pending = None
         self.progress.hide()
 
     @property
     def analysing(self) -> bool:
         return self.runner is not None and self.timeline is None
+
+    def _on_failed(self, message: str) -> None:
+        if self.runner is not None and self.sender() is self.runner:  # not a replaced pass's
+            self.progress.hide()
+            self.window.show_error(message)
 
     def _on_progress(self, done: int, total) -> None:
         if self.runner is None or self.sender() is not self.runner:
@@ -166,14 +175,22 @@ class ReviewController(QObject):
         self.strip.set_events(self.events, labels)
         self.panel.set_events(self.events, labels)
         self._header()
-        if self.thumbnails is not None:
-            self.thumbnails.stop()
-        self.thumbnails = ThumbnailLoader(self.video, self.events)
+        self._pending = None
+        self._retire_thumbnails()
+        self._generation += 1
+        self.thumbnails = ThumbnailLoader(self.video, self.events, self._generation)
         self.thumbnails.ready.connect(self._on_thumbnail, Qt.ConnectionType.QueuedConnection)
         self.thumbnails.start()
 
-    def _on_thumbnail(self, k: int, image) -> None:
-        if self.sender() is self.thumbnails:
+    def _retire_thumbnails(self) -> None:
+        if self.thumbnails is not None:
+            self.thumbnails.stop()
+            self._old_thumbnails.append(self.thumbnails)
+            self.thumbnails = None
+        self._old_thumbnails = [t for t in self._old_thumbnails if t.running]
+
+    def _on_thumbnail(self, generation: int, k: int, image) -> None:
+        if generation == self._generation:  # not one still queued by a loader for an older list
             self.panel.set_thumbnail(k, image)
 
     def shown_at(self, frame: int):
@@ -203,8 +220,11 @@ class ReviewController(QObject):
         return result.frame.index if result is not None else 0
 
     def current_event(self) -> int | None:
-        """The event on screen, else the one selected in the list (keys act on what the
-        engineer sees; the list follows playback, see :meth:`follow`)."""
+        """The event a jump is heading for, else the event on screen, else the one selected
+        in the list (keys act on what the engineer sees; the list follows playback, see
+        :meth:`follow`)."""
+        if self._pending is not None:
+            return self._pending
         on_screen = event_at(self.events, self.current_frame())
         if on_screen is not None:
             return on_screen
@@ -212,20 +232,24 @@ class ReviewController(QObject):
         return row if 0 <= row < len(self.events) else None
 
     def follow(self, frame: int) -> None:
-        """Select the event the frame on screen belongs to, as playback enters it."""
+        """Select the event the frame on screen belongs to, as playback enters it; a jump
+        is done once a frame of its event is on screen."""
         k = event_at(self.events, frame)
-        if k is not None and k != self.panel.list.currentRow():
+        if self._pending is not None and k == self._pending:
+            self._pending = None
+        if self._pending is None and k is not None and k != self.panel.list.currentRow():
             self.panel.select(k)
 
     def go_to(self, k: int | None) -> None:
         if k is None or not 0 <= k < len(self.events):
             return
         self.panel.select(k)
+        self._pending = k
         self.window.seek(self.events[k].start)
 
     def step_event(self, direction: int) -> None:
-        """The next / previous event from the one on screen (or from the frame on screen)."""
-        current = event_at(self.events, self.current_frame())
+        """The next / previous event from the one on screen, or the one a jump is heading for."""
+        current = self._pending if self._pending is not None else event_at(self.events, self.current_frame())
         frame = self.events[current].start if current is not None else self.current_frame()
         self.go_to(next_event(self.events, frame, direction))
 
@@ -245,7 +269,10 @@ class ReviewController(QObject):
         self._header()
 
     def set_onset_here(self) -> None:
-        k = self.current_event()
+        """The selected polyp comes into view at the frame on screen (usually before its
+        event: the engineer selects the event, steps back to where the polyp appears, O)."""
+        row = self.panel.list.currentRow()
+        k = row if 0 <= row < len(self.events) else self.current_event()
         if k is None or self.marks is None:
             return
         try:

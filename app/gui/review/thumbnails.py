@@ -37,20 +37,24 @@ def to_qimage(bgr: np.ndarray) -> QImage:
 
 
 class ThumbnailLoader(QObject):
-    """One loader per list of events; the receiver checks ``sender()`` is its current loader,
-    so thumbnails still queued by a replaced one never land on the new list's rows."""
+    """One loader per list of events, numbered (``generation``): the receiver drops
+    thumbnails of a loader for an older list, still queued when the list changed."""
 
-    ready = Signal(int, QImage)   # event number, thumbnail
+    ready = Signal(int, int, QImage)   # generation, event number, thumbnail
 
-    def __init__(self, video: str | Path, events: Sequence[Event]) -> None:
+    def __init__(self, video: str | Path, events: Sequence[Event], generation: int = 0) -> None:
         super().__init__()
-        self.video, self.events = Path(video), list(events)
+        self.video, self.events, self.generation = Path(video), list(events), generation
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="thumbnails", daemon=True)
 
     def start(self) -> ThumbnailLoader:
         self._thread.start()
         return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
 
     def stop(self) -> None:
         """Ask the thread to stop after its current frame (not waited for: the GUI thread
@@ -69,6 +73,6 @@ class ThumbnailLoader(QObject):
                 source.seek(event.peak_frame)
                 frame = source.read()
                 if frame is not None:
-                    self.ready.emit(k, to_qimage(crop_around(frame.image, event.peak_box)))
+                    self.ready.emit(self.generation, k, to_qimage(crop_around(frame.image, event.peak_box)))
         finally:
             source.close()

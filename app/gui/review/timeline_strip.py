@@ -103,10 +103,12 @@ class TimelineStrip(QWidget):
             self.seek_requested.emit(self.frame_at(event.position().x()))
 
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
-        if self._image is None or self._image.size() != self.size():
-            self._image = QImage(self.size(), QImage.Format.Format_RGB32)
+        ratio = self.devicePixelRatioF()
+        if self._image is None or self._image.size() != self.size() * ratio:
+            self._image = QImage(self.size() * ratio, QImage.Format.Format_RGB32)
+            self._image.setDevicePixelRatio(ratio)  # sharp on high-DPI screens
             rows = QPainter(self._image)
-            rows.fillRect(self._image.rect(), QColor(18, 18, 18))
+            rows.fillRect(QRectF(0, 0, self.width(), self.height()), QColor(18, 18, 18))
             row_h = self.height() / self.rows
             for row in range(self.rows):
                 self._paint_row(rows, QRectF(0, row * row_h, self.width(), row_h - 1), row)
