@@ -332,11 +332,25 @@ class MainWindow(QMainWindow):
         self.worker.show_overlay = self.overlay_box.isChecked()
         self.worker.frame_ready.connect(self._on_frame, Qt.ConnectionType.QueuedConnection)
         self.worker.failed.connect(self.show_error, Qt.ConnectionType.QueuedConnection)
-        self.worker.start()
+        self._start_when_shown(self.worker)
         self.actions["play"].setText("Pause")
         self.setWindowTitle(f"PolypScope — {info.description}")
         self._start_review()
         return True
+
+    def _start_when_shown(self, worker: StreamWorker, tries: int = 50) -> None:
+        """Start the stream once the window has really painted (two paint events: a window
+        just mapped, or just made full screen, gets its first ones a little later and they
+        are slow), or after a second at most: the first frames of a 60 fps feed must not
+        wait on them."""
+        if worker is not self.worker:
+            return  # replaced meanwhile
+        if self.view.paints >= 2 or tries <= 0 or not self.isVisible():
+            worker.target_size = self.view.target_size()  # the window's size now (full screen applied)
+            worker.start()
+            return
+        self.view.update()
+        QTimer.singleShot(20, lambda: self._start_when_shown(worker, tries - 1))
 
     def _start_review(self) -> None:
         """Analyse a video file in the background for the timeline and events (not in the

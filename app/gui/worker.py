@@ -58,15 +58,17 @@ class StreamWorker(QObject):
         self._thread.start()
 
     def _warm_up(self) -> None:
-        """Two blank frames of the source's size through the display path, on this thread,
-        before the pipeline starts: the first conversions of a new frame size cost tens of
-        milliseconds (buffers, OpenCV's code paths), which on a 60 fps feed would drop the
-        first frames."""
+        """Blank frames of the source's size through the display path, on this thread, before
+        the pipeline starts: the first conversions of a new frame size cost tens of
+        milliseconds, which on a 60 fps feed would drop the first frames. Three pictures
+        are held at once, as many as are alive while streaming (on screen, in flight, being
+        made): the allocator then keeps that much memory in its heap instead of mapping
+        fresh pages (page faults on every byte) for the first real frames."""
         info = getattr(self.pipeline.source, "info", None)
         if info is not None and getattr(info, "width", 0) and getattr(info, "height", 0):
             blank = np.zeros((info.height, info.width, 3), np.uint8)
-            for _ in range(2):
-                make_picture(blank, Detections(), 0, 0.0, self.target_size)
+            held = [make_picture(blank, Detections(), 0, 0.0, self.target_size) for _ in range(3)]
+            del held
 
     def stop(self, timeout: float = 5.0) -> None:
         self._stop.set()

@@ -72,6 +72,7 @@ class VideoCanvas(QWidget):
         self.ended = False              # a recording played to its end: nothing claims to be live
         self.overlay = True
         self.extra: list[tuple[object, str]] = []  # more detections and their colours (A/B overlay)
+        self.paints = 0                 # paint events so far (the window waits for its first real ones)
         self.setMinimumSize(320, 240)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
 
@@ -142,6 +143,7 @@ class VideoCanvas(QWidget):
 
     # -- painting -----------------------------------------------------------------------
     def paintEvent(self, event) -> None:  # noqa: N802 - Qt's name
+        self.paints += 1
         painter = QPainter(self)
         painter.fillRect(self.rect(), Qt.GlobalColor.black)
         if self.picture is not None:
