@@ -271,6 +271,8 @@ def test_the_banner_appears_when_the_feed_stalls_and_clears_when_it_recovers(qtb
     qtbot.waitUntil(lambda: win.view.stale, timeout=5000)
     qtbot.wait(400)
     assert win.view.age_s > 0.3 and red_banner(win)
+    # the status line no longer shows the last fresh frame's healthy fps and latency
+    assert win.view.status_text.endswith("ms") and win.view.status_line().endswith("· no new frames")
     source.flowing.set()
     qtbot.waitUntil(lambda: not win.view.stale, timeout=5000)
     assert not red_banner(win)

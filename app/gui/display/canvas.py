@@ -220,8 +220,15 @@ class VideoCanvas(QWidget):
 
     def _draw_status_line(self, painter: QPainter, target: QRectF) -> None:
         if self.status_text:
-            self._text_block(painter, [self.status_text], QPointF(target.left(), self.height()),
+            self._text_block(painter, [self.status_line()], QPointF(target.left(), self.height()),
                              max(13, self.height() // 60))
+
+    def status_line(self) -> str:
+        """The clinical status line: model, fps, latency; during a stall the fps and latency
+        of the last fresh frame would look healthy, so they give way to "no new frames"."""
+        if self.stale:
+            return self.status_text.split(" · ")[0] + " · no new frames"
+        return self.status_text
 
     def _draw_banner(self, painter: QPainter) -> None:
         if self.ended and self.picture is not None:
