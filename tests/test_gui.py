@@ -48,7 +48,8 @@ def test_plays_with_boxes_and_hud(window, qtbot):
     dark = (pixels.max(axis=2) < 30)
     assert dark[pixels.shape[0] // 2:].sum() > 500, "no HUD panel on screen"
     assert "fps" in window.hud_label.text() and "latency" in window.hud_label.text()
-    raw, annotated = window.worker.last_raw, window.worker.last_annotated
+    raw = window.last_result.frame.image
+    annotated = window.worker.annotate(raw, window.last_shown)  # what snapshots and recordings keep
     assert raw.shape == annotated.shape and (raw != annotated).any()
 
 

@@ -46,7 +46,6 @@ class StreamWorker(QObject):
         #: (width, height) in device pixels to scale frames to; set by the GUI thread when
         #: the canvas resizes (a tuple is replaced whole, never half-written)
         self.target_size: tuple[int, int] | None = None
-        self.last_result: Result | None = None
         self._last_hud: HudInfo | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
@@ -104,15 +103,10 @@ class StreamWorker(QObject):
         snap = self.pipeline.stats.snapshot()
         hud = HudInfo(snap.capture_fps, snap.inference_fps, snap.display_fps, snap.latency_p50_ms,
                       result.stage_ms[1], self.backend)
-        self.last_result, self._last_hud = result, hud
+        self._last_hud = hud
         picture = make_picture(result.frame.image, result.shown, result.frame.index, result.frame.captured,
                                self.target_size, hud)
         return picture, result, snap
-
-    @property
-    def last_raw(self) -> np.ndarray | None:
-        """The last frame handed to the window, as captured."""
-        return None if self.last_result is None else self.last_result.frame.image
 
     def annotate(self, image: np.ndarray, shown) -> np.ndarray:
         """``image`` with ``shown`` rasterised into it at full resolution, as recordings and
@@ -120,15 +114,6 @@ class StreamWorker(QObject):
         if not self.show_overlay:
             return image
         return draw_overlay(image, shown, self.class_names, self._last_hud, self.style)
-
-    @property
-    def last_annotated(self) -> np.ndarray | None:
-        """The last frame with the overlay rasterised into it at full resolution (for
-        snapshots and recordings only: the window draws the overlay as vectors)."""
-        result = self.last_result
-        if result is None:
-            return None
-        return self.annotate(result.frame.image, result.shown)
 
     def mark_shown(self, result: Result) -> None:
         """Called by the GUI thread once ``result`` is on screen; lets the next one through."""

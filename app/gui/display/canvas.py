@@ -16,13 +16,17 @@ A frozen frame must never look live. A user's pause is said as a pause, not an a
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
+import numpy as np
 from PySide6.QtCore import QPointF, QRectF, Qt
-from PySide6.QtGui import QColor, QFont, QFontMetricsF, QPainter, QPen
+from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
-from app.gui.display.picture import Picture
+from app.gui.display.picture import Picture, make_picture
+from app.overlay import HudInfo
+from engine.detections import Detections
 
 BOX_SHAPES = ("corners", "box")
 COLOURS = {"yellow": "#ffff00", "green": "#00ff66", "cyan": "#00e5ff", "white": "#ffffff", "magenta": "#ff40ff"}
@@ -82,15 +86,6 @@ class VideoCanvas(QWidget):
         onto the screen, before a stream starts: the first paints load fonts, set up the
         painter's paths and the window system's buffers (tens of milliseconds), which would
         otherwise fall on the first frames of a live feed and drop some."""
-        import time
-
-        import numpy as np
-        from PySide6.QtGui import QImage
-
-        from app.gui.display.picture import make_picture
-        from app.overlay import HudInfo
-        from engine.detections import Detections
-
         w, h = frame_size
         dets = Detections(np.array([[w / 4, h / 4, w / 2, h / 2]], np.float32), np.array([0.5], np.float32),
                           np.zeros(1, np.int64))
@@ -111,8 +106,6 @@ class VideoCanvas(QWidget):
     def set_picture(self, picture: Picture) -> None:
         """Show ``picture``; its age counts from its capture, not from now: frames that keep
         coming but each arrive late (inference behind) keep the banner up."""
-        import time
-
         self.picture = picture
         self.age_s = max(0.0, time.perf_counter() - picture.captured) if picture.captured else 0.0
         self.update()

@@ -12,6 +12,7 @@ import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QImage
 
+from app.gui.display.picture import to_display
 from app.review.events import Event
 from app.streaming.sources import SourceError, VideoFileSource
 
@@ -32,7 +33,7 @@ def crop_around(image: np.ndarray, box: Sequence[float], margin: float = 0.6) ->
 
 def to_qimage(bgr: np.ndarray) -> QImage:
     """An owned QImage (a thumbnail is small: the copy costs nothing)."""
-    bgra = cv2.cvtColor(bgr, cv2.COLOR_BGR2BGRA)
+    bgra = to_display(bgr, (bgr.shape[1], bgr.shape[0]))
     return QImage(bgra.data, bgra.shape[1], bgra.shape[0], bgra.strides[0], QImage.Format.Format_RGB32).copy()
 
 
