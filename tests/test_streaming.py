@@ -13,7 +13,7 @@ import pytest
 from app.overlay import HudInfo, draw_overlay, drawn_regions
 from app.streaming.handoff import Closed, LatestSlot
 from app.streaming.persistence import PersistenceFilter, PersistenceSettings
-from app.streaming.pipeline import StreamPipeline
+from app.streaming.pipeline import StreamPipeline, results_depth
 from app.streaming.sources import Frame, LiveSource, SourceError, VideoFileSource, open_source
 from engine.detections import Detections
 
@@ -174,6 +174,38 @@ def test_the_detection_rate_cap_shows_every_frame_and_detects_on_some(fps, cap, 
     assert detector.calls[1:] == [i for i in range(24) if expected[i]]  # (the first call is the warm-up)
     for r in results:  # a frame passed on carries the boxes of the last frame detected on
         assert len(r.detections) == 1 and (r.inferred or r.stage_ms == (0.0, 0.0, 0.0))
+
+
+class ReleasingDetector(CountingDetector):
+    """Lets the lock-step source read its next frame as soon as a frame has been detected
+    on: frames reach inference one at a time, so none is dropped before it."""
+
+    def __init__(self, source):
+        super().__init__()
+        self.source = source
+
+    def __call__(self, image):
+        dets = super().__call__(image)
+        self.source.consumed.release()
+        return dets
+
+
+@pytest.mark.parametrize("fps, lost", [(60, 0), (25, 1)])
+def test_the_display_may_fall_50_ms_behind_without_losing_a_frame(fps, lost):
+    """A display that takes nothing while three frames are detected on (a hiccup of the
+    window system): 50 ms at 60 fps costs no frame; at 25 fps three frames are 120 ms, and
+    the oldest is dropped rather than shown that late."""
+    assert (results_depth(60), results_depth(25), results_depth(120), results_depth(None)) == (3, 2, 6, 2)
+    source = LockStepFile(3, fps)
+    source.consumed = threading.Semaphore(0)
+    pipeline = StreamPipeline(source, ReleasingDetector(source)).start()
+    deadline = time.monotonic() + 10
+    while pipeline._results.waiting() + pipeline.dropped_by_stage()["before_display"] < 3:
+        assert time.monotonic() < deadline, "the pipeline never produced three results"
+        time.sleep(0.005)
+    shown = [r.frame.index for r in pipeline.results(timeout=2)]
+    assert pipeline.dropped_by_stage() == {"before_inference": 0, "before_display": lost}
+    assert shown == list(range(lost, 3))
 
 
 def test_a_lossless_replay_detects_on_every_frame_whatever_the_cap():

@@ -62,7 +62,9 @@ class StreamWorker(QObject):
         milliseconds, which on a 60 fps feed would drop the first frames. Three pictures
         are held at once, as many as are alive while streaming (on screen, in flight, being
         made): the allocator then keeps that much memory in its heap instead of mapping
-        fresh pages (page faults on every byte) for the first real frames."""
+        fresh pages (page faults on every byte) for the first real frames. The stats snapshot
+        is taken once too: numpy's first percentile costs over 10 ms (its lazy set-up)."""
+        self.pipeline.stats.snapshot()
         info = getattr(self.pipeline.source, "info", None)
         if info is not None and getattr(info, "width", 0) and getattr(info, "height", 0):
             blank = np.zeros((info.height, info.width, 3), np.uint8)

@@ -10,12 +10,13 @@ producer wait instead, so every frame is processed.
 Between capture and inference, depth 1: the detector should always see the newest frame;
 depth 2 when detection is capped (``max_detection_hz``): every frame is then meant to be
 shown, and the inference thread, idle half the time, catches up with one frame held
-through a hiccup of the machine instead of dropping it. Depth 2 between inference and
-display: results can arrive in pairs (a frame passed on
-without inference right after one that was detected on, see ``max_detection_hz``), and
-the display, which shows every frame at the feed's rate, must not lose the first of a pair
-to a few milliseconds of painting. It costs at most one frame period of latency, and only
-while the display is behind.
+through a hiccup of the machine instead of dropping it. Depth 2 or more between inference
+and display: results can arrive in pairs (a frame passed on without inference right after
+one that was detected on, see ``max_detection_hz``), and the display, which shows every
+frame at the feed's rate, must not lose the first of a pair to a few milliseconds of
+painting, nor a frame to a hiccup of the window system shorter than 50 ms (three results at
+60 fps; ``app.streaming.pipeline.results_depth``). It costs latency only while the display
+is behind, and never more than that 50 ms.
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ detected on every frame; so is every frame of a lossless replay.
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -27,6 +28,19 @@ from app.streaming.persistence import PersistenceFilter
 from app.streaming.sources import Frame
 from app.streaming.stats import PipelineStats
 from engine.detections import Detections
+
+#: How far the display may fall behind the feed (a hiccup of the GUI thread or the window
+#: system) before a result waiting for it is dropped: 50 ms, within the latency a live view
+#: can afford. At 25 fps the two-result slot already covers 80 ms; at 60 fps it takes three.
+DISPLAY_SLACK_S = 0.05
+
+
+def results_depth(fps: float | None) -> int:
+    """Results held for the display: at least two (they can come in pairs, see
+    :mod:`app.streaming.handoff`), and enough to cover :data:`DISPLAY_SLACK_S` of the feed."""
+    if not fps or fps <= 0:
+        return 2
+    return max(2, math.ceil(DISPLAY_SLACK_S * fps - 1e-6))
 
 
 @dataclass
@@ -59,7 +73,8 @@ class StreamPipeline:
         self.stats = PipelineStats()
         self._frames: LatestSlot[Frame] = LatestSlot(lossless)
         self.max_detection_hz = max_detection_hz  # (sets the frame slot's depth)
-        self._results: LatestSlot[Result] = LatestSlot(lossless, depth=2)
+        info = getattr(source, "info", None)
+        self._results: LatestSlot[Result] = LatestSlot(lossless, depth=results_depth(getattr(info, "fps", None)))
         self._stop = threading.Event()
         self._stop_requested = False  # set by request_stop (a plain flag: signal-handler safe)
         #: True when :meth:`results` ended on a stop request before the source's end (a
