@@ -107,7 +107,7 @@ class Recording:
             self.video.write(draw_overlay(result.frame.image, result.shown, detector.info.class_names, hud))
         if self.log is not None:
             frame = result.frame
-            self.log.write(frame.index, frame.position_ms, result.detections, frame.name)
+            self.log.write(frame.index, frame.position_ms, result.detections, frame.name, result.inferred)
 
     def close(self) -> None:
         if self.video is not None:

@@ -22,13 +22,36 @@ HUD_FG = (235, 235, 235)
 FONT = cv2.FONT_HERSHEY_SIMPLEX
 
 
+BOX_SHAPES = ("corners", "box")  # in the order the settings offer them
+
+
 @dataclass(frozen=True)
 class OverlayStyle:
+    """How boxes are drawn into frames (recordings, snapshots, exported clips): the same
+    shape, colour and thickness the user chose for the window (``app.gui.display.canvas``),
+    rasterised at frame resolution."""
+
     thickness: int = 2
     font_scale: float = 0.5
     show_scores: bool = True
     hud: bool = True
     alert: bool = True
+    shape: str = "box"                         # "box" or "corners" (brackets that leave the polyp clear)
+    colour: tuple[int, int, int] = BOX_COLOUR  # BGR
+    corner_fraction: float = 0.25              # a bracket's arm, as a share of the box's shorter side
+
+    def __post_init__(self) -> None:
+        if self.shape not in BOX_SHAPES:
+            raise ValueError(f"box shape {self.shape!r}: one of {', '.join(BOX_SHAPES)}")
+
+
+def bgr_of(hex_colour: str) -> tuple[int, int, int]:
+    """``"#rrggbb"`` as OpenCV's (b, g, r)."""
+    value = hex_colour.lstrip("#")
+    if len(value) != 6:
+        raise ValueError(f"colour {hex_colour!r}: expected #rrggbb")
+    r, g, b = (int(value[i:i + 2], 16) for i in (0, 2, 4))
+    return b, g, r
 
 
 @dataclass(frozen=True)
@@ -74,6 +97,18 @@ def _hud_rect(hud: HudInfo, style: OverlayStyle, shape: tuple[int, int]) -> tupl
     return 0, max(0, shape[0] - h), min(shape[1], w), shape[0]
 
 
+def _corner_strokes(p1: tuple[int, int], p2: tuple[int, int],
+                    fraction: float) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """The eight strokes of four corner brackets on the box ``p1``-``p2`` (each on its edge)."""
+    (x1, y1), (x2, y2) = p1, p2
+    arm = max(4, round(fraction * min(x2 - x1, y2 - y1)))
+    strokes = []
+    for x, y, dx, dy in ((x1, y1, 1, 1), (x2, y1, -1, 1), (x1, y2, 1, -1), (x2, y2, -1, -1)):
+        strokes.append(((x, y), (x + dx * arm, y)))
+        strokes.append(((x, y), (x, y + dy * arm)))
+    return strokes
+
+
 def _alert_rect(shape: tuple[int, int]) -> tuple[int, int, int, int]:
     size = max(12, min(shape[:2]) // 20)
     return shape[1] - size - 8, 8, shape[1] - 8, 8 + size
@@ -88,11 +123,15 @@ def draw_overlay(frame: np.ndarray, dets: Detections, class_names: tuple[str, ..
     for box, score, cls in zip(dets.boxes, dets.scores, dets.classes):
         p1 = (int(round(box[0])), int(round(box[1])))
         p2 = (int(round(box[2])), int(round(box[3])))
-        cv2.rectangle(out, p1, p2, BOX_COLOUR, style.thickness, cv2.LINE_8)
+        if style.shape == "corners":
+            for a, b in _corner_strokes(p1, p2, style.corner_fraction):
+                cv2.line(out, a, b, style.colour, style.thickness, cv2.LINE_8)
+        else:
+            cv2.rectangle(out, p1, p2, style.colour, style.thickness, cv2.LINE_8)
         if style.show_scores:
             text = _label(float(score), class_names, int(cls))
             x1, y1, x2, y2 = _label_rect(box, text, style, shape)
-            cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), BOX_COLOUR, -1)
+            cv2.rectangle(out, (x1, y1), (x2 - 1, y2 - 1), style.colour, -1)
             cv2.putText(out, text, (x1 + 3, y2 - 5), FONT, style.font_scale, (0, 0, 0), 1, cv2.LINE_AA)
     if style.alert and len(dets):
         x1, y1, x2, y2 = _alert_rect(shape)

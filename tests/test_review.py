@@ -257,6 +257,45 @@ def test_clip_export_writes_the_padded_range(tmp_path):
     assert yellow(frames[30]) > 50 and yellow(frames[0]) < yellow(frames[30]) / 5
 
 
+def test_a_log_row_says_when_its_boxes_were_carried_over_not_detected(tmp_path):
+    from app.review.frames import read_detection_log
+    from app.streaming.recorder import DetectionLog
+
+    box = Detections(np.array([BOX], np.float32), np.array([0.8], np.float32), np.zeros(1, np.int64))
+    log = DetectionLog(tmp_path / "log.jsonl")
+    log.write(0, 0.0, box)
+    log.write(1, 16.7, box, inferred=False)  # passed on under the detection-rate cap
+    log.close()
+    rows = read_detection_log(tmp_path / "log.jsonl")
+    assert [r.inferred for r in rows] == [True, False]
+    assert "inferred" not in json.loads((tmp_path / "log.jsonl").read_text().splitlines()[0])
+
+
+def test_a_clip_draws_the_box_style_chosen_and_a_plain_clip_draws_nothing(tmp_path):
+    from app.overlay import OverlayStyle
+
+    video = numbered_clip(tmp_path / "numbered.avi", 30)  # uniform dark grey frames
+    box = Detections(np.array([[20, 20, 140, 100]], np.float32), np.array([0.9], np.float32), np.zeros(1, np.int64))
+    corners = OverlayStyle(shape="corners", colour=(0, 255, 0), thickness=3, show_scores=False)
+    assert export_clip(video, tmp_path / "corners.avi", 10, 19, [box] * 30, style=corners) == 10
+    assert export_clip(video, tmp_path / "plain.avi", 10, 19) == 10
+
+    def frames(path):
+        cap = cv2.VideoCapture(str(path))
+        out = []
+        while (ok_frame := cap.read())[0]:
+            out.append(ok_frame[1].astype(int))
+        return out
+
+    for image in frames(tmp_path / "corners.avi"):
+        green = (image[..., 1] > 150) & (image[..., 0] < 100) & (image[..., 2] < 100)
+        assert green[18:23, 20:35].any() and green[20:35, 18:23].any()   # the top-left bracket, both arms
+        assert green[97:102, 125:140].any()                              # and the bottom-right one
+        assert not green[15:25, 70:90].any() and not green[50:70, 15:25].any()  # the edges between stay clear
+    for image in frames(tmp_path / "plain.avi"):
+        assert (image.max(axis=2) - image.min(axis=2)).max() < 30      # grey everywhere: no box at all
+
+
 # -- the demo clip: a review's events equal detect --jsonl's ------------------------------
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo" / "demo.mp4"
 DEFAULT_MODEL = Path(__file__).resolve().parents[1] / "assets" / "models" / "default.onnx"

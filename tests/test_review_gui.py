@@ -207,12 +207,25 @@ def test_the_ab_view_diffs_the_events_of_two_models(qtbot, tmp_path, tiny_onnx):
     texts = [win.diff_list.item(k).text() for k in range(win.diff_list.count())]
     assert sum(t.startswith("only A") for t in texts) == 1 and sum(t.startswith("only B") for t in texts) == 1
     assert "inference p50 3.0 ms" in win.labels[0].text() and "inference p50 3.0 ms" in win.labels[1].text()
+    win.toggle_pause()  # paused, a seek shows the one frame sought
+    win.seek(143)  # side by side, inside the event only B raised: B's canvas has the box, A's none
+    qtbot.waitUntil(lambda: win.canvases[1].picture is not None and win.canvases[1].picture.index == 143,
+                    timeout=10000)
+    assert len(win.canvases[1].picture.shown) == 1 and len(win.canvases[0].picture.shown) == 0
     win.overlay_box.setChecked(True)
     assert not win.canvases[1].isVisible()
     win.seek(30)  # inside an event both raised: A's own boxes, and B's in its colour
     qtbot.waitUntil(lambda: win.canvases[0].picture is not None and win.canvases[0].picture.index >= 30
                     and len(win.canvases[0].extra) == 1 and len(win.canvases[0].extra[0][0]) == 1, timeout=10000)
     win.close()
+
+
+def test_two_models_of_the_same_file_name_are_told_apart(tmp_path):
+    from app.gui.compare_window import distinct_names
+
+    a, b = tmp_path / "assets" / "models" / "default.onnx", tmp_path / "runs" / "new" / "default.onnx"
+    assert distinct_names(a, b) == ("models/default.onnx", "new/default.onnx")
+    assert distinct_names(tmp_path / "a.onnx", tmp_path / "b.onnx") == ("a.onnx", "b.onnx")
 
 
 # -- the clinical view and the stale-frame banner -----------------------------------------
@@ -310,6 +323,66 @@ def test_frames_that_keep_coming_late_keep_the_banner_up(qtbot):
     assert canvas.stale and canvas.age_s >= 0.8
     canvas.ended = True  # a recording at its end is not a stalled feed
     assert not canvas.stale
+
+
+def test_a_picture_that_is_not_live_is_dimmed_and_its_boxes_turn_grey(qtbot):
+    """Not only a banner: a frozen frame and its box must not look like the live picture."""
+    from app.gui.display.canvas import BoxStyle, VideoCanvas
+    from app.gui.display.picture import make_picture
+    from engine.detections import Detections
+
+    canvas = VideoCanvas()
+    qtbot.addWidget(canvas)
+    canvas.resize(320, 240)
+    canvas.box_style = BoxStyle(shape="box", colour="#ffff00", thickness=4, show_scores=False)
+    frame = np.full((240, 320, 3), 200, np.uint8)
+    box = Detections(np.array([[80, 60, 240, 180]], np.float32), np.array([0.9], np.float32), np.zeros(1, np.int64))
+
+    def look(age_s: float):
+        canvas.set_picture(make_picture(frame, box, 0, time.perf_counter() - age_s))
+        image = canvas.grab().toImage()
+        return image.pixelColor(160, 120), image.pixelColor(80, 120), image.pixelColor(1, 120)
+
+    inside, edge, border = look(0.0)
+    assert not canvas.stale
+    assert min(inside.red(), inside.green(), inside.blue()) > 180                  # the picture as it is
+    assert edge.red() > 200 and edge.green() > 200 and edge.blue() < 80             # a yellow box
+    inside, edge, border = look(0.8)
+    assert canvas.stale
+    assert max(inside.red(), inside.green(), inside.blue()) < 140                   # dimmed
+    assert abs(edge.red() - edge.blue()) < 30 and abs(edge.green() - edge.blue()) < 30  # grey, not yellow
+    assert border.red() > 150 and border.green() < 60 and border.blue() < 60        # inside a red border
+
+
+@pytest.mark.parametrize("interval_s, sounded", [(0.0, 3), (600.0, 1)])
+def test_the_window_sounds_each_new_polyp_at_most_once_per_interval(qtbot, tmp_path, tiny_onnx, monkeypatch,
+                                                                    interval_s, sounded):
+    """The window's own wiring of the alert: three events in the recording, played as fast
+    as it goes (so the count cannot depend on the machine's speed): each one sounds with no
+    interval, only the first with a ten-minute one."""
+    import app.gui.main_window as main_window
+
+    monkeypatch.setattr(main_window.QApplication, "beep", staticmethod(lambda: None))
+    video = write_moving_clip(tmp_path / "clip.avi", FRAMES)
+    write_cache(video, tiny_onnx, RUNS)
+    settings = settings_at(tmp_path)
+    settings.setValue("sound", True)
+    settings.setValue("alert_interval_s", interval_s)
+    win = MainWindow(str(video), str(tiny_onnx), settings=settings, backend="onnxruntime-cpu", realtime=False)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.review.timeline is not None and win.frames_shown > 0, timeout=30000)
+    win.toggle_pause()
+    win.seek(0)
+    qtbot.waitUntil(lambda: win.last_result.frame.index == 0, timeout=10000)
+    from app.streaming.alerts import AlertLimiter
+
+    win.alerts, win.alerts_sounded = AlertLimiter(interval_s), 0  # (frames before the pause may have sounded)
+    win.toggle_pause()
+    qtbot.waitUntil(lambda: not win.worker.running, timeout=60000)
+    assert win.last_result.frame.index == FRAMES - 1
+    assert win.alerts_sounded == sounded
+    win.close()
 
 
 def test_the_alert_sound_is_rate_limited():

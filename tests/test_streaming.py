@@ -296,18 +296,24 @@ def test_bad_sources_are_named(tmp_path):
         open_source(str(empty))
 
 
-def test_overlay_changes_only_what_it_draws():
+@pytest.mark.parametrize("shape", ["box", "corners"])
+def test_overlay_changes_only_what_it_draws(shape):
+    from app.overlay import OverlayStyle
+
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
     dets = Detections(np.array([[100, 120, 300, 260], [5, 2, 60, 50]], np.float32), np.array([0.91, 0.4], np.float32),
                       np.zeros(2, np.int64))
     hud = HudInfo(30.0, 29.5, 30.0, 41.2, 7.9, "onnxruntime-cpu")
-    out = draw_overlay(frame, dets, ("polyp",), hud)
-    allowed = drawn_regions(frame.shape, dets, ("polyp",), hud)
+    style = OverlayStyle(shape=shape, thickness=3)
+    out = draw_overlay(frame, dets, ("polyp",), hud, style)
+    allowed = drawn_regions(frame.shape, dets, ("polyp",), hud, style)
     changed = (out != frame).any(axis=2)
     assert changed.sum() > 1000                       # something was drawn ...
     assert not (changed & ~allowed).any()             # ... and nothing outside the overlay
     assert (frame == draw_overlay(frame, Detections(), ("polyp",), None)).all()
+    if shape == "corners":  # the middle of the big box's top edge stays as it was
+        assert not changed[118:123, 180:220].any()
 
 
 def _write_video(path, frames=40, size=(96, 96), fps=25):

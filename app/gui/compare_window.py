@@ -125,12 +125,25 @@ class CachedPlayer(QObject):
             source.close()
 
 
+def distinct_names(a: Path, b: Path) -> tuple[str, str]:
+    """Names that tell two model files apart: the file names, with as many parent folders
+    as it takes when they are the same (``assets/models/default.onnx`` against
+    ``runs/new/default.onnx`` reads "models/default.onnx" / "new/default.onnx")."""
+    pa, pb = a.resolve().parts, b.resolve().parts
+    for depth in range(1, max(len(pa), len(pb)) + 1):
+        na, nb = "/".join(pa[-depth:]), "/".join(pb[-depth:])
+        if na != nb:
+            return na, nb
+    return a.name, b.name + " (the same file)"
+
+
 class CompareWindow(QMainWindow):
     def __init__(self, video: str | Path, model_a: str | Path, model_b: str | Path, *, backend: str = "auto",
                  conf_a: float | None = None, conf_b: float | None = None,
                  persistence: PersistenceSettings | None = None, settings: QSettings | None = None) -> None:
         super().__init__()
         self.video, self.models = Path(video), (Path(model_a), Path(model_b))
+        self.names = distinct_names(*self.models)
         self.backend = backend
         self.confs: list[float | None] = [conf_a, conf_b]
         self.persistence = persistence or self._app_persistence(settings)
@@ -167,7 +180,7 @@ class CompareWindow(QMainWindow):
         self.canvases, self.labels = [], []
         for k, colour in enumerate((COLOUR_A, COLOUR_B)):
             column = QVBoxLayout()
-            label = QLabel(f"{'AB'[k]}: {self.models[k].name}")
+            label = QLabel(f"{'AB'[k]}: {self.names[k]}")
             label.setWordWrap(True)
             canvas = VideoCanvas()
             canvas.box_style = BoxStyle("box", colour)
@@ -238,7 +251,7 @@ class CompareWindow(QMainWindow):
     def _on_progress(self, k: int, done: int, total) -> None:
         self.strip.set_scores(self.runners[k].scores.copy(), row=k)
         if total:
-            self.progress.setFormat(f"analysing with {'AB'[k]} ({self.models[k].name}): %p%")
+            self.progress.setFormat(f"analysing with {'AB'[k]} ({self.names[k]}): %p%")
             self.progress.setValue(round(100 * done / total))
 
     def _on_finished(self, k: int, timeline: Timeline) -> None:
@@ -248,7 +261,7 @@ class CompareWindow(QMainWindow):
         ms = timeline.inference_ms()
         timing = f"inference p50 {np.percentile(ms, 50):.1f} ms, p99 {np.percentile(ms, 99):.1f} ms" if len(ms) else \
             "inference time not recorded"
-        self.labels[k].setText(f"{'AB'[k]}: {self.models[k].name}, threshold {self.confs[k]:.2f}\n{timing} "
+        self.labels[k].setText(f"{'AB'[k]}: {self.names[k]}, threshold {self.confs[k]:.2f}\n{timing} "
                                f"({timeline.header.get('backend', '')}, measured in its pass)")
         self.strip.set_length(timeline.frame_count)
         self.strip.set_scores(timeline.best_scores(), row=k)
@@ -261,7 +274,10 @@ class CompareWindow(QMainWindow):
     def _compare(self) -> None:
         shown = []
         for k, timeline in enumerate(self.timelines):
-            assert [f.index for f in timeline.frames] == list(range(len(timeline.frames)))
+            if [f.index for f in timeline.frames] != list(range(len(timeline.frames))):
+                self.show_error(f"{self.names[k]}: its timeline of {self.video.name} skips frames; "
+                                "delete the cache beside the video to analyse it again")
+                return
             shown.append(shown_per_frame(timeline.frames, self.confs[k], self.persistence))
             self.events[k] = find_events(timeline.frames, self.confs[k], self.persistence, timeline.fps)
             self.strip.set_events(self.events[k], self._labels(self.events[k]), row=k)

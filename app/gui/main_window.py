@@ -327,7 +327,8 @@ class MainWindow(QMainWindow):
         lossless = not (self.realtime or info.live)
         pipeline = StreamPipeline(self.source, self.detector, lossless=lossless, persistence=self._persistence(),
                                   max_detection_hz=self.detection_rate.value() or None)
-        self.worker = StreamWorker(pipeline, self.detector.info.class_names, _runs_on(self.detector))
+        self.worker = StreamWorker(pipeline, self.detector.info.class_names, _runs_on(self.detector),
+                                   self.view.box_style.overlay_style())
         self.worker.target_size = self.view.target_size()
         self.worker.show_overlay = self.overlay_box.isChecked()
         self.worker.frame_ready.connect(self._on_frame, Qt.ConnectionType.QueuedConnection)
@@ -432,7 +433,8 @@ class MainWindow(QMainWindow):
         video, log = self._recording
         try:
             video.write(self.worker.annotate(result.frame.image, shown))
-            log.write(result.frame.index, result.frame.position_ms, result.detections, result.frame.name)
+            log.write(result.frame.index, result.frame.position_ms, result.detections, result.frame.name,
+                      result.inferred)
         except RecorderError as exc:
             self.stop_recording()
             self.show_error(f"recording stopped: {exc}")
@@ -576,6 +578,8 @@ class MainWindow(QMainWindow):
         style = BoxStyle(self.shape_box.currentText(), COLOURS[self.colour_box.currentText()],
                          float(self.thickness_box.value()))
         self.view.box_style = style
+        if self.worker is not None:  # recordings and snapshots draw the boxes the window shows
+            self.worker.style = style.overlay_style()
         for key, value in (("box_shape", style.shape), ("box_colour", self.colour_box.currentText()),
                            ("box_thickness", self.thickness_box.value())):
             self.settings.setValue(key, value)

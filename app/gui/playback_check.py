@@ -3,6 +3,11 @@
     QT_QPA_PLATFORM=offscreen python -m app.gui.playback_check --source assets/demo/demo.mp4 \\
         --model assets/models/default.onnx --json-out docs/app-playback.json
 
+The offscreen platform's screen is 800x800; ``--screen 1920x1080`` gives it another size
+(through the plugin's configuration file), so the clinical view shows a 1080p frame 1:1 there
+too. The report names the platform, the screen, the commit and how many frames the detector
+ran on.
+
 The numbers come from the pipeline's own per-frame timestamps (capture -> shown in the
 window), so they include the GUI thread's drawing, unlike ``polypscope detect``. Display
 FPS is sampled every half second over the HUD's 2-second window once playback has settled;
@@ -90,9 +95,43 @@ def measure(source: str, model: str, *, timeout: float = 300.0, settle_seconds: 
         report["window_px"] = [window.view.width(), window.view.height()]
         report["stale_banner_seen"] = stale_seen
         report["max_detection_hz"] = window.detection_rate.value() or "every frame"
+        report["frames_detected_on"] = worker.pipeline.stats.frames_inferred  # (the warm-up run not counted)
+        screen = app.primaryScreen().geometry()
+        report["qt_platform"] = app.platformName()
+        report["screen_px"] = [screen.width(), screen.height()]
+        report["commit"] = _commit()
         window.close()
     app.processEvents()
     return report
+
+
+def _offscreen_screen(parser: argparse.ArgumentParser, size: str) -> None:
+    """Give Qt's offscreen platform a screen of ``size`` (before the application starts)."""
+    if os.environ.get("QT_QPA_PLATFORM", "").split(":")[0] != "offscreen":
+        parser.error("--screen needs QT_QPA_PLATFORM=offscreen (a real display has its own size)")
+    try:
+        width, height = (int(v) for v in size.lower().split("x"))
+    except ValueError:
+        parser.error(f"--screen: expected WxH, e.g. 1920x1080, got {size!r}")
+    config = Path(tempfile.mkdtemp(prefix="polypscope-screen-")) / "screen.json"
+    config.write_text(json.dumps({"screens": [{"name": "screen", "x": 0, "y": 0, "width": width, "height": height}]}))
+    os.environ["QT_QPA_PLATFORM"] = f"offscreen:configfile={config}"
+
+
+def _commit() -> str | None:
+    """The repository's commit (with "+changes" when the tree differs from it), or None
+    outside a git checkout: a figure is only as good as knowing what code made it."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head + ("+changes" if dirty else "")
 
 
 def _round(value: float | None) -> float | None:
@@ -174,10 +213,14 @@ def main() -> None:
     parser.add_argument("--max-detection-rate", type=int, metavar="HZ",
                         help="detect at most this often on a real-time feed (0: every frame; default: the app's 30)")
     parser.add_argument("--window", default="1280x800", help="window size WxH of the engineer's view (default 1280x800)")
+    parser.add_argument("--screen", metavar="WxH",
+                        help="with QT_QPA_PLATFORM=offscreen: the size of its screen (default 800x800)")
     parser.add_argument("--cpu", choices=["app", "benchmark"], default="app",
                         help="how the cores are shared: app (default; app.cpu_budget) or benchmark (all inference "
                              "threads, spinning, OpenCV's own pool: the app before issue 13)")
     args = parser.parse_args()
+    if args.screen:
+        _offscreen_screen(parser, args.screen)
     from app.cpu_budget import BENCHMARK, app_budget
 
     budget = app_budget() if args.cpu == "app" else BENCHMARK

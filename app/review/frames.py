@@ -24,6 +24,7 @@ class FrameRecord:
     timestamp_ms: float | None
     detections: Detections
     inference_ms: float | None = None
+    inferred: bool = True   # False: the last detected frame's boxes, carried over (detection-rate cap)
 
     @property
     def best_score(self) -> float:
@@ -39,7 +40,7 @@ def parse_row(row: dict) -> FrameRecord:
         raise ValueError(f"{len(boxes)} boxes, {len(scores)} scores and {len(classes)} classes")
     ms = row.get("inference_ms")
     return FrameRecord(int(row["frame"]), row.get("timestamp_ms"), Detections(boxes, scores, classes),
-                       None if ms is None else float(ms))
+                       None if ms is None else float(ms), bool(row.get("inferred", True)))
 
 
 def read_detection_log(path: str | Path) -> list[FrameRecord]:

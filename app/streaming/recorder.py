@@ -152,8 +152,9 @@ class DetectionLog:
         self.sync = sync
         self.lines = 0  # written by this log
 
-    def write(self, index: int, timestamp_ms: float | None, dets: Detections, name: str | None = None) -> None:
-        self.write_row(detection_row(index, timestamp_ms, dets, name))
+    def write(self, index: int, timestamp_ms: float | None, dets: Detections, name: str | None = None,
+              inferred: bool = True) -> None:
+        self.write_row(detection_row(index, timestamp_ms, dets, name, inferred))
 
     def write_row(self, row: dict) -> None:
         """Append one JSON object as one line (the review's timeline cache adds its own keys)."""
@@ -182,14 +183,21 @@ class DetectionLog:
             self._fd = -1
 
 
-def detection_row(index: int, timestamp_ms: float | None, dets: Detections, name: str | None = None) -> dict:
-    """One frame of the detections log. Readers: :func:`app.review.frames.read_detection_log`."""
+def detection_row(index: int, timestamp_ms: float | None, dets: Detections, name: str | None = None,
+                  inferred: bool = True) -> dict:
+    """One frame of the detections log. Readers: :func:`app.review.frames.read_detection_log`.
+
+    A frame that was not detected on (passed on under the detection-rate cap with the last
+    frame's boxes, ``app.streaming.pipeline``) says so with ``"inferred": false``, so nobody
+    reads those boxes as the model's answer on that frame."""
     row: dict = {"frame": index, "timestamp_ms": None if timestamp_ms is None else round(timestamp_ms, 2)}
     if name is not None:
         row["image"] = name
     row["boxes"] = [[round(float(v), 2) for v in b] for b in dets.boxes]
     row["scores"] = [round(float(s), 5) for s in dets.scores]
     row["classes"] = [int(c) for c in dets.classes]
+    if not inferred:
+        row["inferred"] = False
     return row
 
 

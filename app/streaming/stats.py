@@ -42,6 +42,7 @@ class PipelineStats:
         self.inference_ms: deque[float] = deque(maxlen=200)
         self.dropped = 0
         self.frames_shown = 0
+        self.frames_inferred = 0  # frames the detector ran on (the rest carried the last boxes)
 
     @staticmethod
     def _push(stamps: deque[float], t: float) -> None:
@@ -57,6 +58,7 @@ class PipelineStats:
         with self._lock:
             self._push(self._inferred, end)
             self.inference_ms.append((end - start) * 1e3)
+            self.frames_inferred += 1
 
     def shown(self, captured: float, t: float) -> None:
         with self._lock:

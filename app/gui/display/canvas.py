@@ -10,8 +10,10 @@ the mucosa around it, unobstructed. Colour and thickness are settings.
 
 Stale picture: the window reports the age of the frame on screen (now minus the moment it
 was captured). When it passes ``stale_after_s`` -- the feed was lost, capture stalled,
-inference fell behind -- a red banner says so with the time since the last fresh frame.
-A frozen frame must never look live. A user's pause is said as a pause, not an alarm.
+inference fell behind -- a red banner says so with the time since the last fresh frame,
+the picture is dimmed inside a red border, and its boxes turn grey (they mark where a polyp
+was, not where it is). A frozen frame must never look live. A user's pause is said as a
+pause, not an alarm.
 """
 
 from __future__ import annotations
@@ -25,15 +27,16 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
 from app.gui.display.picture import Picture, make_picture
-from app.overlay import HudInfo
+from app.overlay import BOX_SHAPES, HudInfo, OverlayStyle, bgr_of
 from engine.detections import Detections
 
-BOX_SHAPES = ("corners", "box")
 COLOURS = {"yellow": "#ffff00", "green": "#00ff66", "cyan": "#00e5ff", "white": "#ffffff", "magenta": "#ff40ff"}
 DEFAULT_STALE_AFTER_S = 0.5
 BANNER_RED = QColor(200, 0, 0, 230)
 HUD_BACKGROUND = QColor(20, 20, 20, 210)
 ALERT_COLOUR = QColor(255, 200, 0)
+STALE_DIM = QColor(0, 0, 0, 140)       # laid over a picture that is not live
+STALE_BOX_COLOUR = "#9a9a9a"           # boxes of a picture that is not live
 
 
 @dataclass(frozen=True)
@@ -47,6 +50,11 @@ class BoxStyle:
     def __post_init__(self) -> None:
         if self.shape not in BOX_SHAPES:
             raise ValueError(f"box shape {self.shape!r}: one of {', '.join(BOX_SHAPES)}")
+
+    def overlay_style(self, hud: bool = True) -> OverlayStyle:
+        """The same boxes for drawing into frames (recordings, snapshots, clips)."""
+        return OverlayStyle(thickness=max(1, round(self.thickness)), show_scores=self.show_scores, hud=hud,
+                            shape=self.shape, colour=bgr_of(self.colour), corner_fraction=self.corner_fraction)
 
 
 def corner_segments(rect: QRectF, fraction: float) -> list[tuple[QPointF, QPointF]]:
@@ -148,12 +156,21 @@ class VideoCanvas(QWidget):
             painter.drawImage(target, image)
             painter.setRenderHint(QPainter.RenderHint.Antialiasing)
             scale = target.width() / self.picture.frame_size[0]
+            stale = self.stale
+            if stale:
+                painter.fillRect(target, STALE_DIM)
             if self.overlay:
-                self._draw_boxes(painter, target, scale, self.picture.shown, self.box_style.colour)
+                self._draw_boxes(painter, target, scale, self.picture.shown,
+                                 STALE_BOX_COLOUR if stale else self.box_style.colour)
                 for dets, colour in self.extra:
-                    self._draw_boxes(painter, target, scale, dets, colour)
-                if len(self.picture.shown):
+                    self._draw_boxes(painter, target, scale, dets, STALE_BOX_COLOUR if stale else colour)
+                if len(self.picture.shown) and not stale:
                     self._draw_alert(painter, target)
+            if stale:
+                border = max(4.0, min(self.width(), self.height()) / 90)
+                painter.setPen(QPen(BANNER_RED, border))
+                painter.setBrush(Qt.BrushStyle.NoBrush)
+                painter.drawRect(QRectF(self.rect()).adjusted(border / 2, border / 2, -border / 2, -border / 2))
             if self.clinical:
                 self._draw_status_line(painter, target)
             elif self.show_hud and self.picture.hud is not None:

@@ -324,11 +324,12 @@ class ReviewController(QObject):
                                         f"{'boxes' if boxes else 'plain'}.avi")
         part = out.with_name(out.stem + ".part.avi")
         video = self.video
+        style = self.window.view.box_style.overlay_style(hud=False)
         self._exporting = True
 
         def run() -> None:
             try:
-                n = export_clip(video, part, first, last, shown)
+                n = export_clip(video, part, first, last, shown, style=style)
                 os.replace(part, out)
                 self.clip_done.emit(f"clip written: {out} ({n} frames)")
             except Exception as exc:  # reported, not raised on a thread
