@@ -10,7 +10,7 @@ DATA   ?= ../shared/data/kvasir-seg
 DEMO_CLIP  ?= assets/demo/demo.mp4
 DEMO_MODEL ?= assets/models/default.onnx
 
-.PHONY: all venv test test-fast demo lint bench train-baseline zoom-out-set prune-study default-model clean
+.PHONY: all venv test test-fast demo lint bench train-baseline zoom-out-set lease-pack prune-study default-model clean
 
 all: test
 
@@ -56,6 +56,10 @@ train-baseline: $(STAMP)
 		--epochs 90 --batch 16 --threads 2 --workers 1 --device $(DEVICE)
 	$(BIN)/polypscope train --data $(DATA) --out runs/baseline-restart --init-weights runs/baseline/best.safetensors \
 		--img 320 --epochs 60 --lr 0.001 --batch 16 --threads 2 --workers 1 --device $(DEVICE)
+
+# The compact dataset copy a GPU lease carries (docs/accuracy.md, "When a GPU is lent").
+lease-pack: $(STAMP)
+	$(BIN)/python -m training.gpu_lease pack --data $(DATA)
 
 # The synthetic zoom-out set made from val (docs/accuracy.md): small polyps on mucosa.
 zoom-out-set: $(STAMP)

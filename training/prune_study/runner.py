@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
@@ -31,6 +29,7 @@ import torch
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from training.data.augment import AugmentConfig
+from training.processes import start_group, stop_group
 from training.prune_study.variants import SCRATCH, Variant
 from training.pruning.graph import coupling_groups
 from training.pruning.importance import L1Importance
@@ -182,7 +181,7 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
             for item in list(running):
                 v, proc = item
                 if out_of_time and proc.poll() is None:
-                    _stop_group(proc)
+                    stop_group(proc)
                     print(f"stopped {v.name} at the deadline (resumes next time)", flush=True)
                     running.remove(item)
                 elif proc.poll() is not None:
@@ -197,20 +196,8 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
     finally:  # interrupted (Ctrl-C, an outer time limit): no child may train on unattended
         for _, proc in running:
             if proc.poll() is None:
-                _stop_group(proc)
+                stop_group(proc)
     return failed
-
-
-def _stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
-    """Stop a child and its data-loading workers: its own process group (never by name)."""
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    except ProcessLookupError:
-        pass
 
 
 def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
@@ -225,5 +212,4 @@ def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
            "--threads", str(settings.threads), "--workers", str(settings.workers), "--device", settings.device,
            "--variants", str(v), "--seeds", str(v.seed), "--quiet"]
     print(f"started {v.name} (log: {p.log})", flush=True)
-    with p.log.open("ab") as log:
-        return subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    return start_group(cmd, p.log)
