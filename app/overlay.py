@@ -101,7 +101,8 @@ def _corner_strokes(p1: tuple[int, int], p2: tuple[int, int],
                     fraction: float) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """The eight strokes of four corner brackets on the box ``p1``-``p2`` (each on its edge)."""
     (x1, y1), (x2, y2) = p1, p2
-    arm = max(4, round(fraction * min(x2 - x1, y2 - y1)))
+    side = min(x2 - x1, y2 - y1)
+    arm = min(max(4, round(fraction * side)), max(1, side // 2))  # within the box's edges, even a tiny one
     strokes = []
     for x, y, dx, dy in ((x1, y1, 1, 1), (x2, y1, -1, 1), (x1, y2, 1, -1), (x2, y2, -1, -1)):
         strokes.append(((x, y), (x + dx * arm, y)))

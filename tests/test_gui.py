@@ -99,6 +99,36 @@ def test_snapshot_and_recording(window, qtbot, tmp_path):
     assert len((run / "detections.jsonl").read_text().splitlines()) >= 20
 
 
+def test_recordings_draw_the_box_style_set_and_log_carried_over_boxes(window, qtbot):
+    """The window's own wiring: the style chosen reaches the worker that draws recordings
+    and snapshots (and the next stream's worker), and a frame passed on with the last
+    boxes (detection-rate cap) is logged as not detected on."""
+    import json
+    from dataclasses import replace
+
+    from app.overlay import bgr_of
+    from engine.detections import Detections
+
+    window.shape_box.setCurrentText("corners")
+    window.colour_box.setCurrentText("green")
+    style = window.worker.style
+    assert style.shape == "corners" and style.colour == bgr_of("#00ff66")
+    frame = np.full((240, 320, 3), 40, np.uint8)
+    box = Detections(np.array([[100, 60, 220, 180]], np.float32), np.array([0.9], np.float32), np.zeros(1, np.int64))
+    drawn = window.worker.annotate(frame, box).astype(int)
+    green = (drawn[..., 1] > 200) & (drawn[..., 0] > 60) & (drawn[..., 2] < 60)
+    assert green[58:63, 100:115].any() and not green[58:63, 150:170].any()  # a bracket, the edge's middle clear
+    window.open(window.source_spec)  # a new stream's worker starts with the same style
+    qtbot.waitUntil(lambda: window.frames_shown > 0 and window.worker is not None, timeout=20000)
+    assert window.worker.style == style
+    qtbot.waitUntil(lambda: window.last_result is not None, timeout=20000)
+    run = window.start_recording()
+    window._record(replace(window.last_result, inferred=False), box)
+    window.stop_recording()
+    rows = [json.loads(line) for line in (run / "detections.jsonl").read_text().splitlines()]
+    assert rows[-1]["inferred"] is False and all(r.get("inferred", True) for r in rows[:-1])
+
+
 def test_a_failed_recording_stops_with_an_error_and_playback_goes_on(window, qtbot, monkeypatch):
     from app.streaming.recorder import RecorderError, VideoRecorder
 

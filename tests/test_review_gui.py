@@ -172,13 +172,19 @@ def test_a_new_nms_iou_makes_a_new_timeline(reviewed, qtbot):
 
 def test_clip_export_around_an_event(reviewed):
     win = reviewed[0]
+    win.shape_box.setCurrentText("box")
+    win.colour_box.setCurrentText("magenta")  # the clip draws the window's box style
     win.review.go_to(1)
     out = win.review.export_clip(wait=True)
     cap = cv2.VideoCapture(str(out))
-    count = 0
-    while cap.read()[0]:
+    count, magenta = 0, []
+    while (ok_frame := cap.read())[0]:
+        image = ok_frame[1].astype(int)
+        magenta.append(int(((image[..., 2] > 200) & (image[..., 0] > 200) & (image[..., 1] < 110)).sum()))
         count += 1
     start, end = SHOWN[1]
+    first = max(0, start - 75)
+    assert magenta[(start + end) // 2 - first] > 50 and magenta[0] == 0  # boxes inside the event only
     assert count == min(FRAMES - 1, end + 75) - max(0, start - 75) + 1  # 3 s either side at 25 fps
     assert f"frames{max(0, start - 75)}-" in out.name and "boxes" in out.name and "t0.25" in out.name
     assert not list(out.parent.glob("*.part.avi"))
@@ -362,7 +368,8 @@ def test_the_window_sounds_each_new_polyp_at_most_once_per_interval(qtbot, tmp_p
     interval, only the first with a ten-minute one."""
     import app.gui.main_window as main_window
 
-    monkeypatch.setattr(main_window.QApplication, "beep", staticmethod(lambda: None))
+    beeps = []
+    monkeypatch.setattr(main_window.QApplication, "beep", staticmethod(lambda: beeps.append(1)))
     video = write_moving_clip(tmp_path / "clip.avi", FRAMES)
     write_cache(video, tiny_onnx, RUNS)
     settings = settings_at(tmp_path)
@@ -378,10 +385,11 @@ def test_the_window_sounds_each_new_polyp_at_most_once_per_interval(qtbot, tmp_p
     from app.streaming.alerts import AlertLimiter
 
     win.alerts, win.alerts_sounded = AlertLimiter(interval_s), 0  # (frames before the pause may have sounded)
+    beeps.clear()
     win.toggle_pause()
     qtbot.waitUntil(lambda: not win.worker.running, timeout=60000)
     assert win.last_result.frame.index == FRAMES - 1
-    assert win.alerts_sounded == sounded
+    assert win.alerts_sounded == sounded and len(beeps) == sounded
     win.close()
 
 

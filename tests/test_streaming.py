@@ -195,7 +195,7 @@ def test_the_display_may_fall_50_ms_behind_without_losing_a_frame(fps, lost):
     """A display that takes nothing while three frames are detected on (a hiccup of the
     window system): 50 ms at 60 fps costs no frame; at 25 fps three frames are 120 ms, and
     the oldest is dropped rather than shown that late."""
-    assert (results_depth(60), results_depth(25), results_depth(120), results_depth(None)) == (3, 2, 6, 2)
+    assert (results_depth(60), results_depth(25), results_depth(240), results_depth(None)) == (3, 2, 4, 2)
     source = LockStepFile(3, fps)
     source.consumed = threading.Semaphore(0)
     pipeline = StreamPipeline(source, ReleasingDetector(source)).start()
@@ -302,8 +302,8 @@ def test_overlay_changes_only_what_it_draws(shape):
 
     rng = np.random.default_rng(0)
     frame = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
-    dets = Detections(np.array([[100, 120, 300, 260], [5, 2, 60, 50]], np.float32), np.array([0.91, 0.4], np.float32),
-                      np.zeros(2, np.int64))
+    dets = Detections(np.array([[100, 120, 300, 260], [5, 2, 60, 50], [500, 400, 503, 403]], np.float32),
+                      np.array([0.91, 0.4, 0.3], np.float32), np.zeros(3, np.int64))  # (the last: a tiny box)
     hud = HudInfo(30.0, 29.5, 30.0, 41.2, 7.9, "onnxruntime-cpu")
     style = OverlayStyle(shape=shape, thickness=3)
     out = draw_overlay(frame, dets, ("polyp",), hud, style)

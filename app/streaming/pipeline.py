@@ -35,12 +35,18 @@ from engine.detections import Detections
 DISPLAY_SLACK_S = 0.05
 
 
+#: Never more results than this wait for the display, whatever the source says its rate is:
+#: a camera that reports 240 fps and delivers 30 must not hide 12 frames (400 ms) of lag.
+MAX_RESULTS_DEPTH = 4
+
+
 def results_depth(fps: float | None) -> int:
     """Results held for the display: at least two (they can come in pairs, see
-    :mod:`app.streaming.handoff`), and enough to cover :data:`DISPLAY_SLACK_S` of the feed."""
+    :mod:`app.streaming.handoff`), and enough to cover :data:`DISPLAY_SLACK_S` of the feed,
+    up to :data:`MAX_RESULTS_DEPTH`."""
     if not fps or fps <= 0:
         return 2
-    return max(2, math.ceil(DISPLAY_SLACK_S * fps - 1e-6))
+    return min(MAX_RESULTS_DEPTH, max(2, math.ceil(DISPLAY_SLACK_S * fps - 1e-6)))
 
 
 @dataclass

@@ -59,7 +59,8 @@ class BoxStyle:
 
 def corner_segments(rect: QRectF, fraction: float) -> list[tuple[QPointF, QPointF]]:
     """The eight strokes of four corner brackets around ``rect``."""
-    arm = max(4.0, fraction * min(rect.width(), rect.height()))
+    side = min(rect.width(), rect.height())
+    arm = min(max(4.0, fraction * side), max(1.0, side / 2))  # within the box's edges, even a tiny one
     left, top, right, bottom = rect.left(), rect.top(), rect.right(), rect.bottom()
     lines = []
     for x, y, dx, dy in ((left, top, 1, 1), (right, top, -1, 1), (left, bottom, 1, -1), (right, bottom, -1, -1)):
@@ -166,16 +167,16 @@ class VideoCanvas(QWidget):
                     self._draw_boxes(painter, target, scale, dets, STALE_BOX_COLOUR if stale else colour)
                 if len(self.picture.shown) and not stale:
                     self._draw_alert(painter, target)
-            if stale:
-                border = max(4.0, min(self.width(), self.height()) / 90)
-                painter.setPen(QPen(BANNER_RED, border))
-                painter.setBrush(Qt.BrushStyle.NoBrush)
-                painter.drawRect(QRectF(self.rect()).adjusted(border / 2, border / 2, -border / 2, -border / 2))
             if self.clinical:
                 self._draw_status_line(painter, target)
             elif self.show_hud and self.picture.hud is not None:
                 self._draw_hud(painter, target)
         self._draw_banner(painter)
+        if self.picture is not None and self.stale:  # last: nothing may cover it
+            border = max(4.0, min(self.width(), self.height()) / 90)
+            painter.setPen(QPen(BANNER_RED, border))
+            painter.setBrush(Qt.BrushStyle.NoBrush)
+            painter.drawRect(QRectF(self.rect()).adjusted(border / 2, border / 2, -border / 2, -border / 2))
         painter.end()
 
     def _draw_boxes(self, painter: QPainter, target: QRectF, scale: float, dets, colour: str) -> None:
