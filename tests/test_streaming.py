@@ -13,7 +13,7 @@ import pytest
 from app.overlay import HudInfo, draw_overlay, drawn_regions
 from app.streaming.handoff import Closed, LatestSlot
 from app.streaming.persistence import PersistenceFilter, PersistenceSettings
-from app.streaming.pipeline import StreamPipeline, results_depth
+from app.streaming.pipeline import StreamPipeline, slack_depth
 from app.streaming.sources import Frame, LiveSource, SourceError, VideoFileSource, open_source
 from engine.detections import Detections
 
@@ -195,7 +195,7 @@ def test_the_display_may_fall_50_ms_behind_without_losing_a_frame(fps, lost):
     """A display that takes nothing while three frames are detected on (a hiccup of the
     window system): 50 ms at 60 fps costs no frame; at 25 fps three frames are 120 ms, and
     the oldest is dropped rather than shown that late."""
-    assert (results_depth(60), results_depth(25), results_depth(240), results_depth(None)) == (3, 2, 4, 2)
+    assert (slack_depth(60), slack_depth(25), slack_depth(240), slack_depth(None)) == (3, 2, 4, 2)
     source = LockStepFile(3, fps)
     source.consumed = threading.Semaphore(0)
     pipeline = StreamPipeline(source, ReleasingDetector(source)).start()
@@ -206,6 +206,45 @@ def test_the_display_may_fall_50_ms_behind_without_losing_a_frame(fps, lost):
     shown = [r.frame.index for r in pipeline.results(timeout=2)]
     assert pipeline.dropped_by_stage() == {"before_inference": 0, "before_display": lost}
     assert shown == list(range(lost, 3))
+
+
+class BlockingDetector(CountingDetector):
+    """Blocks on its first real frame (after the warm-up) until ``release`` is set: a stall
+    of the inference thread. Only then may the source read the next frames."""
+
+    def __init__(self, source):
+        super().__init__()
+        self.source = source
+        self.release = threading.Event()
+
+    def __call__(self, image):
+        if len(self.calls) == 1:
+            self.source.consumed.release(3)
+            self.release.wait(10)
+        return super().__call__(image)
+
+
+@pytest.mark.parametrize("fps, lost", [(60, 0), (25, 1)])
+def test_with_detection_capped_frames_wait_out_a_50_ms_stall_of_inference(fps, lost):
+    """Three frames arrive while inference is stalled on the one before: at 60 fps that is
+    50 ms and none is lost (the backlog is then passed on at once); at 25 fps it is 120 ms
+    and the oldest is dropped rather than shown that late."""
+    source = LockStepFile(4, fps)
+    source.consumed = threading.Semaphore(1)  # frame 0; the next three once inference is stalled on it
+    detector = BlockingDetector(source)
+    pipeline = StreamPipeline(source, detector, max_detection_hz=30).start()
+
+    def end_the_stall_once_three_frames_wait() -> None:
+        deadline = time.monotonic() + 10
+        while (pipeline._frames.waiting() + pipeline.dropped_by_stage()["before_inference"] < 3
+               and time.monotonic() < deadline):
+            time.sleep(0.005)
+        detector.release.set()
+
+    threading.Thread(target=end_the_stall_once_three_frames_wait, daemon=True).start()
+    shown = [r.frame.index for r in pipeline.results(timeout=2)]  # the display, waiting as the app's does
+    assert pipeline.dropped_by_stage() == {"before_inference": lost, "before_display": 0}
+    assert shown == [0] + list(range(1 + lost, 4))
 
 
 def test_a_lossless_replay_detects_on_every_frame_whatever_the_cap():

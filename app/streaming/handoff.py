@@ -7,16 +7,18 @@ queue grows and every box arrives later than the last. ``LatestSlot`` holds at m
 them in order. For offline replay as fast as possible, ``lossless=True`` makes the
 producer wait instead, so every frame is processed.
 
-Between capture and inference, depth 1: the detector should always see the newest frame;
-depth 2 when detection is capped (``max_detection_hz``): every frame is then meant to be
-shown, and the inference thread, idle half the time, catches up with one frame held
-through a hiccup of the machine instead of dropping it. Depth 2 or more between inference
-and display: results can arrive in pairs (a frame passed on without inference right after
-one that was detected on, see ``max_detection_hz``), and the display, which shows every
-frame at the feed's rate, must not lose the first of a pair to a few milliseconds of
-painting, nor a frame to a hiccup of the window system shorter than 50 ms (three results at
-60 fps; ``app.streaming.pipeline.results_depth``). It costs latency only while the display
-is behind, and never more than that 50 ms.
+Between capture and inference, depth 1: the detector should always see the newest frame.
+When detection is capped (``max_detection_hz``) every frame is meant to be shown, and the
+inference thread, idle half the time, catches up after a stall: frames covering 50 ms wait
+(two at 25 fps, three at 60; ``app.streaming.pipeline.slack_depth``), and a backlog clears
+at once, since a frame taken while a newer one waits is passed on without inference.
+Between inference and display the same depth, at least 2, and one more when detection is
+capped: results can arrive in pairs (a frame passed on right after one that was detected
+on), or in a burst (a backlog passed on after a stall of inference, faster than the display
+thread wakes), and the display, which shows every frame at the feed's rate, must not lose
+one to a few milliseconds of painting, nor to a hiccup of the window system shorter than
+50 ms. Either costs latency only while a stage is behind, a frame period or two beyond those
+50 ms at most.
 """
 
 from __future__ import annotations

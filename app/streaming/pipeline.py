@@ -29,24 +29,24 @@ from app.streaming.sources import Frame
 from app.streaming.stats import PipelineStats
 from engine.detections import Detections
 
-#: How far the display may fall behind the feed (a hiccup of the GUI thread or the window
-#: system) before a result waiting for it is dropped: 50 ms, within the latency a live view
-#: can afford. At 25 fps the two-result slot already covers 80 ms; at 60 fps it takes three.
-DISPLAY_SLACK_S = 0.05
+#: How long a stage after capture may stall (a hiccup of the machine, the inference thread,
+#: the GUI thread or the window system) before a frame waiting for it is dropped: 50 ms,
+#: within the latency a live view can afford. At 25 fps two waiting frames cover 80 ms; at
+#: 60 fps it takes three.
+SLACK_S = 0.05
+
+#: Never more than this many frames wait at a hand-off, whatever the source says its rate
+#: is: a camera that reports 240 fps and delivers 30 must not hide 12 frames (400 ms) of lag.
+MAX_SLACK_DEPTH = 4
 
 
-#: Never more results than this wait for the display, whatever the source says its rate is:
-#: a camera that reports 240 fps and delivers 30 must not hide 12 frames (400 ms) of lag.
-MAX_RESULTS_DEPTH = 4
-
-
-def results_depth(fps: float | None) -> int:
-    """Results held for the display: at least two (they can come in pairs, see
-    :mod:`app.streaming.handoff`), and enough to cover :data:`DISPLAY_SLACK_S` of the feed,
-    up to :data:`MAX_RESULTS_DEPTH`."""
+def slack_depth(fps: float | None) -> int:
+    """Frames (or results) a hand-off holds so that :data:`SLACK_S` of the feed survives a
+    stall: at least two (results can come in pairs, see :mod:`app.streaming.handoff`), at
+    most :data:`MAX_SLACK_DEPTH`."""
     if not fps or fps <= 0:
         return 2
-    return min(MAX_RESULTS_DEPTH, max(2, math.ceil(DISPLAY_SLACK_S * fps - 1e-6)))
+    return min(MAX_SLACK_DEPTH, max(2, math.ceil(SLACK_S * fps - 1e-6)))
 
 
 @dataclass
@@ -77,10 +77,11 @@ class StreamPipeline:
         self.persistence = persistence
         self.lossless = lossless
         self.stats = PipelineStats()
-        self._frames: LatestSlot[Frame] = LatestSlot(lossless)
-        self.max_detection_hz = max_detection_hz  # (sets the frame slot's depth)
         info = getattr(source, "info", None)
-        self._results: LatestSlot[Result] = LatestSlot(lossless, depth=results_depth(getattr(info, "fps", None)))
+        self._slack = slack_depth(getattr(info, "fps", None))
+        self._frames: LatestSlot[Frame] = LatestSlot(lossless)
+        self._results: LatestSlot[Result] = LatestSlot(lossless, depth=self._slack)
+        self.max_detection_hz = max_detection_hz  # (sets the slots' depths)
         self._stop = threading.Event()
         self._stop_requested = False  # set by request_stop (a plain flag: signal-handler safe)
         #: True when :meth:`results` ended on a stop request before the source's end (a
@@ -101,10 +102,13 @@ class StreamPipeline:
 
     @max_detection_hz.setter
     def max_detection_hz(self, hz: float | None) -> None:
-        """Settable while running (the app's setting); two frames wait for inference when
-        detection is capped (see :mod:`app.streaming.handoff`), one when not."""
+        """Settable while running (the app's setting). Detection capped, every frame is meant
+        to be shown: frames for :data:`SLACK_S` wait for inference, and one result more than
+        that for the display, since a backlog of frames is passed on in a burst (see
+        :mod:`app.streaming.handoff`). Uncapped, only the newest frame waits for inference."""
         self._max_detection_hz = hz or None
-        self._frames.depth = 2 if self._max_detection_hz else 1
+        self._frames.depth = self._slack if self._max_detection_hz else 1
+        self._results.depth = self._slack + 1 if self._max_detection_hz else self._slack
 
     # -- control ---------------------------------------------------------------------
     def start(self) -> StreamPipeline:
