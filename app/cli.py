@@ -137,6 +137,9 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json-out", help="write the metrics as JSON here")
     p.add_argument("--coco-out", help="write the predictions in COCO results format here")
     p.add_argument("--pr-plot", help="write the precision-recall curve (PNG) here")
+    p.add_argument("--review-sheet", metavar="PNG", help="write a contact sheet of the false alarms on polyp-free "
+                                                        "frames and the missed polyps at the recall-0.90 "
+                                                        "threshold here")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AP50 interval")
     p.add_argument("--negatives", metavar="DIR", help="a folder of polyp-free frames to count false alarms on, "
                                                       "beside the crops mined from the scored images")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -108,3 +109,59 @@ def test_val_uses_the_runtime_defaults():
     """The threshold val reports at and the NMS IoU it suppresses with are the runtime's, so
     an operating threshold chosen by val holds for the boxes detect and the app keep."""
     assert APP_DEFAULT_CONF == DEFAULT_CONF and EVAL_NMS_IOU == DEFAULT_IOU
+
+
+# -- the review sheet: what the operating point gets wrong, as pictures ------------------
+def _random_results(seed: int = 0, images: int = 40):
+    from training.evaluation.metrics import ImageResult
+
+    rng = np.random.default_rng(seed)
+    results = []
+    for _ in range(images):
+        gt = np.array([[40, 40, 120, 120], [200, 60, 260, 110]][: rng.integers(1, 3)], np.float32)
+        preds, scores = [], []
+        for box in gt:
+            if rng.random() < 0.8:  # found, a little off, with some score
+                preds.append(box + rng.normal(0, 4, 4).astype(np.float32))
+                scores.append(rng.uniform(0.05, 0.95))
+        preds.append(np.array([150, 150, 190, 190], np.float32))  # a stray box
+        scores.append(rng.uniform(0.0, 0.6))
+        results.append(ImageResult(np.array(preds, np.float32), np.array(scores, np.float32), gt, 320.0 * 320.0))
+    return results
+
+
+def test_the_polyps_the_sheet_calls_found_are_those_the_operating_point_counts():
+    from training.evaluation.metrics import found_ground_truth, recall_operating_point
+    from training.evaluation.review_sheet import missed_polyps
+
+    results = _random_results()
+    total = sum(len(r.gt_boxes) for r in results)
+    for target in (0.5, 0.7):
+        point = recall_operating_point(results, target)
+        found = sum(int(found_ground_truth(r, point.threshold).sum()) for r in results)
+        assert found / total == pytest.approx(point.recall)       # the same matching as the recall figure
+        assert len(missed_polyps(results, point.threshold)) == total - found
+    assert all(found_ground_truth(r, 1.0).sum() == 0 for r in results)  # nothing scores above 1
+
+
+def test_the_sheet_counts_the_false_alarm_frames_the_figures_count(tmp_path):
+    from training.data.datasets import Sample
+    from training.evaluation.evaluate import ImageDetections
+    from training.evaluation.false_alarms import false_alarms
+    from training.evaluation.review_sheet import false_alarm_frames, save_review_sheet
+
+    rng = np.random.default_rng(1)
+    image = tmp_path / "frame.png"
+    cv2.imwrite(str(image), rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    negatives = [Sample(f"neg{i}", image, np.zeros((0, 4), np.float32), np.zeros(0, np.int64), crop=(0, 0, 160, 120))
+                 for i in range(10)]
+    dets = [ImageDetections(np.array([[10, 10, 50, 50]] * (i % 3), np.float32), rng.uniform(0, 0.5, i % 3).astype(np.float32),
+                            np.zeros(i % 3, np.int64)) for i in range(10)]
+    threshold = 0.2
+    hits = false_alarm_frames(dets, threshold)
+    assert len(hits) == round(false_alarms([d.scores for d in dets], threshold).frames_with_false_box * 10)
+    assert [h[1] for h in hits] == sorted((h[1] for h in hits), reverse=True)
+    results = _random_results(images=3)
+    samples = [Sample(f"pos{i}", image, r.gt_boxes, np.zeros(len(r.gt_boxes), np.int64)) for i, r in enumerate(results)]
+    counts = save_review_sheet(tmp_path / "sheet.png", threshold, negatives, dets, samples, results, "test")
+    assert counts["false_alarm_frames"] == len(hits) and cv2.imread(str(tmp_path / "sheet.png")) is not None

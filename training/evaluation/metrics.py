@@ -83,6 +83,22 @@ def match_image(result: ImageResult, thresholds: np.ndarray) -> tuple[np.ndarray
     return scores, tp, matched_iou
 
 
+def found_ground_truth(result: ImageResult, threshold: float, iou: float = IOU_OPERATING) -> np.ndarray:
+    """Which of the image's polyps the detections scoring ``> threshold`` find (IoU ``>=
+    iou``), by the same greedy matching as AP and the operating points: bool per box."""
+    keep = np.asarray(result.scores, np.float32) > np.float32(threshold)
+    kept = ImageResult(result.pred_boxes[keep], result.scores[keep], result.gt_boxes, result.frame_area)
+    order = np.argsort(-kept.scores, kind="mergesort")[:MAX_DETS]
+    ious = iou_matrix(kept.pred_boxes[order], kept.gt_boxes)
+    taken = np.zeros(len(kept.gt_boxes), bool)
+    for d in range(len(order)):
+        candidates = np.where(~taken & (ious[d] >= min(iou, 1 - 1e-10)))[0]
+        if len(candidates):  # the best IoU, the last of a tie (as match_image picks)
+            values = ious[d, candidates]
+            taken[candidates[np.flatnonzero(values == values.max())[-1]]] = True
+    return taken
+
+
 def match_all(results: list[ImageResult], thresholds: np.ndarray) -> Matches:
     parts = [match_image(r, thresholds) for r in results]
     scores = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0)
