@@ -173,7 +173,7 @@ class VideoCanvas(QWidget):
                 self._draw_hud(painter, target)
         self._draw_banner(painter)
         if self.picture is not None and self.stale:  # last: nothing may cover it
-            border = max(4.0, min(self.width(), self.height()) / 90)
+            border = self._stale_border()
             painter.setPen(QPen(BANNER_RED, border))
             painter.setBrush(Qt.BrushStyle.NoBrush)
             painter.drawRect(QRectF(self.rect()).adjusted(border / 2, border / 2, -border / 2, -border / 2))
@@ -229,9 +229,14 @@ class VideoCanvas(QWidget):
                  f"lat {hud.latency_ms:5.1f} ms  model {hud.inference_ms:4.1f} ms", hud.backend]
         self._text_block(painter, lines, target.bottomLeft(), max(11, round(12 * min(2.0, target.width() / 800))))
 
+    def _stale_border(self) -> float:
+        """The red frame's width around a picture that is not live."""
+        return max(4.0, min(self.width(), self.height()) / 90)
+
     def _draw_status_line(self, painter: QPainter, target: QRectF) -> None:
         if self.status_text:
-            self._text_block(painter, [self.status_line()], QPointF(target.left(), self.height()),
+            inset = self._stale_border() if self.stale else 0.0  # inside the red frame, never under it
+            self._text_block(painter, [self.status_line()], QPointF(target.left() + inset, self.height() - inset),
                              max(13, self.height() // 60))
 
     def status_line(self) -> str:
