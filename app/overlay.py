@@ -97,12 +97,17 @@ def _hud_rect(hud: HudInfo, style: OverlayStyle, shape: tuple[int, int]) -> tupl
     return 0, max(0, shape[0] - h), min(shape[1], w), shape[0]
 
 
+def corner_arm(side: float, fraction: float) -> float:
+    """A corner bracket's arm on a box whose shorter side is ``side``: ``fraction`` of it,
+    at least 4 pixels, and never past the middle of the edge (on a tiny box too)."""
+    return min(max(4.0, fraction * side), max(1.0, side / 2))
+
+
 def _corner_strokes(p1: tuple[int, int], p2: tuple[int, int],
                     fraction: float) -> list[tuple[tuple[int, int], tuple[int, int]]]:
     """The eight strokes of four corner brackets on the box ``p1``-``p2`` (each on its edge)."""
     (x1, y1), (x2, y2) = p1, p2
-    side = min(x2 - x1, y2 - y1)
-    arm = min(max(4, round(fraction * side)), max(1, side // 2))  # within the box's edges, even a tiny one
+    arm = round(corner_arm(min(x2 - x1, y2 - y1), fraction))
     strokes = []
     for x, y, dx, dy in ((x1, y1, 1, 1), (x2, y1, -1, 1), (x1, y2, 1, -1), (x2, y2, -1, -1)):
         strokes.append(((x, y), (x + dx * arm, y)))

@@ -41,6 +41,14 @@ def test_a_deeper_slot_drops_the_oldest_and_keeps_the_order():
         LatestSlot(depth=0)
 
 
+def test_a_slot_made_shallower_drops_its_oldest_at_once():
+    slot = LatestSlot(depth=3)
+    for i in range(3):
+        slot.put(i)
+    slot.set_depth(1)  # detection uncapped while frames wait: only the newest stays
+    assert slot.waiting() == 1 and slot.dropped == 2 and slot.get(timeout=0) == 2
+
+
 def test_lossless_slot_makes_the_producer_wait():
     slot = LatestSlot(lossless=True)
     got = []

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import time
 from pathlib import Path
 
 
@@ -33,3 +34,33 @@ def stop_group(proc: subprocess.Popen, grace_s: float = 30.0) -> None:
         proc.wait()
     except ProcessLookupError:
         pass
+
+
+def stop_groups(procs: list[subprocess.Popen], grace_s: float = 30.0) -> None:
+    """Stop several children at once: SIGTERM to every group first, then one shared wait of
+    ``grace_s`` before SIGKILL, so stopping many runs takes ``grace_s`` at most, not each."""
+    live = [p for p in procs if p.poll() is None]
+    for proc in live:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + grace_s
+    for proc in live:
+        try:
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+
+
+def exit_on_sigterm() -> None:
+    """Turn SIGTERM into ``SystemExit`` in this process, so a runner stopped from outside
+    (a time limit, a kill) runs its ``finally`` blocks and stops its children's groups."""
+    def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)

@@ -45,6 +45,19 @@ class LatestSlot(Generic[T]):
         self._cond = threading.Condition()
         self.dropped = 0
 
+    def set_depth(self, depth: int) -> None:
+        """Change how many items the slot holds; a smaller depth drops the oldest at once
+        (counted), so a consumer is never more than ``depth`` behind from now on."""
+        if depth < 1:
+            raise ValueError(f"depth must be >= 1, got {depth}")
+        with self._cond:
+            self.depth = depth
+            if not self.lossless:
+                while len(self._items) > depth:
+                    self._items.popleft()
+                    self.dropped += 1
+            self._cond.notify_all()
+
     def put(self, item: T) -> None:
         with self._cond:
             if self.lossless:

@@ -107,8 +107,8 @@ class StreamPipeline:
         that for the display, since a backlog of frames is passed on in a burst (see
         :mod:`app.streaming.handoff`). Uncapped, only the newest frame waits for inference."""
         self._max_detection_hz = hz or None
-        self._frames.depth = self._slack if self._max_detection_hz else 1
-        self._results.depth = self._slack + 1 if self._max_detection_hz else self._slack
+        self._frames.set_depth(self._slack if self._max_detection_hz else 1)
+        self._results.set_depth(self._slack + 1 if self._max_detection_hz else self._slack)
 
     # -- control ---------------------------------------------------------------------
     def start(self) -> StreamPipeline:
@@ -295,11 +295,12 @@ class StreamPipeline:
         allows (by the file's own clock where there is one, else by capture time). Only
         asked for a frame that directly follows the last one taken: after a seek, or a frame
         dropped before inference, the next one is always detected on."""
-        if not self.max_detection_hz or self.lossless or self._paused.is_set():
+        hz = self.max_detection_hz  # once: the GUI thread may change it meanwhile
+        if not hz or self.lossless or self._paused.is_set():
             return False  # (stepping while paused: every frame stepped to is detected on)
         if frame.position_ms is not None and detected.position_ms is not None:
             gap = (frame.position_ms - detected.position_ms) / 1000
         else:
             gap = frame.captured - detected.captured
         # 0.9: frames arrive with jitter; a 30 fps feed under a 30/s cap is detected on every frame
-        return 0 <= gap < 0.9 / self.max_detection_hz
+        return 0 <= gap < 0.9 / hz

@@ -18,7 +18,7 @@ import numpy as np
 from training.data.datasets import Sample
 from training.data.image_files import read_image
 from training.evaluation.evaluate import ImageDetections
-from training.evaluation.metrics import ImageResult, found_ground_truth
+from training.evaluation.metrics import ImageResult, found_ground_truth, iou_matrix
 
 MAX_ALARMS = 24
 MAX_MISSES = 12
@@ -34,25 +34,25 @@ def false_alarm_frames(detections: list[ImageDetections], threshold: float) -> l
     return sorted(hits, key=lambda h: -h[1])
 
 
-def missed_polyps(results: list[ImageResult], threshold: float) -> list[tuple[int, int, float]]:
-    """(image index, polyp index, best score of a box overlapping it) of every polyp that no
-    box scoring ``> threshold`` finds, those with the least evidence first."""
+def missed_polyps(results: list[ImageResult], threshold: float) -> list[tuple[int, int, int | None, float]]:
+    """(image index, polyp index, the best-scoring box overlapping it or None, its score)
+    of every polyp that no box scoring ``> threshold`` finds, those with the least evidence
+    first."""
     missed = []
     for i, r in enumerate(results):
         found = found_ground_truth(r, threshold)
         for g in np.flatnonzero(~found):
-            missed.append((i, int(g), _best_overlapping_score(r, g)))
-    return sorted(missed, key=lambda m: m[2])
+            near = _best_overlapping_box(r, int(g))
+            missed.append((i, int(g), near, float(r.scores[near]) if near is not None else 0.0))
+    return sorted(missed, key=lambda m: m[3])
 
 
-def _best_overlapping_score(result: ImageResult, g: int) -> float:
-    from training.evaluation.metrics import iou_matrix
-
+def _best_overlapping_box(result: ImageResult, g: int) -> int | None:
+    """The highest-scoring detection that overlaps polyp ``g`` at all (IoU >= 0.1)."""
     if not len(result.scores):
-        return 0.0
-    ious = iou_matrix(result.pred_boxes, result.gt_boxes[g:g + 1])[:, 0]
-    touching = ious >= 0.1
-    return float(result.scores[touching].max()) if touching.any() else 0.0
+        return None
+    touching = np.flatnonzero(iou_matrix(result.pred_boxes, result.gt_boxes[g:g + 1])[:, 0] >= 0.1)
+    return int(touching[np.argmax(result.scores[touching])]) if len(touching) else None
 
 
 def _tile(image: np.ndarray, boxes: list[tuple[np.ndarray, tuple[int, int, int], str]]) -> np.ndarray:
@@ -99,14 +99,13 @@ def save_review_sheet(path: str | Path, threshold: float, negatives: list[Sample
         tiles.append(_tile(_frame_pixels(negatives[i]),
                            [(b, (0, 0, 255), f"{s:.2f}") for b, s in zip(det.boxes[keep], det.scores[keep])]))
         captions.append(f"false alarm {best:.2f}\n{negatives[i].id[:22]}")
-    for i, g, near in misses[:MAX_MISSES]:
+    for i, g, near, near_score in misses[:MAX_MISSES]:
         r = results[i]
         boxes = [(r.gt_boxes[g], (0, 200, 0), "polyp")]
-        if near > 0:
-            touching = np.flatnonzero(np.isclose(r.scores, near))
-            boxes.append((r.pred_boxes[touching[0]], (0, 220, 255), f"{near:.2f}"))
+        if near is not None:
+            boxes.append((r.pred_boxes[near], (0, 220, 255), f"{near_score:.2f}"))
         tiles.append(_tile(_frame_pixels(samples[i]), boxes))
-        captions.append(f"missed (best near {near:.2f})\n{samples[i].id[:22]}")
+        captions.append(f"missed (best near {near_score:.2f})\n{samples[i].id[:22]}")
     columns = 6
     rows = max(1, -(-len(tiles) // columns))
     fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.2, rows * 2.5 + 0.6), squeeze=False)

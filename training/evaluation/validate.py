@@ -130,7 +130,6 @@ def validate(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _write_review_sheet(args: argparse.Namespace, ckpt, metrics: dict[str, Any], evaluator, negative_cache,
                         size: int, name: str) -> None:
     """The false alarms and misses at the recall-0.90 operating point, as pictures."""

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from training.gpu_lease.pack import DEFAULT_MAX_SIDE, DEFAULT_QUALITY
+
 DEFAULT_PACKED = Path(".lease/kvasir-seg")
 
 
@@ -30,8 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("pack", help="write the compact dataset copy that travels to the lease")
     p.add_argument("--data", required=True, help="Kvasir-SEG as released (images/, masks/, kavsir_bboxes.json)")
     p.add_argument("--out", default=str(DEFAULT_PACKED), help=f"where (default {DEFAULT_PACKED}; git ignores .lease/)")
-    p.add_argument("--max-side", type=int, default=448, help="longest side of a packed frame in pixels (default 448)")
-    p.add_argument("--quality", type=int, default=85, help="JPEG quality (default 85)")
+    p.add_argument("--max-side", type=int, default=DEFAULT_MAX_SIDE,
+                   help=f"longest side of a packed frame in pixels (default {DEFAULT_MAX_SIDE})")
+    p.add_argument("--quality", type=int, default=DEFAULT_QUALITY, help=f"JPEG quality (default {DEFAULT_QUALITY})")
     r = sub.add_parser("run", help="run the lease's plan within --minutes and write the results to --out")
     r.add_argument("--out", required=True, help="the folder that comes back ($OUT on the lease)")
     r.add_argument("--minutes", type=float, required=True, help="stop everything by then (leave the lease a margin)")
@@ -55,20 +58,21 @@ def main(argv: list[str] | None = None) -> int:
         from training.gpu_lease.runner import run_job
 
         return run_job(Path(args.job))
-    from training.gpu_lease.plan import issue11_runs
+    from training.gpu_lease.plan import PROVISIONAL_EPOCHS, issue11_runs
     from training.gpu_lease.runner import run_lease
 
     if not Path(args.data).is_dir():
         print(f"error: {args.data}: no dataset there (pack it here with 'python -m training.gpu_lease pack' "
               "and carry .lease)", file=sys.stderr)
         return 2
-    runs = issue11_runs()
-    if args.smoke:
-        from training.gpu_lease import plan
+    from training.processes import exit_on_sigterm
 
+    exit_on_sigterm()  # the lease's time limit stops this process: its runs must stop with it
+    runs, provisional = issue11_runs(), PROVISIONAL_EPOCHS
+    if args.smoke:
         small = {"width": 0.0625, "img": 128, "batch": 8, "eval_every": 1}
         runs = [dataclasses.replace(r, overrides={**r.overrides, **small}) for r in runs[:2]]
-        plan.PROVISIONAL_EPOCHS = 50
+        provisional = 50
     log = Path(args.out) / "lease.log"
     Path(args.out).mkdir(parents=True, exist_ok=True)
 
@@ -79,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
             f.write(line + "\n")
 
     result = run_lease(runs, args.data, Path(args.out), Path(args.work), args.minutes,
-                       device="cpu" if args.smoke else args.device, workers=1 if args.smoke else args.workers, say=say)
+                       device="cpu" if args.smoke else args.device, workers=1 if args.smoke else args.workers, say=say,
+                       provisional_epochs=provisional)
     for name, info in result["runs"].items():
         best = info["best_val"] or {}
         zoom = info["zoom_out"] or {}

@@ -22,8 +22,8 @@ import numpy as np
 from training.data.datasets import KVASIR_BOXES_FILE, MASK_THRESHOLD, find_image
 from training.progress import progress
 
-DEFAULT_MAX_SIDE = 512
-DEFAULT_QUALITY = 93
+DEFAULT_MAX_SIDE = 448
+DEFAULT_QUALITY = 85
 
 
 def pack_kvasir(src: str | Path, dst: str | Path, max_side: int = DEFAULT_MAX_SIDE, quality: int = DEFAULT_QUALITY,

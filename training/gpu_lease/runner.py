@@ -25,13 +25,15 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import load_checkpoint, save_checkpoint
 from training.data.zoom_out import write_zoom_out_set
+from training.evaluation.evaluate import write_json
 from training.gpu_lease.plan import PROVISIONAL_EPOCHS, Run, config_for, fit_epochs, recipe
-from training.processes import start_group, stop_group
+from training.processes import start_group, stop_groups
 
 CALIBRATION_EPOCHS = 2
 WRITE_EVERY_S = 15.0
@@ -67,10 +69,12 @@ class RunState:
 
 
 def child_command(job: Path) -> list[str]:
+    """The command a run's child process executes."""
     return [sys.executable, "-m", "training.gpu_lease", "job", "--job", str(job)]
 
 
 def start_run(state: RunState, data: str, device: str, workers: int, zoom: Path | None, resume: bool) -> None:
+    """Start (or resume) one run as a child in its own process group, at ``state.epochs``."""
     cfg = config_for(state.run, recipe(data, device, workers), str(state.folder / "train"))
     cfg.epochs = state.epochs
     job = state.folder / "job.json"
@@ -81,39 +85,18 @@ def start_run(state: RunState, data: str, device: str, workers: int, zoom: Path 
 
 def run_job(job_path: Path) -> int:
     """The child: train (or resume) one run, then score its best checkpoint on the zoom-out set."""
+    from training.ship import score
     from training.trainer import TrainConfig, Trainer
 
     job = json.loads(Path(job_path).read_text())
     cfg = TrainConfig.from_dict(job["config"])
     Trainer(cfg, resume=job["resume"], show_progress=False).run()
     out = Path(cfg.out)
-    if job.get("zoom"):
-        scores = score(out / "best.safetensors", Path(job["zoom"]))
-        atomic_json(out.parent / "zoom_out.json", scores)
+    if job.get("zoom"):  # the zoom-out set, scored as val scores a folder (false alarms on crops mined from it)
+        metrics, _ = score(out / "best.safetensors", Path(job["zoom"]), None, bootstrap=0)
+        write_json(out.parent / "zoom_out.json", {k: v for k, v in metrics.items() if not isinstance(v, list)})
     (out.parent / "done").write_text("done\n")
     return 0
-
-
-def score(weights: Path, data: Path) -> dict:
-    """AP and false alarms of ``weights`` on a folder (the zoom-out set), as ``val`` scores it."""
-    from training.data.datasets import open_dataset
-    from training.data.loader import ImageCache
-    from training.data.negatives import polyp_free_frames
-    from training.evaluation.evaluate import evaluate_model
-
-    ckpt = load_checkpoint(weights)
-    size = ckpt.config.input_size
-    index = open_dataset(data, None)
-    negatives, _ = polyp_free_frames(index, None, True, show_progress=False)
-    metrics, _ = evaluate_model(ckpt.model, ImageCache(index.samples, size), size, ckpt.config.class_names,
-                                bootstrap_reps=0, show_progress=False, negatives=ImageCache(negatives, size))
-    return {k: v for k, v in metrics.items() if not isinstance(v, list)}
-
-
-def atomic_json(path: Path, data) -> None:
-    part = path.with_name(path.name + ".part")
-    part.write_text(json.dumps(data, indent=1))
-    os.replace(part, path)
 
 
 def calibrated(state: RunState) -> float | None:
@@ -123,6 +106,8 @@ def calibrated(state: RunState) -> float | None:
 
 
 def report(states: list[RunState], started: float, deadline: float, phase: str) -> dict:
+    """What ``results.json`` holds: every run's status, epochs, curve, best val and zoom-out
+    figures and the end of its log, so a lease cut short still says what it did."""
     runs = {}
     for s in states:
         rows = s.rows()
@@ -160,7 +145,10 @@ def bring_back(state: RunState, out: Path) -> None:
 
 
 def run_lease(runs: list[Run], data: str, out: Path, work: Path, minutes: float, device: str = "cuda",
-              workers: int = 2, say=print) -> dict:
+              workers: int = 2, say: Callable[[str], None] = print,
+              provisional_epochs: int = PROVISIONAL_EPOCHS) -> dict:
+    """Calibrate, fit, train and score ``runs`` within ``minutes``; the results go to
+    ``out/results.json`` as they come (see the module's docstring). Returns what it wrote."""
     started = time.time()
     deadline = started + minutes * 60
     out.mkdir(parents=True, exist_ok=True)
@@ -172,8 +160,9 @@ def run_lease(runs: list[Run], data: str, out: Path, work: Path, minutes: float,
         val = open_dataset(Path(data), "val")
         write_zoom_out_set(val.samples, zoom, seed=0)
     say(f"zoom-out set ready ({time.time() - started:.0f} s)")
-    states = [RunState(r, work / r.name) for r in runs]
+    states = [RunState(r, work / r.name, epochs=provisional_epochs) for r in runs]
     results = out / "results.json"
+    phase = "calibrating"
     try:
         for s in states:
             s.folder.mkdir(parents=True, exist_ok=True)
@@ -189,43 +178,44 @@ def run_lease(runs: list[Run], data: str, out: Path, work: Path, minutes: float,
                         s.status = "failed"
             if time.time() > deadline - FINAL_MARGIN_S - RESTART_S:
                 break
-        for s in states:
-            if s.proc is not None and s.proc.poll() is None:
-                stop_group(s.proc)
+        stop_groups([s.proc for s in states if s.proc is not None])
         timed = {s.run.name: s.epoch_seconds for s in states if s.epoch_seconds}
         if not timed:
             say("no run finished its calibration epochs: see the logs in results.json")
-            atomic_json(results, report(states, started, deadline, "calibration failed"))
-            return json.loads(results.read_text())
-        left = deadline - time.time() - RESTART_S - FINAL_MARGIN_S
-        done = {s.run.name: len(s.rows()) for s in states}
-        fitted = fit_epochs(timed, {s.run.name: s.run.group for s in states}, left, done)
-        for s in states:
-            if s.run.name in fitted:
-                s.epochs = fitted[s.run.name]
-                start_run(s, data, device, workers, zoom, resume=True)
-                s.status = "training"
-        say("epochs fitted to the time left: " + ", ".join(f"{k} {v}" for k, v in fitted.items()))
-        next_write = 0.0
-        while any(s.status == "training" for s in states):
-            time.sleep(1.0)
+            phase = "calibration failed"
+        else:
+            left = deadline - time.time() - RESTART_S - FINAL_MARGIN_S
+            done = {s.run.name: len(s.rows()) for s in states}
+            fitted = fit_epochs(timed, {s.run.name: s.run.group for s in states}, left, done)
             for s in states:
-                if s.status == "training" and s.proc.poll() is not None:
-                    s.status = "finished" if s.proc.returncode == 0 and (s.folder / "done").is_file() else "failed"
-                    bring_back(s, out)
-                    say(f"{s.run.name}: {s.status}")
-            if time.time() >= deadline:
+                if s.run.name in fitted:
+                    s.epochs = fitted[s.run.name]
+                    start_run(s, data, device, workers, zoom, resume=True)
+                    s.status = "training"
+            say("epochs fitted to the time left: " + ", ".join(f"{k} {v}" for k, v in fitted.items()))
+            phase = "training"
+            next_write = 0.0
+            while any(s.status == "training" for s in states):
+                time.sleep(1.0)
                 for s in states:
-                    if s.status == "training":
-                        stop_group(s.proc, grace_s=10)
+                    if s.status == "training" and s.proc.poll() is not None:
+                        s.status = "finished" if s.proc.returncode == 0 and (s.folder / "done").is_file() else "failed"
+                        bring_back(s, out)
+                        say(f"{s.run.name}: {s.status}")
+                if time.time() >= deadline:
+                    late = [s for s in states if s.status == "training"]
+                    stop_groups([s.proc for s in late], grace_s=10)
+                    for s in late:
                         s.status = "stopped at the deadline"
                         bring_back(s, out)
-            if time.time() >= next_write:
-                atomic_json(results, report(states, started, deadline, "training"))
-                next_write = time.time() + WRITE_EVERY_S
-    finally:  # an outer limit or Ctrl-C: nothing trains on unattended
+                if time.time() >= next_write:
+                    write_json(results, report(states, started, deadline, phase))
+                    next_write = time.time() + WRITE_EVERY_S
+            phase = "done"
+    finally:  # an outer limit (SIGTERM, see exit_on_sigterm) or Ctrl-C: nothing trains on unattended
+        stop_groups([s.proc for s in states if s.proc is not None], grace_s=10)
         for s in states:
-            if s.proc is not None and s.proc.poll() is None:
-                stop_group(s.proc, grace_s=10)
-    atomic_json(results, report(states, started, deadline, "done"))
+            if s.status in ("training", "calibrating"):
+                s.status = f"stopped ({phase})"
+        write_json(results, report(states, started, deadline, phase))
     return json.loads(results.read_text())

@@ -16,6 +16,7 @@ from typing import Any
 
 from models import load_checkpoint
 from training.data.datasets import default_data_root
+from training.processes import exit_on_sigterm
 from training.prune_study.report import (
     MIN_FLOPS_CUT,
     cells_table,
@@ -112,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     variants = expand(cells, args.seeds)
     settings.out.mkdir(parents=True, exist_ok=True)
     if args.phase in ("run", "all"):
+        if args.jobs > 1 or deadline is not None:  # the runner of child processes: a kill stops them too
+            exit_on_sigterm()
         failed = run_all(settings, variants, args.jobs, deadline)
         if failed:
             print(f"variants failed: {', '.join(failed)} (see their log.txt)")

@@ -27,7 +27,7 @@ from PySide6.QtGui import QColor, QFont, QFontMetricsF, QImage, QPainter, QPen
 from PySide6.QtWidgets import QWidget
 
 from app.gui.display.picture import Picture, make_picture
-from app.overlay import BOX_SHAPES, HudInfo, OverlayStyle, bgr_of
+from app.overlay import BOX_SHAPES, HudInfo, OverlayStyle, bgr_of, corner_arm
 from engine.detections import Detections
 
 COLOURS = {"yellow": "#ffff00", "green": "#00ff66", "cyan": "#00e5ff", "white": "#ffffff", "magenta": "#ff40ff"}
@@ -59,8 +59,7 @@ class BoxStyle:
 
 def corner_segments(rect: QRectF, fraction: float) -> list[tuple[QPointF, QPointF]]:
     """The eight strokes of four corner brackets around ``rect``."""
-    side = min(rect.width(), rect.height())
-    arm = min(max(4.0, fraction * side), max(1.0, side / 2))  # within the box's edges, even a tiny one
+    arm = corner_arm(min(rect.width(), rect.height()), fraction)
     left, top, right, bottom = rect.left(), rect.top(), rect.right(), rect.bottom()
     lines = []
     for x, y, dx, dy in ((left, top, 1, 1), (right, top, -1, 1), (left, bottom, 1, -1), (right, bottom, -1, -1)):
