@@ -61,6 +61,24 @@ class Matches:
     num_gt: int
 
 
+def _greedy_match(ious: np.ndarray, threshold: float) -> np.ndarray:
+    """COCO's greedy matching of detections (rows of ``ious``, best score first) to ground
+    truth (columns): each takes the unmatched box it overlaps most (IoU ``>= threshold``;
+    the last of a tie). The ground-truth index per detection, -1 where none."""
+    taken = np.zeros(ious.shape[1], bool)
+    matched = np.full(ious.shape[0], -1)
+    for d in range(ious.shape[0]):
+        best, best_iou = -1, min(threshold, 1 - 1e-10)
+        for g in range(ious.shape[1]):
+            if taken[g] or ious[d, g] < best_iou:
+                continue
+            best, best_iou = g, ious[d, g]
+        if best >= 0:
+            taken[best] = True
+            matched[d] = best
+    return matched
+
+
 def match_image(result: ImageResult, thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """COCO greedy matching for one image: (scores, tp [T, D], matched IoU [T, D])."""
     order = np.argsort(-result.scores, kind="mergesort")[:MAX_DETS]
@@ -69,17 +87,10 @@ def match_image(result: ImageResult, thresholds: np.ndarray) -> tuple[np.ndarray
     tp = np.zeros((len(thresholds), len(boxes)), bool)
     matched_iou = np.zeros((len(thresholds), len(boxes)))
     for ti, t in enumerate(thresholds):
-        taken = np.zeros(len(result.gt_boxes), bool)
-        for d in range(len(boxes)):
-            best, best_iou = -1, min(t, 1 - 1e-10)
-            for g in range(len(result.gt_boxes)):
-                if taken[g] or ious[d, g] < best_iou:
-                    continue
-                best, best_iou = g, ious[d, g]
-            if best >= 0:
-                taken[best] = True
-                tp[ti, d] = True
-                matched_iou[ti, d] = ious[d, best]
+        matched = _greedy_match(ious, t)
+        hit = matched >= 0
+        tp[ti] = hit
+        matched_iou[ti, hit] = ious[np.flatnonzero(hit), matched[hit]]
     return scores, tp, matched_iou
 
 
@@ -87,16 +98,12 @@ def found_ground_truth(result: ImageResult, threshold: float, iou: float = IOU_O
     """Which of the image's polyps the detections scoring ``> threshold`` find (IoU ``>=
     iou``), by the same greedy matching as AP and the operating points: bool per box."""
     keep = np.asarray(result.scores, np.float32) > np.float32(threshold)
-    kept = ImageResult(result.pred_boxes[keep], result.scores[keep], result.gt_boxes, result.frame_area)
-    order = np.argsort(-kept.scores, kind="mergesort")[:MAX_DETS]
-    ious = iou_matrix(kept.pred_boxes[order], kept.gt_boxes)
-    taken = np.zeros(len(kept.gt_boxes), bool)
-    for d in range(len(order)):
-        candidates = np.where(~taken & (ious[d] >= min(iou, 1 - 1e-10)))[0]
-        if len(candidates):  # the best IoU, the last of a tie (as match_image picks)
-            values = ious[d, candidates]
-            taken[candidates[np.flatnonzero(values == values.max())[-1]]] = True
-    return taken
+    scores = result.scores[keep]
+    order = np.argsort(-scores, kind="mergesort")[:MAX_DETS]
+    matched = _greedy_match(iou_matrix(result.pred_boxes[keep][order], result.gt_boxes), iou)
+    found = np.zeros(len(result.gt_boxes), bool)
+    found[matched[matched >= 0]] = True
+    return found
 
 
 def match_all(results: list[ImageResult], thresholds: np.ndarray) -> Matches:

@@ -147,6 +147,7 @@ class VideoCanvas(QWidget):
         self.paints += 1
         painter = QPainter(self)
         painter.fillRect(self.rect(), Qt.GlobalColor.black)
+        stale = self.picture is not None and self.stale
         if self.picture is not None:
             target = self.frame_rect()
             image = self.picture.image
@@ -156,7 +157,6 @@ class VideoCanvas(QWidget):
             painter.drawImage(target, image)
             painter.setRenderHint(QPainter.RenderHint.Antialiasing)
             scale = target.width() / self.picture.frame_size[0]
-            stale = self.stale
             if stale:
                 painter.fillRect(target, STALE_DIM)
             if self.overlay:
@@ -171,7 +171,7 @@ class VideoCanvas(QWidget):
             elif self.show_hud and self.picture.hud is not None:
                 self._draw_hud(painter, target)
         self._draw_banner(painter)
-        if self.picture is not None and self.stale:  # last: nothing may cover it
+        if stale:  # last: nothing may cover it
             border = self._stale_border()
             painter.setPen(QPen(BANNER_RED, border))
             painter.setBrush(Qt.BrushStyle.NoBrush)
