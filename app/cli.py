@@ -95,6 +95,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--distill-from", help="teacher checkpoint with the same head layout (e.g. the unpruned "
                                           "baseline when training a pruned network): knowledge distillation")
     p.add_argument("--distill-weight", type=float, help="weight of the distillation loss (default 1.0)")
+    _add_ema_options(p)
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--workers", type=int, help="data-loading processes (default 1)")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -118,6 +119,15 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("training.cli", "run_train"))
+
+
+def _add_ema_options(p: argparse.ArgumentParser) -> None:
+    """The weight average that is validated and shipped. Its decay ramps up as
+    cap * (1 - exp(-steps / tau)); with YOLOv5/v8's defaults a run of a few thousand steps
+    (a hundred Kvasir epochs) averages over only the last few dozen steps."""
+    p.add_argument("--ema-decay", type=float, help="decay cap of the weight average (default 0.9999; it averages "
+                                                   "over about 1/(1-decay) optimiser steps once ramped up)")
+    p.add_argument("--ema-tau", type=float, help="ramp time constant in optimiser steps (default 2000)")
 
 
 def _add_val(sub: argparse._SubParsersAction) -> None:
@@ -182,6 +192,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                         "auto (default): none when BatchNorm is recalibrated, else all (docs/pruning.md measures each)")
     p.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
                    help="knowledge distillation from the unpruned network while fine-tuning (e.g. 1.0; 0: off)")
+    _add_ema_options(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -105,7 +105,8 @@ class TrainConfig:
     final_lr_fraction: float = 0.05
     close_mosaic: int = 10
     grad_clip: float = 10.0
-    ema_decay: float = 0.9999
+    ema_decay: float = 0.9999        # the EMA's decay cap; it ramps up as cap * (1 - exp(-updates / ema_tau))
+    ema_tau: float = 2000.0          # ramp time constant in optimiser steps (YOLOv5/v8's 2000)
     seed: int = 0
     workers: int = 1
     threads: int = 0               # torch CPU threads; 0 keeps torch's default
@@ -288,7 +289,7 @@ class Trainer:
         if cfg.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.optimizer = build_optimizer(self.model, cfg)
-        self.ema = ModelEMA(self.model, cfg.ema_decay)
+        self.ema = ModelEMA(self.model, cfg.ema_decay, cfg.ema_tau)
         if start.state is not None:
             start.state.apply(self.model, self.ema, self.optimizer)
         self.loss = YoloLoss(start.config, cfg.loss)

@@ -90,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="train_config.json the control trains by (default: the baseline's own; give the first "
                              "stage's when the baseline was trained in stages, with --scratch-epochs the total)")
     parser.add_argument("--distill", type=float, default=0.0, help="distillation weight while fine-tuning (0: off)")
+    parser.add_argument("--ema-decay", type=float, help="the fine-tunes' weight-average decay cap "
+                                                        "(default: the trainer's 0.9999)")
+    parser.add_argument("--ema-tau", type=float, help="its ramp time constant in optimiser steps (default 2000)")
     parser.add_argument("--jobs", type=int, default=1, help="variants trained at once (separate processes)")
     parser.add_argument("--stop-after-minutes", type=float, help="stop every run at this time (they resume later)")
     parser.add_argument("--workers", type=int, default=1, help="data-loading processes per run")
@@ -107,8 +110,8 @@ def main(argv: list[str] | None = None) -> int:
     deadline = time.time() + 60 * args.stop_after_minutes if args.stop_after_minutes else None
     data = Path(args.data) if args.data else default_data_root()
     settings = StudySettings(Path(args.weights), data, Path(args.out), args.finetune_epochs, args.finetune_lr,
-                             args.scratch_epochs, args.scratch_recipe, args.distill, args.threads, args.workers,
-                             args.device, show_progress=not args.quiet)
+                             args.scratch_epochs, args.scratch_recipe, args.distill, args.ema_decay, args.ema_tau,
+                             args.threads, args.workers, args.device, show_progress=not args.quiet)
     cells = [Variant.parse(t) for t in args.variants] if args.variants else GRIDS[args.grid]
     variants = expand(cells, args.seeds)
     settings.out.mkdir(parents=True, exist_ok=True)

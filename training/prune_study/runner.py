@@ -52,6 +52,8 @@ class StudySettings:
     scratch_epochs: int | None = None  # the control's budget; None: the baseline's epochs plus a fine-tune's
     scratch_recipe: Path | None = None  # a train_config.json to train the control by (default: the baseline's)
     distill: float = 0.0
+    ema_decay: float | None = None  # the fine-tunes' weight average (None: the trainer's defaults)
+    ema_tau: float | None = None
     threads: int = 0
     workers: int = 1
     device: str = "auto"
@@ -141,7 +143,7 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
     job = PruneJob(settings.weights, v.method if v.method != SCRATCH else "l1", v.ratio, p.start, settings.data,
                    scope=v.scope, finetune_lr=settings.finetune_lr, seed=v.seed, threads=settings.threads,
                    workers=settings.workers, device=settings.device, distill_weight=settings.distill,
-                   show_progress=settings.show_progress)
+                   ema_decay=settings.ema_decay, ema_tau=settings.ema_tau, show_progress=settings.show_progress)
     if v.method == SCRATCH:
         if not p.start.is_file():
             torch.manual_seed(v.seed)
@@ -209,6 +211,8 @@ def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
            *(["--scratch-epochs", str(settings.scratch_epochs)] if settings.scratch_epochs else []),
            *(["--scratch-recipe", str(settings.scratch_recipe)] if settings.scratch_recipe else []),
            "--distill", str(settings.distill),
+           *(["--ema-decay", str(settings.ema_decay)] if settings.ema_decay is not None else []),
+           *(["--ema-tau", str(settings.ema_tau)] if settings.ema_tau is not None else []),
            "--threads", str(settings.threads), "--workers", str(settings.workers), "--device", settings.device,
            "--variants", str(v), "--seeds", str(v.seed), "--quiet"]
     print(f"started {v.name} (log: {p.log})", flush=True)

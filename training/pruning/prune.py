@@ -64,6 +64,8 @@ class PruneJob:
     workers: int = 1
     device: str = "auto"
     distill_weight: float = 0.0   # > 0: the unpruned network teaches while fine-tuning
+    ema_decay: float | None = None  # the fine-tune's weight average (None: TrainConfig's defaults)
+    ema_tau: float | None = None
     divisor: int = 8
     fold: str = "auto"            # where removed channels' constants are folded: see effective_fold
     show_progress: bool = True
@@ -161,7 +163,9 @@ def finetune_config(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> T
                        img=load_checkpoint(start).config.input_size, batch=job.batch, seed=job.seed,
                        threads=job.threads, workers=job.workers, device=job.device,
                        distill_from=str(job.weights) if job.distill_weight > 0 else None,
-                       distill_weight=job.distill_weight)
+                       distill_weight=job.distill_weight,
+                       ema_decay=TrainConfig.ema_decay if job.ema_decay is None else job.ema_decay,
+                       ema_tau=TrainConfig.ema_tau if job.ema_tau is None else job.ema_tau)
 
 
 def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
