@@ -40,3 +40,18 @@ def test_a_folder_with_splits_scores_val_by_default_and_an_asked_split_must_exis
     plain = write_mask_folder(tmp_path / "plain", n=3)
     assert main(["val", "--weights", str(weights), "--data", str(plain), "--split", "test", "--quiet"]) == 1
     assert "no such split file" in capsys.readouterr().err
+
+
+def test_the_review_sheet_draws_the_frames_the_figures_count(weights, tmp_path, capsys):
+    data = write_kvasir_like(tmp_path / "kv", n=12)
+    sheet, out = tmp_path / "sheet.png", tmp_path / "m.json"
+    assert main(["val", "--weights", str(weights), "--data", str(data), "--quiet", "--bootstrap", "0",
+                 "--json-out", str(out), "--review-sheet", str(sheet)]) == 0
+    printed = capsys.readouterr().out
+    metrics = json.loads(out.read_text())
+    point = metrics["operating_points"]["recall_0.90"]
+    assert metrics["negative_frames"] > 0 and sheet.stat().st_size > 0
+    # The sheet's count of polyp-free frames with a box is the figure's (same detections, one run).
+    alarmed = round(point["frames_with_false_box"] * metrics["negative_frames"])
+    assert alarmed > 0  # an untrained network fires on these frames: the count is not trivially 0
+    assert f"({alarmed} polyp-free frames with a box" in printed

@@ -101,6 +101,9 @@ class DetectionEvaluator:
 
     def reset(self) -> None:
         self.detections: dict[int, ImageDetections] = {}
+        # What the model raised on the polyp-free frames scored beside the split, in their order
+        # (kept so the review sheet can draw them without running the model again).
+        self.negative_detections: list[ImageDetections] = []
 
     def process(self, indices: Iterable[int], detections: Iterable[ImageDetections]) -> None:
         for i, det in zip(indices, detections):
@@ -179,7 +182,8 @@ def evaluate_model(model: torch.nn.Module, cache: ImageCache, size: int, class_n
     frame_scores: list[np.ndarray] = []
     if negatives is not None and len(negatives):
         neg = run_inference(model, negatives, size, show_progress=show_progress)
-        frame_scores = [neg[i].scores for i in range(len(negatives))]
+        evaluator.negative_detections = [neg[i] for i in range(len(negatives))]
+        frame_scores = [d.scores for d in evaluator.negative_detections]
     metrics.update(clinical_metrics(evaluator.image_results(), frame_scores, thresholds or {}))
     return metrics, evaluator
 

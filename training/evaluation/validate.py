@@ -124,22 +124,20 @@ def validate(args: argparse.Namespace) -> int:
     if args.coco_out:
         write_json(args.coco_out, evaluator.coco_results())
     if getattr(args, "review_sheet", None):
-        _write_review_sheet(args, ckpt, metrics, evaluator, negative_cache, size, name)
+        _write_review_sheet(args, metrics, evaluator, negative_cache, name)
     if args.pr_plot:
         save_pr_plot(evaluator.image_results(), Path(args.pr_plot), f"{Path(args.weights).stem} on {name}")
     return 0
 
 
-def _write_review_sheet(args: argparse.Namespace, ckpt, metrics: dict[str, Any], evaluator, negative_cache,
-                        size: int, name: str) -> None:
+def _write_review_sheet(args: argparse.Namespace, metrics: dict[str, Any], evaluator, negative_cache,
+                        name: str) -> None:
     """The false alarms and misses at the recall-0.90 operating point, as pictures."""
-    from training.evaluation.evaluate import run_inference
     from training.evaluation.review_sheet import save_review_sheet
 
     threshold = metrics["operating_points"]["recall_0.90"]["threshold"]
-    found = run_inference(ckpt.model, negative_cache, size) if len(negative_cache) else {}
     counts = save_review_sheet(args.review_sheet, threshold, negative_cache.samples,
-                               [found[i] for i in range(len(negative_cache))], evaluator.samples,
+                               evaluator.negative_detections, evaluator.samples,
                                evaluator.image_results(), f"{Path(args.weights).name} on {name}")
     print(f"review sheet: {args.review_sheet} ({counts['false_alarm_frames']} polyp-free frames with a box, "
           f"{counts['missed_polyps']} polyps missed at the recall-0.90 threshold {threshold:.3f})")
