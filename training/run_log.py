@@ -54,7 +54,7 @@ class RunLog:
         axes[1].legend()
         axes[1].grid(alpha=0.3)
         fig.tight_layout()
-        _save_figure(fig, self.out / "results.png")
+        save_figure(fig, self.out / "results.png")
         plt.close(fig)
 
     def save_pr_curve(self, results: list[ImageResult], title: str) -> None:
@@ -73,11 +73,12 @@ def save_pr_plot(results: list[ImageResult], path: Path, title: str) -> None:
     ax.set(title=title, xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    _save_figure(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
-def _save_figure(fig: Any, path: Path) -> None:
+def save_figure(fig: Any, path: Path) -> None:
+    """Write a matplotlib figure as PNG atomically (a plot half-written by a killed run is never left)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     atomic_write_bytes(path, buf.getvalue())
