@@ -121,13 +121,30 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(handler=_lazy("training.cli", "run_train"))
 
 
-def _add_ema_options(p: argparse.ArgumentParser) -> None:
+def _ema_decay(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: the decay must be in [0, 1)")
+    return value
+
+
+def _ema_tau(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text}: the time constant must be above 0 steps")
+    return value
+
+
+def _add_ema_options(p: argparse.ArgumentParser, when: str = "") -> None:
     """The weight average that is validated and shipped. Its decay ramps up as
     cap * (1 - exp(-steps / tau)); with YOLOv5/v8's defaults a run of a few thousand steps
     (a hundred Kvasir epochs) averages over only the last few dozen steps."""
-    p.add_argument("--ema-decay", type=float, help="decay cap of the weight average (default 0.9999; it averages "
-                                                   "over about 1/(1-decay) optimiser steps once ramped up)")
-    p.add_argument("--ema-tau", type=float, help="ramp time constant in optimiser steps (default 2000)")
+    p.add_argument("--ema-decay", type=_ema_decay,
+                   help=f"decay cap of the weight average validated and saved {when}(default 0.9999; once ramped "
+                        "up it averages over about 1/(1-decay) optimiser steps)")
+    p.add_argument("--ema-tau", type=_ema_tau,
+                   help="ramp time constant in optimiser steps: the decay reaches 63%% of its cap after tau steps "
+                        "(default 2000; a Kvasir epoch is 61 steps at batch 16)")
 
 
 def _add_val(sub: argparse._SubParsersAction) -> None:
@@ -192,7 +209,10 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                         "auto (default): none when BatchNorm is recalibrated, else all (docs/pruning.md measures each)")
     p.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
                    help="knowledge distillation from the unpruned network while fine-tuning (e.g. 1.0; 0: off)")
-    _add_ema_options(p)
+    p.add_argument("--keep", choices=["best", "last"], default="best",
+                   help="which fine-tuning epoch is written to --out: best (by val AP50, default) or last (the end "
+                        "of the schedule: the best of many noisy epochs on a small val set is an optimistic pick)")
+    _add_ema_options(p, "while fine-tuning ")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

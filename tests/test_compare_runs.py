@@ -46,3 +46,10 @@ def test_a_folder_that_is_not_a_run_is_a_one_line_error(tmp_path, capsys):
     assert main(["--pair", str(a), str(tmp_path / "nothing")]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "nothing/results.csv: no results.csv" in err and "\n" not in err
+
+
+def test_a_tail_too_short_for_a_spread_is_refused(tmp_path, capsys):
+    a = _run(tmp_path / "a", [0.8, 0.9], [0.5, 0.6])
+    with pytest.raises(SystemExit):
+        main(["--pair", str(a), str(a), "--tail", "1"])
+    assert "--tail 1: the spread needs at least 2 epochs" in capsys.readouterr().err

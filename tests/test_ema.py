@@ -27,10 +27,10 @@ def test_decay_ramps_up_to_its_cap_with_the_time_constant():
     assert ema.current_decay() == pytest.approx(0.99 / 2, rel=1e-4)
     ema.updates = 10_000
     assert ema.current_decay() == pytest.approx(0.99, rel=1e-12)
-    # YOLOv5/v8's defaults on a Kvasir-sized run: 30 epochs of 62 steps average over ~2.5 steps.
+    # YOLOv5/v8's defaults on a Kvasir-sized run: 30 epochs of 61 steps average over ~2.5 steps.
     short = ModelEMA(_net())
-    short.updates = 30 * 62
-    assert 1 / (1 - short.current_decay()) == pytest.approx(2.53, abs=0.05)
+    short.updates = 30 * 61
+    assert 1 / (1 - short.current_decay()) == pytest.approx(2.50, abs=0.05)
 
 
 def test_update_is_the_weighted_average_and_copies_counters():
@@ -63,9 +63,18 @@ def test_prune_and_train_commands_pass_the_average_on(tiny_checkpoint, tmp_path)
     assert (cfg.ema_decay, cfg.ema_tau) == (0.995, 124.0)
     default = finetune_config(PruneJob(tiny_checkpoint, "taylor", 0.5, tmp_path / "q.safetensors"),
                               tiny_checkpoint, 30, tmp_path / "ft2")
-    assert (default.ema_decay, default.ema_tau) == (TrainConfig.ema_decay, TrainConfig.ema_tau)
+    assert (default.ema_decay, default.ema_tau) == (0.9999, 2000.0)  # YOLOv5/v8's, unchanged
     train = build_parser().parse_args(["train", "--ema-decay", "0.995", "--ema-tau", "124"])
     prune = build_parser().parse_args(["prune", "--weights", "w", "--method", "taylor", "--ratio", "0.5",
                                        "--out", "o", "--ema-decay", "0.995", "--ema-tau", "124"])
     for args in (train, prune):
         assert (args.ema_decay, args.ema_tau) == (0.995, 124.0)
+
+
+@pytest.mark.parametrize("flag, value", [("--ema-decay", "1.0"), ("--ema-decay", "-0.1"), ("--ema-tau", "0")])
+def test_an_average_that_cannot_work_is_refused_before_anything_runs(flag, value, capsys):
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", flag, value])
+    assert f"{value}: the" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="EMA decay must be in"):
+        ModelEMA(_net(), decay=float(value) if flag == "--ema-decay" else 0.9, tau=float(value) if flag == "--ema-tau" else 1)

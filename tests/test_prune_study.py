@@ -171,3 +171,42 @@ def test_a_missing_scratch_recipe_is_named_before_anything_runs(tmp_path):
     with pytest.raises(SystemExit, match="nope.json: no such train_config.json for the from-scratch control"):
         main(["--weights", str(tmp_path / "w.safetensors"), "--data", str(tmp_path), "--out", str(tmp_path / "s"),
               "--scratch-recipe", str(tmp_path / "nope.json")])
+
+
+def test_the_fine_tunes_average_reaches_each_child_and_its_trainer(tmp_path, monkeypatch):
+    import training.prune_study.runner as runner
+
+    started = []
+    monkeypatch.setattr(runner, "start_group", lambda cmd, log: started.append(cmd))
+    settings = StudySettings(tmp_path / "w.safetensors", tmp_path / "data", tmp_path / "study",
+                             ema_decay=0.995, ema_tau=124.0)
+    runner._start_child(settings, Variant("taylor", 0.5, seed=1))
+    cmd = started[0]
+    assert cmd[cmd.index("--ema-decay") + 1] == "0.995" and cmd[cmd.index("--ema-tau") + 1] == "124.0"
+    plain = StudySettings(tmp_path / "w.safetensors", tmp_path / "data", tmp_path / "study")
+    runner._start_child(plain, Variant("taylor", 0.5, seed=1))
+    assert "--ema-decay" not in started[1]  # unset: the trainer's defaults, nothing passed
+    # The child parses them back into its settings.
+    seen = []
+    monkeypatch.setattr("training.prune_study.__main__.run_all", lambda s, *a: seen.append(s) or [])
+    (tmp_path / "data").mkdir()
+    assert main(cmd[cmd.index("--phase"):]) == 0
+    assert (seen[0].ema_decay, seen[0].ema_tau) == (0.995, 124.0)
+
+
+def test_a_run_is_never_resumed_under_another_recipe(tmp_path):
+    from training.prune_study.runner import _train, recipe_mismatch
+    from training.trainer import TrainConfig
+
+    run = tmp_path / "run"
+    run.mkdir()
+    started = TrainConfig(data="d", out=str(run), epochs=30, lr=0.001)
+    (run / "train_config.json").write_text(json.dumps(started.to_dict()))
+    (run / "last.safetensors").write_bytes(b"")  # a run that has saved an epoch
+    moved = TrainConfig(data="elsewhere/d", out=str(run), epochs=30, lr=0.001, threads=2, device="cuda")
+    assert recipe_mismatch(started, moved) == []  # where it runs may change between sittings
+    other = TrainConfig(data="d", out=str(run), epochs=30, lr=0.001, ema_decay=0.995, ema_tau=124.0)
+    assert recipe_mismatch(started, other) == ["ema_decay", "ema_tau"]
+    with pytest.raises(SystemExit, match=r"train_config.json: this run was started with other settings "
+                                         r"\(ema_decay, ema_tau\)"):
+        _train(other, show_progress=False)

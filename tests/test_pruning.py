@@ -365,3 +365,22 @@ def test_auto_fold_folds_only_when_batchnorm_is_not_recalibrated(tmp_path):
                                    recalibration_batches=0)) == "all"
     assert effective_fold(PruneJob(tmp_path / "w", "l1", 0.5, tmp_path / "o")) == "all"  # no data, no recalibration
     assert effective_fold(PruneJob(tmp_path / "w", "l1", 0.5, tmp_path / "o", fold="pointwise")) == "pointwise"
+
+
+@pytest.mark.parametrize("keep, name", [("best", "best.safetensors"), ("last", "last.safetensors")])
+def test_the_fine_tune_hands_on_the_epoch_asked_for(keep, name, tiny_checkpoint, tmp_path, monkeypatch):
+    import training.pruning.prune as prune
+
+    trained = []
+
+    class Recorded:
+        def __init__(self, cfg, show_progress):
+            trained.append(cfg)
+
+        def run(self):
+            return {}
+
+    monkeypatch.setattr(prune, "Trainer", Recorded)
+    job = prune.PruneJob(tiny_checkpoint, "taylor", 0.5, tmp_path / "p.safetensors", keep=keep)
+    assert prune._finetune(job, tiny_checkpoint, 4, tmp_path / "ft") == tmp_path / "ft" / name
+    assert trained[0].epochs == 4 and trained[0].out == str(tmp_path / "ft")

@@ -42,7 +42,12 @@ def test_a_folder_with_splits_scores_val_by_default_and_an_asked_split_must_exis
     assert "no such split file" in capsys.readouterr().err
 
 
-def test_the_review_sheet_draws_the_frames_the_figures_count(weights, tmp_path, capsys):
+def test_the_review_sheet_draws_the_frames_the_figures_count(weights, tmp_path, capsys, monkeypatch):
+    import training.evaluation.evaluate as evaluate
+
+    runs = []
+    real = evaluate.run_inference
+    monkeypatch.setattr(evaluate, "run_inference", lambda *a, **k: runs.append(1) or real(*a, **k))
     data = write_kvasir_like(tmp_path / "kv", n=12)
     sheet, out = tmp_path / "sheet.png", tmp_path / "m.json"
     assert main(["val", "--weights", str(weights), "--data", str(data), "--quiet", "--bootstrap", "0",
@@ -55,3 +60,4 @@ def test_the_review_sheet_draws_the_frames_the_figures_count(weights, tmp_path, 
     alarmed = round(point["frames_with_false_box"] * metrics["negative_frames"])
     assert alarmed > 0  # an untrained network fires on these frames: the count is not trivially 0
     assert f"({alarmed} polyp-free frames with a box" in printed
+    assert len(runs) == 2  # the split and its polyp-free frames, once each: the sheet reuses them

@@ -69,6 +69,12 @@ def run_train(args: argparse.Namespace) -> int:
         cfg.out = str(out)  # the folder named now, even if the run was moved since it started
         if args.epochs is not None:
             cfg.epochs = args.epochs
+        ignored = [k for k in overrides if k not in ("out", "epochs") and not (k == "augment"
+                                                                            and overrides[k] == "other-scopes")]
+        if ignored or args.no_mosaic:
+            names = ", ".join("--" + k.replace("_", "-") for k in ignored + (["no_mosaic"] if args.no_mosaic else []))
+            print(f"warning: --resume continues with the settings saved in {saved}; ignored: {names}",
+                  file=sys.stderr)
     else:
         augment = AugmentConfig() if getattr(args, "augment", "other-scopes") == "kvasir" else AugmentConfig.other_scopes()
         overrides["augment"] = dataclasses.replace(augment, mosaic=0.0) if args.no_mosaic else augment
@@ -91,12 +97,15 @@ def run_prune(args: argparse.Namespace) -> int:
     from training.pruning.prune import PruneJob, run_prune
 
     data = Path(args.data) if args.data else default_data_root()
+    if not args.finetune_epochs and (args.ema_decay is not None or args.ema_tau is not None or args.keep != "best"):
+        print("warning: --ema-decay, --ema-tau and --keep act while fine-tuning; with --finetune-epochs 0 "
+              "they are ignored", file=sys.stderr)
     job = PruneJob(weights=Path(args.weights), method=args.method, ratio=args.ratio, out=Path(args.out),
                    data=data, scope=args.scope, steps=args.steps, finetune_epochs=args.finetune_epochs,
                    finetune_lr=args.finetune_lr, taylor_batches=args.taylor_batches,
                    recalibration_batches=args.recalibration_batches, seed=args.seed, threads=args.threads or 0,
                    workers=args.workers, device=args.device, distill_weight=args.distill,
-                   ema_decay=args.ema_decay, ema_tau=args.ema_tau, fold=args.fold, show_progress=not args.quiet)
+                   ema_decay=args.ema_decay, ema_tau=args.ema_tau, keep=args.keep, fold=args.fold, show_progress=not args.quiet)
     meta = run_prune(job)
     b, a = meta["before"], meta["after"]
     print(f"{args.method} pruning, ratio {args.ratio} ({args.scope}, {args.steps} step(s)): "

@@ -43,8 +43,11 @@ def read_curve(folder: Path) -> list[dict[str, float]]:
         rows = [r for r in csv.DictReader(f) if r.get("val_ap50") not in (None, "")]
     if not rows:
         raise ValueError(f"{path}: no epoch with a val AP50 yet")
-    return [{"epoch": int(r["epoch"]), "val_ap50": float(r["val_ap50"]), "val_ap50_95": float(r["val_ap50_95"])}
-            for r in rows]
+    try:
+        return [{"epoch": int(r["epoch"]), "val_ap50": float(r["val_ap50"]), "val_ap50_95": float(r["val_ap50_95"])}
+                for r in rows]
+    except (KeyError, TypeError, ValueError) as e:
+        raise ValueError(f"{path}: unreadable epoch row ({e})") from None
 
 
 def summarise(folder: Path, tail: int = TAIL_EPOCHS) -> RunSummary:
@@ -111,10 +114,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="two run folders (each with results.csv) that differ in one setting")
     parser.add_argument("--label-a", default="A", help="what the first run of each pair is")
     parser.add_argument("--label-b", default="B", help="what the second run of each pair is")
-    parser.add_argument("--tail", type=int, default=TAIL_EPOCHS, help="epochs at the end whose spread is the noise")
+    parser.add_argument("--tail", type=int, default=TAIL_EPOCHS,
+                        help=f"validated epochs at the end whose spread is the noise (default {TAIL_EPOCHS})")
     parser.add_argument("--plot", type=Path, help="write both curves of every pair here (PNG)")
     parser.add_argument("--json-out", type=Path, help="write the comparison here")
     args = parser.parse_args(argv)
+    if args.tail < 2:
+        parser.error(f"--tail {args.tail}: the spread needs at least 2 epochs")
     pairs = [(Path(a), Path(b)) for a, b in args.pair]
     try:
         rows = compare(pairs, args.tail)

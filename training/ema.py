@@ -18,6 +18,8 @@ class ModelEMA:
     are not dominated by the random initialisation."""
 
     def __init__(self, model: nn.Module, decay: float = 0.9999, tau: float = 2000.0, updates: int = 0) -> None:
+        if not 0.0 <= decay < 1.0 or not tau > 0:
+            raise ValueError(f"EMA decay must be in [0, 1) and its time constant above 0 (got {decay}, {tau})")
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)

@@ -122,7 +122,7 @@ once, after selection). Nothing was tuned on test.
 
 - AdamW, peak lr {recipe['lr']}, weight decay {recipe['weight_decay']} on convolution weights,
   {recipe['warmup_epochs']} warm-up epochs then cosine decay to {recipe['final_lr_fraction']}× the peak;
-  gradient clipping at {recipe['grad_clip']}; EMA of weights (decay {recipe['ema_decay']}, ramped).
+  gradient clipping at {recipe['grad_clip']}; EMA of weights (decay {recipe['ema_decay']}, ramped with time constant {recipe.get('ema_tau', 2000.0):g} steps).
 - Loss: CIoU box loss, objectness BCE with IoU targets and an ignore zone (IoU > 0.7), three-cell
   assignment for anchors within 4× of the box shape.
 - Augmentation: mosaic (off for the last {recipe['close_mosaic']} epochs), scale ±{aug['scale']}, translate ±{aug['translate']},

@@ -66,6 +66,7 @@ class PruneJob:
     distill_weight: float = 0.0   # > 0: the unpruned network teaches while fine-tuning
     ema_decay: float | None = None  # the fine-tune's weight average (None: TrainConfig's defaults)
     ema_tau: float | None = None
+    keep: str = "best"            # which epoch of each fine-tune carries on: "best" on val, or "last"
     divisor: int = 8
     fold: str = "auto"            # where removed channels' constants are folded: see effective_fold
     show_progress: bool = True
@@ -169,8 +170,10 @@ def finetune_config(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> T
 
 
 def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
+    """Fine-tune and return the checkpoint that carries on: the epoch best on val, or the
+    last (the end of the schedule; the best of many noisy epochs is an optimistic pick)."""
     Trainer(finetune_config(job, start, epochs, run_dir), show_progress=job.show_progress).run()
-    return run_dir / "best.safetensors"
+    return run_dir / ("last.safetensors" if job.keep == "last" else "best.safetensors")
 
 
 def run_prune(job: PruneJob) -> dict[str, Any]:
@@ -194,13 +197,15 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
         if per_step_epochs:
             if job.data is None:
                 raise ValueError("fine-tuning needs --data")
-            best = _finetune(job, step_path, per_step_epochs, work / f"step{k}_finetune")
-            model = load_checkpoint(best).model
+            kept = _finetune(job, step_path, per_step_epochs, work / f"step{k}_finetune")
+            model = load_checkpoint(kept).model
     after = summary(model)
     meta = {
         "pruning": {"method": job.method, "ratio": job.ratio, "scope": job.scope, "steps": job.steps,
                     "finetune_epochs": job.finetune_epochs, "divisor": job.divisor, "fold": effective_fold(job),
-                    "distill_weight": job.distill_weight,
+                    "distill_weight": job.distill_weight, "kept_epoch": job.keep if per_step_epochs else None,
+                    "ema_decay": job.ema_decay if job.ema_decay is not None else TrainConfig.ema_decay,
+                    "ema_tau": job.ema_tau if job.ema_tau is not None else TrainConfig.ema_tau,
                     "recalibration_batches": job.recalibration_batches if job.data else 0,
                     "base_checkpoint": job.weights.name,
                     "base_sha256": hashlib.sha256(job.weights.read_bytes()).hexdigest()},
