@@ -7,9 +7,10 @@ import json
 import cv2
 import numpy as np
 
+from training.ablations.plan import issue11_runs
 from training.data.datasets import boxes_from_mask, open_dataset
 from training.gpu_lease.pack import pack_kvasir
-from training.gpu_lease.plan import fit_epochs, issue11_runs
+from training.gpu_lease.plan import fit_epochs
 from training.gpu_lease.runner import RunState, report
 
 from .synthetic import write_kvasir_like

@@ -77,7 +77,10 @@ def alarm_columns(metrics: dict[str, Any]) -> dict[str, float]:
     point = metrics.get("operating_points", {}).get("recall_0.90")
     if point is None:
         return {}
-    return {"val_threshold_r90": point["threshold"], "val_alarm_frames_r90": point["frames_with_false_box"]}
+    columns = {"val_threshold_r90": point["threshold"]}
+    if "frames_with_false_box" in point:  # only when the split had polyp-free frames to count on
+        columns["val_alarm_frames_r90"] = point["frames_with_false_box"]
+    return columns
 
 
 class TrainingDiverged(RuntimeError):
@@ -362,8 +365,9 @@ class Trainer:
         self.train_cache = ImageCache(positives + negatives, cfg.img)
         self.negative_cache = self.train_cache.view(len(positives), len(positives) + len(negatives))
         self.val_cache = ImageCache(self.val_index.samples, cfg.img)
-        self.val_negative_cache = ImageCache(
-            self._polyp_free(self.val_index, None), cfg.img)
+        # Validation mines its crops whatever training does: the false-alarm figures of a run
+        # trained without negatives must be measured like everyone else's (issue 11's ablation).
+        self.val_negative_cache = ImageCache(self._polyp_free(self.val_index, None, mine=True), cfg.img)
         share = cfg.negative_fraction / (1 + cfg.negative_fraction) if negatives else 0.0
         self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed,
                                     positives=len(positives), negative_share=share)
@@ -388,9 +392,10 @@ class Trainer:
                       f"({self.sampler.negatives_per_epoch} drawn per epoch); validating on "
                       f"{len(self.val_cache)} images and {len(self.val_negative_cache)} polyp-free frames")
 
-    def _polyp_free(self, index: DatasetIndex, folder: str | None) -> list[Sample]:
-        """The split's polyp-free samples (:func:`~training.data.negatives.polyp_free_frames`)."""
-        frames, problems = polyp_free_frames(index, folder, self.cfg.mine_negatives,
+    def _polyp_free(self, index: DatasetIndex, folder: str | None, mine: bool | None = None) -> list[Sample]:
+        """The split's polyp-free samples (:func:`~training.data.negatives.polyp_free_frames`),
+        with crops mined from its polyp frames if ``mine`` (default: as training mines)."""
+        frames, problems = polyp_free_frames(index, folder, self.cfg.mine_negatives if mine is None else mine,
                                              show_progress=self.show_progress and self.dist.is_main)
         for problem in problems:
             self._say(f"warning: {folder}: {problem}")

@@ -6,8 +6,9 @@ network) and only what is written to its output folder comes back (a few files o
 
 - ``pack`` (here): a compact copy of the dataset that travels with the working tree
   (``carry``), since the data folder beside the repository does not;
-- ``plan``: the runs of one lease -- the longer baseline and the per-change ablations
-  of ``docs/accuracy.md`` -- as training configurations;
+- the runs of one lease -- the longer baseline and the per-change ablations of
+  ``docs/accuracy.md`` -- are ``training.ablations.plan``'s; ``plan`` here fits their epochs
+  to the lease's time;
 - ``run`` (there): times one epoch of every run side by side, fits each run's epochs to the
   time left, trains them all at once on the one GPU (each in its own process group), stops
   them before the deadline, scores the finished ones on val and the zoom-out set, and writes

@@ -43,8 +43,6 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--device", default="cuda")
     r.add_argument("--workers", type=int, default=2, help="data-loading processes per run (default 2)")
     r.add_argument("--smoke", action="store_true", help="two tiny runs on the CPU: test the machinery, not a model")
-    j = sub.add_parser("job", help=argparse.SUPPRESS)
-    j.add_argument("--job", required=True)
     args = parser.parse_args(argv)
 
     if args.command == "pack":
@@ -54,11 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"packed {summary['frames']} frames into {summary['folder']}: {summary['bytes'] / 2**20:.1f} MiB "
               f"(a lease takes at most 64 MiB with the working tree; carry it as {args.out})")
         return 0
-    if args.command == "job":
-        from training.gpu_lease.runner import run_job
-
-        return run_job(Path(args.job))
-    from training.gpu_lease.plan import PROVISIONAL_EPOCHS, issue11_runs
+    from training.ablations.plan import issue11_runs
+    from training.gpu_lease.plan import PROVISIONAL_EPOCHS
     from training.gpu_lease.runner import run_lease
 
     if not Path(args.data).is_dir():

@@ -21,19 +21,19 @@ folders stay in ``work``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from models import load_checkpoint, save_checkpoint
+from training.ablations.job import DONE_FILE, ZOOM_FILE, start_job
+from training.ablations.plan import Run, config_for, recipe
 from training.data.zoom_out import write_zoom_out_set
 from training.evaluation.evaluate import write_json
-from training.gpu_lease.plan import PROVISIONAL_EPOCHS, Run, config_for, fit_epochs, recipe
-from training.processes import start_group, stop_groups
+from training.gpu_lease.plan import PROVISIONAL_EPOCHS, fit_epochs
+from training.processes import stop_groups
 
 CALIBRATION_EPOCHS = 2
 WRITE_EVERY_S = 15.0
@@ -68,35 +68,10 @@ class RunState:
         return rows
 
 
-def child_command(job: Path) -> list[str]:
-    """The command a run's child process executes."""
-    return [sys.executable, "-m", "training.gpu_lease", "job", "--job", str(job)]
-
-
 def start_run(state: RunState, data: str, device: str, workers: int, zoom: Path | None, resume: bool) -> None:
     """Start (or resume) one run as a child in its own process group, at ``state.epochs``."""
-    cfg = config_for(state.run, recipe(data, device, workers), str(state.folder / "train"))
-    cfg.epochs = state.epochs
-    job = state.folder / "job.json"
-    job.write_text(json.dumps({"config": cfg.to_dict(), "resume": resume, "zoom": str(zoom) if zoom else None}))
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(Path.cwd()), os.environ.get("PYTHONPATH")]))}
-    state.proc = start_group(child_command(job), state.log, env=env)
-
-
-def run_job(job_path: Path) -> int:
-    """The child: train (or resume) one run, then score its best checkpoint on the zoom-out set."""
-    from training.ship import score
-    from training.trainer import TrainConfig, Trainer
-
-    job = json.loads(Path(job_path).read_text())
-    cfg = TrainConfig.from_dict(job["config"])
-    Trainer(cfg, resume=job["resume"], show_progress=False).run()
-    out = Path(cfg.out)
-    if job.get("zoom"):  # the zoom-out set, scored as val scores a folder (false alarms on crops mined from it)
-        metrics, _ = score(out / "best.safetensors", Path(job["zoom"]), None, bootstrap=0)
-        write_json(out.parent / "zoom_out.json", {k: v for k, v in metrics.items() if not isinstance(v, list)})
-    (out.parent / "done").write_text("done\n")
-    return 0
+    cfg = config_for(state.run, recipe(data, state.epochs, device, workers), str(state.folder / "train"))
+    state.proc = start_job(cfg, state.folder, resume, zoom, checkpoint="best")
 
 
 def calibrated(state: RunState) -> float | None:
@@ -112,7 +87,7 @@ def report(states: list[RunState], started: float, deadline: float, phase: str) 
     for s in states:
         rows = s.rows()
         best = max(rows, key=lambda r: r.get("val_ap50", -1), default=None)
-        zoom_path = s.folder / "zoom_out.json"
+        zoom_path = s.folder / ZOOM_FILE
         runs[s.run.name] = {
             "what": s.run.what, "group": s.run.group, "overrides": {k: str(v) for k, v in s.run.overrides.items()},
             "status": s.status, "epochs_planned": s.epochs, "epochs_done": len(rows),
@@ -199,7 +174,7 @@ def run_lease(runs: list[Run], data: str, out: Path, work: Path, minutes: float,
                 time.sleep(1.0)
                 for s in states:
                     if s.status == "training" and s.proc.poll() is not None:
-                        s.status = "finished" if s.proc.returncode == 0 and (s.folder / "done").is_file() else "failed"
+                        s.status = "finished" if s.proc.returncode == 0 and (s.folder / DONE_FILE).is_file() else "failed"
                         bring_back(s, out)
                         say(f"{s.run.name}: {s.status}")
                 if time.time() >= deadline:

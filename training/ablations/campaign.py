@@ -1,0 +1,108 @@
+"""The per-change runs on the CPU, across sittings: a queue of resumable runs.
+
+Without a GPU the ablations of issue 11 take hours each on two cores, more than one sitting
+gives. So they run as a campaign: ``jobs`` runs at a time (each a child in its own process
+group, ``threads`` torch threads each), every run saving its state at each epoch's end; at
+``deadline`` every child is stopped, and the next call resumes each run where it stopped
+and starts the ones not begun. A finished run is marked ``done`` (after scoring its final
+epoch on the zoom-out set) and never trained again.
+
+Layout: ``out/<run>/train`` is the training run, ``out/<run>/log.txt`` its output,
+``out/<run>/zoom_out.json`` its zoom-out figures, ``out/campaign.json`` the settings every
+call must share (epochs, data, the runs' recipes): a call with other settings is refused
+rather than mixing two recipes in one table.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from training.ablations.job import DONE_FILE, start_job
+from training.ablations.plan import Run, config_for, recipe
+from training.processes import stop_groups
+from training.trainer import TrainConfig
+
+SETTINGS_FILE = "campaign.json"
+STATE_FILE = "state.safetensors"
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    data: Path
+    out: Path
+    zoom: Path
+    epochs: int
+    threads: int = 1
+    workers: int = 1
+    device: str = "cpu"
+
+
+def run_config(settings: CampaignSettings, run: Run) -> TrainConfig:
+    return config_for(run, recipe(str(settings.data), settings.epochs, settings.device, settings.workers,
+                                  settings.threads), str(settings.out / run.name / "train"))
+
+
+def check_settings(settings: CampaignSettings, runs: list[Run]) -> None:
+    """Record the campaign's recipe on its first call; refuse a later call that differs."""
+    recorded = {"epochs": settings.epochs, "data": str(settings.data), "zoom": str(settings.zoom),
+                "runs": {r.name: {"what": r.what, "overrides": {k: str(v) for k, v in r.overrides.items()}}
+                         for r in runs}}
+    path = settings.out / SETTINGS_FILE
+    if path.is_file():
+        before = json.loads(path.read_text())
+        differ = [k for k in ("epochs", "data", "zoom") if before.get(k) != recorded[k]]
+        differ += [f"run {name}" for name, spec in recorded["runs"].items()
+                   if name in before.get("runs", {}) and before["runs"][name] != spec]
+        if differ:
+            raise SystemExit(f"{path}: this campaign was started with other settings ({', '.join(differ)}); "
+                             "continue it with the same ones or use another --out")
+        recorded["runs"] = {**before.get("runs", {}), **recorded["runs"]}
+    settings.out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(recorded, indent=2))
+
+
+def status(settings: CampaignSettings, run: Run) -> str:
+    """``done``, ``started`` (has saved state to resume) or ``new``."""
+    folder = settings.out / run.name
+    if (folder / DONE_FILE).is_file():
+        return "done"
+    return "started" if (folder / "train" / STATE_FILE).is_file() else "new"
+
+
+def run_campaign(settings: CampaignSettings, runs: list[Run], jobs: int, deadline: float | None,
+                 say: Callable[[str], None] = print, poll_s: float = 2.0) -> dict[str, str]:
+    """Train what is not done, ``jobs`` at a time, until all are done or ``deadline``;
+    returns each run's status afterwards."""
+    check_settings(settings, runs)
+    pending = [r for r in runs if status(settings, r) != "done"]
+    running: list[tuple[Run, subprocess.Popen]] = []
+    failed: set[str] = set()
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                run = pending.pop(0)
+                resume = status(settings, run) == "started"
+                proc = start_job(run_config(settings, run), settings.out / run.name, resume, settings.zoom,
+                                 checkpoint="last")
+                running.append((run, proc))
+                say(f"{'resumed' if resume else 'started'} {run.name} (log: {settings.out / run.name / 'log.txt'})")
+            time.sleep(poll_s)
+            for run, proc in list(running):
+                if proc.poll() is not None:
+                    running.remove((run, proc))
+                    if status(settings, run) == "done":
+                        say(f"finished {run.name}")
+                    else:
+                        failed.add(run.name)
+                        say(f"failed {run.name} (exit {proc.returncode}; see its log.txt)")
+            if deadline is not None and time.time() >= deadline:
+                say("time is up: stopping the runs (each resumes from its last finished epoch)")
+                break
+    finally:  # the deadline, Ctrl-C or an outer SIGTERM: no run trains on unattended
+        stop_groups([proc for _, proc in running])
+    return {r.name: "failed" if r.name in failed else status(settings, r) for r in runs}

@@ -1,0 +1,64 @@
+"""The runs that measure what each change of the new recipe bought (issue 11,
+``docs/accuracy.md``), and the longer baseline a GPU lease trains beside them.
+
+The recipe is ``make train-baseline``'s (YOLOv3-SPP x0.25, 320 px, polyp-free crops mined
+from the training frames, hard negatives, augmentation for other scopes). Each ablation
+takes away one change, all at the same number of epochs and seed, so their differences are
+the changes' and nothing else's. Epochs are not fixed here: a GPU lease fits them to its
+time (``training.gpu_lease.plan.fit_epochs``), the CPU campaign takes them from the command
+line (``python -m training.ablations``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from training.data.augment import AugmentConfig
+from training.trainer import TrainConfig
+
+ABLATION = "ablation"
+REFERENCE = "abl-recipe"  # the ablations' reference row: the recipe itself at their epochs
+
+
+@dataclass(frozen=True)
+class Run:
+    """One training run, of a GPU lease or of the CPU campaign."""
+
+    name: str
+    what: str                 # the change it measures, in words (the docs table's row)
+    overrides: dict           # TrainConfig fields that differ from the recipe
+    group: str                # runs of one group get the same epochs (ABLATION), or their own
+    keep_weights: bool = False  # a lease brings its best checkpoint back (fp16)
+
+
+def recipe(data: str, epochs: int, device: str = "cuda", workers: int = 2, threads: int = 1) -> TrainConfig:
+    """``make train-baseline``'s first stage as a configuration."""
+    return TrainConfig(data=data, model="yolov3-spp", width=0.25, img=320, batch=16, epochs=epochs,
+                       augment=AugmentConfig.other_scopes(), device=device, workers=workers, threads=threads)
+
+
+def issue11_runs() -> list[Run]:
+    other = AugmentConfig.other_scopes()
+    return [
+        Run("baseline", "the new recipe, one long cosine cycle", {}, "baseline", keep_weights=True),
+        Run("abl-recipe", "the new recipe (the reference row)", {}, ABLATION),
+        Run("abl-256px", "input 256 px instead of 320", {"img": 256}, ABLATION),
+        Run("abl-no-negatives", "no polyp-free samples (no mined crops, no hard negatives)",
+            {"mine_negatives": False, "negative_fraction": 0.0}, ABLATION),
+        Run("abl-no-hard-negatives", "mined crops drawn uniformly (no hard-negative re-weighting)",
+            {"hard_negatives_from": 1.0}, ABLATION),
+        Run("abl-no-zoom-out", "no zoom-out augmentation (small polyps on mucosa)",
+            {"augment": dataclasses.replace(other, zoom_out=0.0)}, ABLATION),
+        Run("abl-kvasir-augment", "the augmentation before issue 11 (no zoom-out, colour, blur, glare, border)",
+            {"augment": AugmentConfig()}, ABLATION),
+    ]
+
+
+def config_for(run: Run, base: TrainConfig, out: str) -> TrainConfig:
+    return dataclasses.replace(base, out=out, **run.overrides)
+
+
+def ablations() -> list[Run]:
+    """The runs of the per-change table, the reference row first."""
+    return [r for r in issue11_runs() if r.group == ABLATION]
