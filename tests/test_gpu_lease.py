@@ -66,3 +66,17 @@ def test_the_results_file_reports_each_run_from_its_own_folder(tmp_path):
     assert first["epochs_done"] == 3 and first["best_epoch"] == 2 and first["best_val"]["val_ap50"] == 0.5
     assert first["zoom_out"] == {"ap50": 0.33} and len(first["curve"]) == 3  # a half-written line is skipped
     assert second["epochs_done"] == 0 and second["best_val"] is None and second["status"] == "waiting"
+
+
+def test_a_lease_run_starts_its_child_at_the_fitted_epochs_and_scores_its_best(tmp_path, monkeypatch):
+    import training.gpu_lease.runner as runner
+
+    seen = {}
+    monkeypatch.setattr(runner, "start_job", lambda cfg, folder, resume, zoom, checkpoint: seen.update(
+        cfg=cfg, folder=folder, resume=resume, zoom=zoom, checkpoint=checkpoint) or "proc")
+    state = RunState(issue11_runs()[2], tmp_path / "abl-256px", epochs=37)
+    runner.start_run(state, "data", "cuda", 2, tmp_path / "zoom", resume=True)
+    cfg = seen["cfg"]
+    assert (cfg.epochs, cfg.img, cfg.device, cfg.workers, cfg.out) == (37, 256, "cuda", 2,
+                                                                        str(tmp_path / "abl-256px" / "train"))
+    assert seen["resume"] and seen["checkpoint"] == "best" and state.proc == "proc"
