@@ -8,11 +8,11 @@ from its last epoch so far and says how many epochs it had.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 from typing import Any
 
 from models import load_checkpoint
+from training.compare_runs import read_curve
 from training.data.data_check import open_checked, require_samples
 from training.data.loader import ImageCache
 from training.evaluation.evaluate import evaluate_model
@@ -33,13 +33,12 @@ def evaluate(weights: Path, data: Path, split: str) -> dict[str, float]:
 
 
 def curve(run_dir: Path) -> list[dict[str, float]]:
-    """Per epoch: val AP50 and AP50-95 as the trainer logged them (EMA weights)."""
-    results = run_dir / "results.csv"
-    if not results.is_file():
+    """Per epoch: val AP50 and AP50-95 as the trainer logged them (EMA weights); none
+    before the run's first epoch."""
+    try:
+        return read_curve(run_dir)
+    except (FileNotFoundError, ValueError):
         return []
-    with results.open() as f:
-        return [{"epoch": int(r["epoch"]), "val_ap50": float(r["val_ap50"]), "val_ap50_95": float(r["val_ap50_95"])}
-                for r in csv.DictReader(f)]
 
 
 def flattened(points: list[dict[str, float]], tail: float = 0.25, tolerance: float = 0.01) -> bool:
