@@ -12,15 +12,27 @@ from models.checkpoint import atomic_write_bytes
 from training.evaluation.metrics import ImageResult, pr_curve
 
 
+def read_rows(out: Path) -> list[dict[str, Any]]:
+    """The per-epoch rows of the run in ``out`` (``results.jsonl``), none before its first
+    epoch. Readable while the run writes: a line not yet whole is skipped."""
+    path = out / "results.jsonl"
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except ValueError:
+            pass
+    return rows
+
+
 class RunLog:
     """Appends one row per epoch; rewrites ``results.csv`` whole so columns stay aligned."""
 
     def __init__(self, out: Path) -> None:
         self.out = out
-        self.rows: list[dict[str, Any]] = []
-        jsonl = out / "results.jsonl"
-        if jsonl.is_file():
-            self.rows = [json.loads(line) for line in jsonl.read_text().splitlines() if line.strip()]
+        self.rows = read_rows(out)
 
     def append(self, row: dict[str, Any]) -> None:
         # Drop rows a crashed earlier attempt wrote for this epoch or later.

@@ -62,13 +62,9 @@ def main(argv: list[str] | None = None) -> int:
     from training.processes import exit_on_sigterm
 
     exit_on_sigterm()  # a kill of this process stops its runs too
-    zoom = Path(args.zoom)
-    if not (zoom / "zoom_out.json").is_file():
-        from training.data.datasets import open_dataset
-        from training.data.zoom_out import write_zoom_out_set
+    from training.data.zoom_out import ensure_zoom_out_set
 
-        print(f"making the zoom-out set in {zoom} from {args.data}'s val split")
-        write_zoom_out_set(open_dataset(Path(args.data), "val").samples, zoom, seed=0)
+    zoom = ensure_zoom_out_set(Path(args.data), Path(args.zoom))
     settings = CampaignSettings(Path(args.data), Path(args.out), zoom, args.epochs, args.threads, args.workers,
                                 args.device)
     chosen = [r for r in runs if not args.only or r.name in args.only]

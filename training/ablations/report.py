@@ -16,18 +16,14 @@ from typing import Any
 from training.ablations.job import DONE_FILE, ZOOM_FILE
 from training.ablations.plan import REFERENCE, Run
 from training.compare_runs import read_curve
-from training.run_log import save_figure
+from training.run_log import read_rows, save_figure
 
 KEYS = ("val_ap50", "val_ap50_95", "val_alarm_frames_r90", "zoom_ap50")
 
 
 def run_figures(folder: Path) -> dict[str, Any] | None:
     """The final epoch's figures of one run folder, or ``None`` before its first epoch."""
-    rows_path = folder / "train" / "results.jsonl"
-    if not rows_path.is_file():
-        return None
-    rows = [json.loads(line) for line in rows_path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("val_ap50") is not None]
+    rows = [r for r in read_rows(folder / "train") if r.get("val_ap50") is not None]
     if not rows:
         return None
     last = rows[-1]

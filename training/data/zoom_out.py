@@ -33,6 +33,7 @@ from training.data.negatives import mined_negatives, scope_view
 from training.progress import progress
 
 SCALE_RANGE = (0.3, 0.6)
+MANIFEST = "zoom_out.json"  # how each image of a set was made; its presence marks a finished set
 #: Width of the feathered edge, as a share of the pasted frame's shorter side.
 FEATHER_FRACTION = 0.04
 
@@ -129,6 +130,16 @@ def canvas_from(negative: Item, height: int, width: int) -> np.ndarray:
     return cv2.resize(negative.image, (width, height), interpolation=cv2.INTER_LINEAR)
 
 
+def ensure_zoom_out_set(data: Path, out: Path, seed: int = 0) -> Path:
+    """``out``, made from ``data``'s val split unless a set is already there (runs that are
+    resumed or compared must be scored on one and the same set)."""
+    if not (Path(out) / MANIFEST).is_file():
+        from training.data.datasets import open_dataset
+
+        write_zoom_out_set(open_dataset(Path(data), "val").samples, out, seed=seed)
+    return Path(out)
+
+
 def write_zoom_out_set(samples: list[Sample], out: str | os.PathLike[str], *, seed: int = 0,
                        scale_range: tuple[float, float] = SCALE_RANGE, show_progress: bool = False) -> dict:
     """For each sample with a polyp: the frame shrunk onto a canvas mined from ANOTHER
@@ -160,5 +171,5 @@ def write_zoom_out_set(samples: list[Sample], out: str | os.PathLike[str], *, se
                 for c, (x1b, y1b, x2b, y2b) in zip(made.labels, b)]
         (out / "labels" / f"{s.id}.txt").write_text("\n".join(rows) + "\n")
         manifest["images"][s.id] = {"canvas_from": source.id.split("#")[0], "boxes": np.round(b, 3).tolist()}
-    (out / "zoom_out.json").write_text(json.dumps(manifest, indent=1))
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -30,10 +30,11 @@ from pathlib import Path
 from models import load_checkpoint, save_checkpoint
 from training.ablations.job import DONE_FILE, ZOOM_FILE, start_job
 from training.ablations.plan import Run, config_for, recipe
-from training.data.zoom_out import write_zoom_out_set
+from training.data.zoom_out import ensure_zoom_out_set
 from training.evaluation.evaluate import write_json
 from training.gpu_lease.plan import PROVISIONAL_EPOCHS, fit_epochs
 from training.processes import stop_groups
+from training.run_log import read_rows
 
 CALIBRATION_EPOCHS = 2
 WRITE_EVERY_S = 15.0
@@ -56,16 +57,7 @@ class RunState:
         return self.folder / "log.txt"
 
     def rows(self) -> list[dict]:
-        path = self.folder / "train" / "results.jsonl"
-        if not path.is_file():
-            return []
-        rows = []
-        for line in path.read_text().splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                pass  # a line being written
-        return rows
+        return read_rows(self.folder / "train")
 
 
 def start_run(state: RunState, data: str, device: str, workers: int, zoom: Path | None, resume: bool) -> None:
@@ -128,12 +120,7 @@ def run_lease(runs: list[Run], data: str, out: Path, work: Path, minutes: float,
     deadline = started + minutes * 60
     out.mkdir(parents=True, exist_ok=True)
     work.mkdir(parents=True, exist_ok=True)
-    from training.data.datasets import open_dataset
-
-    zoom = work / "zoomout-val"
-    if not (zoom / "zoom_out.json").is_file():
-        val = open_dataset(Path(data), "val")
-        write_zoom_out_set(val.samples, zoom, seed=0)
+    zoom = ensure_zoom_out_set(Path(data), work / "zoomout-val")
     say(f"zoom-out set ready ({time.time() - started:.0f} s)")
     states = [RunState(r, work / r.name, epochs=provisional_epochs) for r in runs]
     results = out / "results.json"
