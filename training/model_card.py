@@ -130,6 +130,7 @@ once, after selection). Nothing was tuned on test.
   for other scopes: zoom-out onto polyp-free mucosa (p {aug.get('zoom_out', 0)}, scale {aug.get('zoom_out_min')}-{aug.get('zoom_out_max')}),
   white balance ±{aug.get('white_balance', 0)}, gamma ±{aug.get('gamma', 0)}, blur (p {aug.get('blur', 0)}), specular glare
   (p {aug.get('glare', 0)}), black scope-border corners (p {aug.get('border', 0)}).
+- Multi-scale training: {f"each batch at a random input size, {1 - recipe['multi_scale']:g}-{1 + recipe['multi_scale']:g}x the training size in steps of 32" if recipe.get('multi_scale') else "off (one input size)"}.
 - Polyp-free samples: {"a crop mined from each training frame (clear of the grown mask and the black border)" if recipe.get("mine_negatives") else "none mined"}{", plus " + str(recipe["negatives"]) if recipe.get("negatives") else ""};
   {recipe.get('negative_fraction', 0)} x the polyp images drawn per epoch, hard negatives (the crops the model
   fires on) drawn more often from {recipe.get('hard_negatives_from', 0):.0%} of the epochs on, re-scored every {recipe.get('hard_negatives_every', 0)} epochs.

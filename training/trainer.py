@@ -48,6 +48,7 @@ from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.datasets import DatasetIndex, Sample
 from training.data.loader import ImageCache, TrainDataset, collate
+from training.data.multi_scale import rescale_batch, size_choices, size_for_step
 from training.data.negatives import polyp_free_frames
 from training.data.sampling import EpochPlan
 from training.distill import DistillationLoss
@@ -131,6 +132,7 @@ class TrainConfig:
     negative_fraction: float = 0.25  # polyp-free draws per epoch, as a share of the polyp images
     hard_negatives_from: float = 0.3  # share of the epochs after which hard-negative mining starts
     hard_negatives_every: int = 5    # epochs between re-scoring the negatives
+    multi_scale: float = 0.0         # each batch at a random size in img*(1 -/+ this), stride 32 (0: off)
     augment: AugmentConfig = field(default_factory=AugmentConfig.other_scopes)
     loss: LossConfig = field(default_factory=LossConfig)
 
@@ -273,6 +275,7 @@ class Trainer:
 
     def _prepare(self) -> None:
         cfg = self.cfg
+        size_choices(cfg.img, cfg.multi_scale)  # a bad spread fails here, not at the first batch
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.train_index = self._open_split(cfg.train_split)
@@ -472,11 +475,15 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr_at(step, self.total_steps, self.warmup_steps, cfg.lr, cfg.final_lr_fraction)
             images = batch.images.to(self.device, non_blocking=True)
+            targets = batch.targets
+            if cfg.multi_scale:
+                size = size_for_step(step, cfg.seed, cfg.img, cfg.multi_scale)
+                images, targets = rescale_batch(images, targets, size)
             if cfg.channels_last:
                 images = images.contiguous(memory_format=torch.channels_last)
             with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
                 raw = net(images)
-            loss, parts = self.loss([r.float() for r in raw], batch.targets)
+            loss, parts = self.loss([r.float() for r in raw], targets)
             if self.teacher is not None:
                 with torch.no_grad(), torch.autocast(self.device.type, dtype=self.amp_dtype,
                                                      enabled=self.amp_dtype is not None):

@@ -3,8 +3,8 @@
 
 The recipe is ``make train-baseline``'s (YOLOv3-SPP x0.25, 320 px, polyp-free crops mined
 from the training frames, hard negatives, augmentation for other scopes). Each ablation
-takes away one change, all at the same number of epochs and seed, so their differences are
-the changes' and nothing else's. Epochs are not fixed here: a GPU lease fits them to its
+takes away one change (or, for a change not in the recipe yet, adds it), all at the same
+number of epochs and seed, so their differences are the changes' and nothing else's. Epochs are not fixed here: a GPU lease fits them to its
 time (``training.gpu_lease.plan.fit_epochs``), the CPU campaign takes them from the command
 line (``python -m training.ablations``).
 """
@@ -52,6 +52,8 @@ def issue11_runs() -> list[Run]:
             {"augment": dataclasses.replace(other, zoom_out=0.0)}, ABLATION),
         Run("abl-kvasir-augment", "the augmentation before issue 11 (no zoom-out, colour, blur, glare, border)",
             {"augment": AugmentConfig()}, ABLATION),
+        Run("abl-multi-scale", "multi-scale training added (each batch at 0.5x-1.5x of the input, YOLOv5's range)",
+            {"multi_scale": 0.5}, ABLATION),
     ]
 
 
