@@ -4,6 +4,7 @@ stopped, stop whole at the deadline, and refuse to mix recipes; the table reads 
 import json
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -85,7 +86,7 @@ def test_the_deadline_stops_every_run_whole(tmp_path, monkeypatch):
 
     monkeypatch.setattr(campaign, "start_job", sleeper)
     settings = CampaignSettings(tmp_path / "d", tmp_path / "c", tmp_path / "z", epochs=2)
-    result = run_campaign(settings, _runs(), jobs=2, deadline=0.0, say=lambda m: None, poll_s=0.1)
+    result = run_campaign(settings, _runs(), jobs=2, deadline=time.time() + 1.0, say=lambda m: None, poll_s=0.1)
     assert result == {REFERENCE: "new", "abl-no-negatives": "new"}
     assert len(started) == 2 and all(p.poll() is not None for p in started)
 

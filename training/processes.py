@@ -12,7 +12,11 @@ import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 def start_group(cmd: list[str], log: Path, env: dict[str, str] | None = None,
@@ -64,3 +68,43 @@ def exit_on_sigterm() -> None:
         raise SystemExit(128 + signum)
 
     signal.signal(signal.SIGTERM, handler)
+
+
+def run_queue(items: list[T], start: Callable[[T], subprocess.Popen], succeeded: Callable[[T], bool], *,
+              name: Callable[[T], str], jobs: int, deadline: float | None,
+              say: Callable[[str], None] = print, poll_s: float = 1.0) -> list[str]:
+    """Run one child per item, ``jobs`` at a time, in order, until all have ended or
+    ``deadline`` (a ``time.time()``) passes; then stop the running ones, start no more, and
+    return the names of the items whose child ended without ``succeeded``. The children
+    must be resumable (each saves as it goes): a stopped one goes on at the next call.
+
+    The pruning study's variants and issue 11's ablation campaign are such queues (a GPU
+    lease is not: it calibrates every run first, then refits their epochs to its time).
+    ``start`` says what it started; this says how each ended.
+    """
+    pending = list(items)
+    running: list[tuple[T, subprocess.Popen]] = []
+    failed: list[str] = []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs and (deadline is None or time.time() < deadline):
+                item = pending.pop(0)
+                running.append((item, start(item)))
+            time.sleep(poll_s)
+            for entry in list(running):
+                item, proc = entry
+                if proc.poll() is None:
+                    continue
+                running.remove(entry)
+                if succeeded(item):
+                    say(f"finished {name(item)}")
+                else:
+                    failed.append(name(item))
+                    say(f"FAILED {name(item)} (exit {proc.returncode}; see its log.txt)")
+            if deadline is not None and time.time() >= deadline:
+                for item, _ in running:
+                    say(f"stopped {name(item)} at the deadline (resumes next time)")
+                break
+    finally:  # the deadline, Ctrl-C or an outer SIGTERM: no child trains on unattended
+        stop_groups([proc for _, proc in running])
+    return failed

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from training.ablations.job import DONE_FILE, start_job
 from training.ablations.plan import Run, config_for, recipe
-from training.processes import stop_groups
+from training.processes import run_queue
 from training.trainer import TrainConfig
 
 SETTINGS_FILE = "campaign.json"
@@ -79,30 +78,15 @@ def run_campaign(settings: CampaignSettings, runs: list[Run], jobs: int, deadlin
     """Train what is not done, ``jobs`` at a time, until all are done or ``deadline``;
     returns each run's status afterwards."""
     check_settings(settings, runs)
+
+    def start(run: Run) -> subprocess.Popen:
+        resume = status(settings, run) == "started"
+        proc = start_job(run_config(settings, run), settings.out / run.name, resume, settings.zoom,
+                         checkpoint="last")
+        say(f"{'resumed' if resume else 'started'} {run.name} (log: {settings.out / run.name / 'log.txt'})")
+        return proc
+
     pending = [r for r in runs if status(settings, r) != "done"]
-    running: list[tuple[Run, subprocess.Popen]] = []
-    failed: set[str] = set()
-    try:
-        while pending or running:
-            while pending and len(running) < jobs:
-                run = pending.pop(0)
-                resume = status(settings, run) == "started"
-                proc = start_job(run_config(settings, run), settings.out / run.name, resume, settings.zoom,
-                                 checkpoint="last")
-                running.append((run, proc))
-                say(f"{'resumed' if resume else 'started'} {run.name} (log: {settings.out / run.name / 'log.txt'})")
-            time.sleep(poll_s)
-            for run, proc in list(running):
-                if proc.poll() is not None:
-                    running.remove((run, proc))
-                    if status(settings, run) == "done":
-                        say(f"finished {run.name}")
-                    else:
-                        failed.add(run.name)
-                        say(f"failed {run.name} (exit {proc.returncode}; see its log.txt)")
-            if deadline is not None and time.time() >= deadline:
-                say("time is up: stopping the runs (each resumes from its last finished epoch)")
-                break
-    finally:  # the deadline, Ctrl-C or an outer SIGTERM: no run trains on unattended
-        stop_groups([proc for _, proc in running])
+    failed = run_queue(pending, start, lambda r: status(settings, r) == "done", name=lambda r: r.name,
+                       jobs=jobs, deadline=deadline, say=say, poll_s=poll_s)
     return {r.name: "failed" if r.name in failed else status(settings, r) for r in runs}

@@ -29,7 +29,7 @@ import torch
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from training.data.augment import AugmentConfig
-from training.processes import start_group, stop_group
+from training.processes import run_queue, start_group
 from training.prune_study.variants import SCRATCH, Variant
 from training.pruning.graph import coupling_groups
 from training.pruning.importance import L1Importance
@@ -189,35 +189,9 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
         for v in pending:
             run_variant(settings, v)
         return []
-    running: list[tuple[Variant, subprocess.Popen]] = []
-    failed: list[str] = []
-    try:
-        while pending or running:
-            out_of_time = deadline is not None and time.time() >= deadline
-            while pending and len(running) < jobs and not out_of_time:
-                v = pending.pop(0)
-                running.append((v, _start_child(settings, v)))
-            time.sleep(1.0)
-            for item in list(running):
-                v, proc = item
-                if out_of_time and proc.poll() is None:
-                    stop_group(proc)
-                    print(f"stopped {v.name} at the deadline (resumes next time)", flush=True)
-                    running.remove(item)
-                elif proc.poll() is not None:
-                    running.remove(item)
-                    ok = proc.returncode == 0
-                    print(f"{'finished' if ok else 'FAILED'} {v.name}"
-                          + ("" if ok else f" (see {paths(settings, v).log})"), flush=True)
-                    if not ok:
-                        failed.append(v.name)
-            if out_of_time:
-                pending.clear()
-    finally:  # interrupted (Ctrl-C, an outer time limit): no child may train on unattended
-        for _, proc in running:
-            if proc.poll() is None:
-                stop_group(proc)
-    return failed
+
+    return run_queue(pending, lambda v: _start_child(settings, v), lambda v: paths(settings, v).done.is_file(), name=lambda v: v.name,
+                     jobs=jobs, deadline=deadline, say=lambda m: print(m, flush=True))
 
 
 def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
