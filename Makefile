@@ -66,24 +66,26 @@ zoom-out-set: $(STAMP)
 	$(BIN)/polypscope data zoom-out --data $(DATA) --split val --out runs/zoomout-val
 
 # The pruning study (docs/pruning.md): the reduced grid (taylor, taylor-gate, random at 0.5 and
-# the from-scratch control of that architecture), 3 seeds each, 30 fine-tuning epochs, the
-# control trained with the baseline's recipe for its epochs plus 30. Resumable: run it again.
-# STUDY_MINUTES stops it in time. Then time the architectures and report (val only).
+# the from-scratch control of that architecture), 3 seeds each, 60 fine-tuning epochs (at 30
+# the curves had not flattened), the control trained with the baseline's recipe for its epochs
+# plus 60. Resumable: run it again; STUDY_MINUTES stops it in time. Then time the
+# architectures and report (val only).
 # The shipped baseline was trained in two cycles (90 + 60 epochs), so the control copies the
-# first cycle's recipe (SCRATCH_RECIPE, written by make train-baseline) for 150 + 30 epochs.
+# first cycle's recipe (SCRATCH_RECIPE, written by make train-baseline) for 150 + 60 epochs.
 STUDY_WEIGHTS ?= assets/models/baseline.safetensors
+STUDY_OUT ?= runs/study60
 STUDY_MINUTES ?= 600
 SCRATCH_RECIPE ?= runs/baseline/train_config.json
-SCRATCH_EPOCHS ?= 180
+SCRATCH_EPOCHS ?= 210
 prune-study: $(STAMP)
-	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
-		--grid reduced --seeds 0 1 2 --finetune-epochs 30 --distill 0 \
+	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT) \
+		--grid reduced --seeds 0 1 2 --finetune-epochs 60 --distill 0 \
 		--scratch-recipe $(SCRATCH_RECIPE) --scratch-epochs $(SCRATCH_EPOCHS) \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
-	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
+	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT) \
 		--grid reduced --seeds 0 1 2 --phase report
-	$(BIN)/python -m engine.study_latency --study runs/study
-	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out runs/study \
+	$(BIN)/python -m engine.study_latency --study $(STUDY_OUT)
+	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT) \
 		--grid reduced --seeds 0 1 2 --phase report
 
 # The default model (docs/pruning.md, item 4): Taylor-prune half the channels of every layer
@@ -96,7 +98,7 @@ default-model: $(STAMP)
 	$(BIN)/polypscope prune --weights assets/models/baseline.safetensors --method taylor --ratio 0.5 \
 		--scope uniform --finetune-epochs 60 --distill 0 --keep last --seed 0 --data $(DATA) --device $(DEVICE) \
 		--threads 2 --workers 1 --out runs/default/pruned.safetensors
-	$(BIN)/python -m training.ship --weights runs/default/pruned.safetensors \
+	$(BIN)/python -m training.release.ship --weights runs/default/pruned.safetensors \
 		--out assets/models/default.safetensors --data $(DATA) --json-out docs/default-metrics.json \
 		--pr-plot docs/default-test-pr.png
 	$(BIN)/polypscope export --weights assets/models/default.safetensors --out assets/models/default.onnx

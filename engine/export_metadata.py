@@ -12,7 +12,7 @@ STRIDES = (8, 16, 32)
 
 
 def operating_threshold(metadata: dict) -> float | None:
-    """A checkpoint's operating threshold (``training.ship`` chooses it on val), if any."""
+    """A checkpoint's operating threshold (``training.release.ship`` chooses it on val), if any."""
     value = metadata.get("operating_threshold")
     return None if value is None else float(value)
 

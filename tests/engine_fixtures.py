@@ -14,7 +14,7 @@ import torch
 
 from models import create, save_checkpoint
 from training.data.loader import to_tensor
-from training.loss import YoloLoss
+from training.loop.loss import YoloLoss
 
 from .synthetic import draw_sample
 

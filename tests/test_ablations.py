@@ -92,7 +92,7 @@ def test_the_deadline_stops_every_run_whole(tmp_path, monkeypatch):
 
 
 def test_the_epoch_log_has_alarm_figures_only_where_there_were_polyp_free_frames():
-    from training.trainer import alarm_columns
+    from training.loop.trainer import alarm_columns
 
     with_frames = {"operating_points": {"recall_0.90": {"threshold": 0.2, "frames_with_false_box": 0.25}}}
     assert alarm_columns(with_frames) == {"val_threshold_r90": 0.2, "val_alarm_frames_r90": 0.25}

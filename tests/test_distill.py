@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from models import create
-from training.distill import DistillationLoss
+from training.loop.distill import DistillationLoss
 
 
 def _raw_maps(seed: int, size: int = 64, obj_logit: float | None = None):

@@ -8,9 +8,9 @@ import torch
 from torch import nn
 
 from app.cli import build_parser
-from training.ema import ModelEMA
+from training.loop.ema import ModelEMA
+from training.loop.trainer import TrainConfig, Trainer
 from training.pruning.prune import PruneJob, finetune_config
-from training.trainer import TrainConfig, Trainer
 
 from .synthetic import write_kvasir_like
 

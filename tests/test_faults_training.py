@@ -28,10 +28,10 @@ import pytest
 from app.cli import main
 from models import load_checkpoint
 from models.checkpoint import TEMP_PATTERN, remove_stale_temporaries
-from training import trainer
 from training.evaluation.evaluate import DetectionEvaluator
-from training.train_state import load_train_state
-from training.trainer import TrainConfig, Trainer
+from training.loop import trainer
+from training.loop.train_state import load_train_state
+from training.loop.trainer import TrainConfig, Trainer
 
 from .conftest import REPO
 from .synthetic import write_kvasir_like
@@ -93,8 +93,8 @@ torch.set_num_threads(1)  # no thread pool is ever started, so forking below is 
 matplotlib.use("Agg")
 import matplotlib.pyplot  # noqa: F401
 from tests.test_faults_training import AP50, POINTS, fake_evaluation, kill_at
-from training import trainer
-from training.trainer import TrainConfig, Trainer
+from training.loop import trainer
+from training.loop.trainer import TrainConfig, Trainer
 base, work = Path(sys.argv[1]), Path(sys.argv[2])
 trainer.evaluate_model = fake_evaluation(AP50[2])
 killed = {}

@@ -6,7 +6,7 @@ import torch
 from models import create
 from training.box_ops import box_iou
 from training.data.loader import to_tensor
-from training.loss import YoloLoss
+from training.loop.loss import YoloLoss
 
 from .synthetic import draw_sample
 

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from training.data.multi_scale import rescale_batch, size_choices, size_for_step
-from training.loss import YoloLoss
-from training.trainer import TrainConfig, Trainer
+from training.loop.loss import YoloLoss
+from training.loop.trainer import TrainConfig, Trainer
 
 from .synthetic import write_kvasir_like
 

@@ -87,7 +87,7 @@ def test_default_is_the_best_mean_val_pruned_cell_never_scratch_never_test():
 @pytest.mark.slow
 def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
     data = write_kvasir_like(tmp_path / "kv", n=12)
-    from training.trainer import TrainConfig, Trainer
+    from training.loop.trainer import TrainConfig, Trainer
 
     Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.125, img=64, epochs=1, batch=4,
                         workers=0, threads=1), show_progress=False).run()
@@ -154,8 +154,8 @@ def _processes_mentioning(text: str) -> list[int]:
 
 
 def test_the_control_can_copy_the_first_stage_of_a_baseline_trained_in_stages(tmp_path):
+    from training.loop.trainer import TrainConfig
     from training.prune_study.runner import scratch_config
-    from training.trainer import TrainConfig
 
     stage1 = tmp_path / "train_config.json"
     stage1.write_text(json.dumps(TrainConfig(data="d", lr=0.002, epochs=90, img=320).to_dict()))
@@ -195,8 +195,8 @@ def test_the_fine_tunes_average_reaches_each_child_and_its_trainer(tmp_path, mon
 
 
 def test_a_run_is_never_resumed_under_another_recipe(tmp_path):
+    from training.loop.trainer import TrainConfig
     from training.prune_study.runner import _train, recipe_mismatch
-    from training.trainer import TrainConfig
 
     run = tmp_path / "run"
     run.mkdir()

@@ -171,7 +171,7 @@ def test_taylor_accumulates_weight_times_gradient():
     model = _model(False, size=64).train()
     x = torch.rand(2, 3, 64, 64)
     targets = torch.tensor([[0, 0, 8, 8, 40, 40], [1, 0, 20, 10, 60, 50.0]])
-    from training.loss import YoloLoss
+    from training.loop.loss import YoloLoss
 
     loss_fn = YoloLoss(model.config)
     batch_loss = lambda m, b: loss_fn(m(b), targets)[0]  # noqa: E731
@@ -226,7 +226,7 @@ def test_batchnorm_makes_the_signed_weight_term_vanish_which_is_why_the_gate_exi
     model = _model(False, size=64).train()
     x = torch.rand(4, 3, 64, 64)
     targets = torch.tensor([[0, 0, 8, 8, 40, 40], [1, 0, 20, 10, 60, 50.0], [2, 0, 5, 30, 25, 60], [3, 0, 0, 0, 64, 64]])
-    from training.loss import YoloLoss
+    from training.loop.loss import YoloLoss
 
     YoloLoss(model.config)(model(x), targets)[0].backward()
     for name in ("stem", "s3.b0.reduce", "h1.c2"):
@@ -242,7 +242,7 @@ def test_prune_once_with_the_gate_criterion_builds_a_slim_network():
     model = _model(False, size=64)
     x = torch.rand(2, 3, 64, 64)
     targets = torch.tensor([[0, 0, 8, 8, 40, 40], [1, 0, 20, 10, 60, 50.0]])
-    from training.loss import YoloLoss
+    from training.loop.loss import YoloLoss
 
     loss_fn = YoloLoss(model.config)
     criterion = TaylorGateImportance([x, x], lambda m, b: loss_fn(m(b), targets)[0], num_batches=2)
@@ -294,7 +294,7 @@ def test_taylor_scoring_leaves_batchnorm_statistics_untouched():
     model = _model(False, size=64)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     x = torch.rand(2, 3, 64, 64)
-    from training.loss import YoloLoss
+    from training.loop.loss import YoloLoss
 
     loss_fn = YoloLoss(model.config)
     targets = torch.tensor([[0, 0, 8, 8, 40, 40.0]])
@@ -336,7 +336,7 @@ def test_step_ratios_compound_to_the_total():
 @pytest.mark.slow
 def test_prune_command_end_to_end(tmp_path):
     data = write_kvasir_like(tmp_path / "kv", n=12)
-    from training.trainer import TrainConfig, Trainer
+    from training.loop.trainer import TrainConfig, Trainer
 
     Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.25, img=64, epochs=1, batch=4,
                         workers=0), show_progress=False).run()

@@ -13,7 +13,7 @@ from training.data.datasets import open_dataset
 from training.data.loader import ImageCache, TrainDataset, collate
 from training.data.negatives import mined_negatives
 from training.data.sampling import EpochPlan, TrainKey
-from training.precision import autocast_dtype, cpu_has_native_bf16
+from training.loop.precision import autocast_dtype, cpu_has_native_bf16
 
 from .synthetic import write_kvasir_like
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from models import load_checkpoint
-from training.trainer import TrainConfig, Trainer, TrainingDiverged, lr_at, warmup_steps
+from training.loop.trainer import TrainConfig, Trainer, TrainingDiverged, lr_at, warmup_steps
 
 from .conftest import REPO
 from .synthetic import write_kvasir_like
@@ -165,7 +165,7 @@ def test_a_run_saved_before_negatives_existed_resumes_with_its_own_recipe():
 def test_hard_negative_weights_mined_after_the_resume_point_are_not_used(tmp_path):
     import numpy as np
 
-    from training.hard_negatives import load_weights, save_weights
+    from training.loop.hard_negatives import load_weights, save_weights
     save_weights(tmp_path, 6, ["a", "b"], np.array([1.0, 1.0 + 4 * 0.123456789]))
     assert load_weights(tmp_path, ["b", "a"], 6).tolist() == [1.0 + 4 * 0.123456789, 1.0]  # full precision
     assert load_weights(tmp_path, ["a", "b"], 9) is not None      # mined earlier: still in use

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
-from training.trainer import TrainConfig, Trainer
+from training.loop.trainer import TrainConfig, Trainer
 
 
 def run_data_check(args: argparse.Namespace) -> int:

@@ -88,7 +88,7 @@ def save_plot(pairs: list[tuple[Path, Path]], label_a: str, label_b: str, path: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from training.run_log import save_figure
+    from training.loop.run_log import save_figure
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for i, (a, b) in enumerate(pairs):

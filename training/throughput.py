@@ -23,8 +23,8 @@ import torch
 
 from models import config_for, create
 from training.data.augment import AugmentConfig, Augmenter, Item
-from training.loss import YoloLoss
-from training.precision import cpu_has_native_bf16
+from training.loop.loss import YoloLoss
+from training.loop.precision import cpu_has_native_bf16
 
 VARIANTS = (("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True))
 

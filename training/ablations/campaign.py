@@ -23,8 +23,8 @@ from pathlib import Path
 
 from training.ablations.job import DONE_FILE, start_job
 from training.ablations.plan import Run, config_for, recipe
+from training.loop.trainer import TrainConfig
 from training.processes import run_queue
-from training.trainer import TrainConfig
 
 SETTINGS_FILE = "campaign.json"
 STATE_FILE = "state.safetensors"

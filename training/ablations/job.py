@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from training.evaluation.evaluate import write_json
+from training.loop.trainer import TrainConfig
 from training.processes import start_group
-from training.trainer import TrainConfig
 
 DONE_FILE = "done"
 ZOOM_FILE = "zoom_out.json"
@@ -41,8 +41,8 @@ def start_job(cfg: TrainConfig, folder: Path, resume: bool, zoom: Path | None, c
 def run_job(job_path: Path) -> int:
     """The child: train (or resume) one run, score the chosen checkpoint on the zoom-out set
     (as ``val`` scores a folder: false alarms on crops mined from it too), mark it done."""
-    from training.ship import score
-    from training.trainer import Trainer
+    from training.loop.trainer import Trainer
+    from training.release.ship import score
 
     job = json.loads(Path(job_path).read_text())
     cfg = TrainConfig.from_dict(job["config"])

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from training.data.augment import AugmentConfig
-from training.trainer import TrainConfig
+from training.loop.trainer import TrainConfig
 
 ABLATION = "ablation"
 REFERENCE = "abl-recipe"  # the ablations' reference row: the recipe itself at their epochs

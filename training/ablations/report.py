@@ -16,7 +16,7 @@ from typing import Any
 from training.ablations.job import DONE_FILE, ZOOM_FILE
 from training.ablations.plan import REFERENCE, Run
 from training.compare_runs import read_curve
-from training.run_log import read_rows, save_figure
+from training.loop.run_log import read_rows, save_figure
 
 KEYS = ("val_ap50", "val_ap50_95", "val_alarm_frames_r90", "zoom_ap50")
 

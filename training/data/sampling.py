@@ -3,7 +3,7 @@
 The training set is laid out as ``[positives..., negatives...]``. Each epoch visits every
 positive once and draws ``negative_fraction x positives`` negatives, with replacement
 only when there are too few, weighted by how hard each one is (hard-negative mining:
-:mod:`training.hard_negatives` raises the weight of background the model fires on).
+:mod:`training.loop.hard_negatives` raises the weight of background the model fires on).
 
 Every key carries the epoch and whether mosaic is on, so loader workers that persist
 across epochs (they hold a copy of the dataset made when they started) still augment as

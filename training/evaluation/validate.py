@@ -14,7 +14,7 @@ from training.data.loader import ImageCache
 from training.data.negatives import polyp_free_frames
 from training.evaluation.evaluate import evaluate_model, write_json
 from training.evaluation.metrics import SIZE_RANGES
-from training.run_log import save_pr_plot
+from training.loop.run_log import save_pr_plot
 
 #: The score threshold the app and ``detect`` use when the model names none
 #: (``engine.postprocess.DEFAULT_CONF``; training may not import the engine, a test keeps

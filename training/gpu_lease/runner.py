@@ -33,8 +33,8 @@ from training.ablations.plan import Run, config_for, recipe
 from training.data.zoom_out import ensure_zoom_out_set
 from training.evaluation.evaluate import write_json
 from training.gpu_lease.plan import PROVISIONAL_EPOCHS, fit_epochs
+from training.loop.run_log import read_rows
 from training.processes import stop_groups
-from training.run_log import read_rows
 
 CALIBRATION_EPOCHS = 2
 WRITE_EVERY_S = 15.0

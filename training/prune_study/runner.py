@@ -29,6 +29,8 @@ import torch
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from training.data.augment import AugmentConfig
+from training.loop.train_state import STATE_FILE
+from training.loop.trainer import TrainConfig, Trainer
 from training.processes import run_queue, start_group
 from training.prune_study.variants import SCRATCH, Variant
 from training.pruning.graph import coupling_groups
@@ -36,8 +38,6 @@ from training.pruning.importance import L1Importance
 from training.pruning.plan import PruneSpec, group_scores, plan_keep
 from training.pruning.prune import PruneJob, finetune_config, run_prune
 from training.pruning.slim import slim
-from training.train_state import STATE_FILE
-from training.trainer import TrainConfig, Trainer
 
 
 @dataclass

@@ -27,7 +27,8 @@ from models.complexity import count_flops, count_parameters
 from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache, TrainDataset, collate
-from training.loss import YoloLoss
+from training.loop.loss import YoloLoss
+from training.loop.trainer import TrainConfig, Trainer, pick_device
 from training.progress import progress
 from training.pruning.bn_recalibration import recalibrate_batchnorm
 from training.pruning.graph import coupling_groups
@@ -42,7 +43,6 @@ from training.pruning.importance import (
 )
 from training.pruning.plan import PruneSpec, group_scores, plan_keep
 from training.pruning.slim import slim
-from training.trainer import TrainConfig, Trainer, pick_device
 
 
 @dataclass

@@ -51,15 +51,15 @@ from training.data.loader import ImageCache, TrainDataset, collate
 from training.data.multi_scale import rescale_batch, size_choices, size_for_step
 from training.data.negatives import polyp_free_frames
 from training.data.sampling import EpochPlan
-from training.distill import DistillationLoss
-from training.ema import ModelEMA
 from training.evaluation.evaluate import evaluate_model
-from training.hard_negatives import hardness_weights, highest_scores, load_weights, save_weights
-from training.loss import LossConfig, YoloLoss
-from training.precision import autocast_dtype
+from training.loop.distill import DistillationLoss
+from training.loop.ema import ModelEMA
+from training.loop.hard_negatives import hardness_weights, highest_scores, load_weights, save_weights
+from training.loop.loss import LossConfig, YoloLoss
+from training.loop.precision import autocast_dtype
+from training.loop.run_log import RunLog
+from training.loop.train_state import STATE_FILE, TrainState, load_train_state, save_train_state
 from training.progress import progress
-from training.run_log import RunLog
-from training.train_state import STATE_FILE, TrainState, load_train_state, save_train_state
 
 FITNESS_KEY = "ap50"
 LAST_FILE = "last.safetensors"

@@ -1,6 +1,6 @@
 """Write ``docs/model-card.md`` for the shipped baseline from the run folder and its metrics.
 
-    python -m training.model_card --run runs/baseline --metrics docs/baseline-metrics.json \\
+    python -m training.release.model_card --run runs/baseline --metrics docs/baseline-metrics.json \\
         --weights assets/models/baseline.safetensors --out docs/model-card.md
 """
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from models.config import YoloConfig
 from models.decode import split_anchor_axis
-from training.loss import LossConfig, YoloLoss, _decode
+from training.loop.loss import LossConfig, YoloLoss, _decode
 
 
 class DistillationLoss:

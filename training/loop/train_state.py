@@ -20,7 +20,7 @@ from safetensors.torch import save as st_save
 
 from models import YoloConfig
 from models.checkpoint import atomic_write_bytes
-from training.ema import ModelEMA
+from training.loop.ema import ModelEMA
 
 STATE_FILE = "state.safetensors"
 

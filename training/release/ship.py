@@ -1,6 +1,6 @@
 """Package a trained checkpoint for shipping: fp16 weights, then one scoring on test.
 
-    python -m training.ship --weights runs/baseline/best.safetensors \\
+    python -m training.release.ship --weights runs/baseline/best.safetensors \\
         --out assets/models/baseline.safetensors --data ../shared/data/kvasir-seg
 
 The shipped (fp16) file itself is evaluated, so the metrics in its header and in
@@ -26,7 +26,7 @@ from training.data.loader import ImageCache
 from training.data.negatives import polyp_free_frames
 from training.evaluation.evaluate import DetectionEvaluator, evaluate_model, write_json
 from training.evaluation.validate import APP_DEFAULT_CONF, format_clinical, format_table
-from training.run_log import save_pr_plot
+from training.loop.run_log import save_pr_plot
 
 OPERATING_RECALL = 0.90
 
