@@ -54,9 +54,12 @@ class RunLog:
 
         epochs = [r["epoch"] for r in self.rows]
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-        for key in ("loss_total", "loss_box", "loss_obj"):
-            axes[0].plot(epochs, [r.get(key) for r in self.rows], label=key.removeprefix("loss_"))
-        axes[0].set(title="training loss", xlabel="epoch", yscale="log")
+        losses = {key: [r.get(key) for r in self.rows] for key in ("loss_total", "loss_box", "loss_obj")}
+        for key, values in losses.items():
+            axes[0].plot(epochs, values, label=key.removeprefix("loss_"))
+        positive = all(v is not None and v > 0 for values in losses.values() for v in values)
+        # A log axis shows the late, small changes; it cannot show a zero (a run with no boxes drawn).
+        axes[0].set(title="training loss", xlabel="epoch", yscale="log" if positive else "linear")
         axes[0].legend()
         for key in ("val_ap50", "val_ap50_95", "val_f1"):
             pts = [(r["epoch"], r[key]) for r in self.rows if key in r]
