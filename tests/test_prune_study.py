@@ -11,7 +11,7 @@ from training.prune_study.__main__ import main
 from training.prune_study.report import cells_table, choose_default, compare, comparisons_table, summarise_cells
 from training.prune_study.runner import StudySettings, paths, run_all
 from training.prune_study.scoring import flattened
-from training.prune_study.statistics import mean_sd, paired_difference, t95, verdict
+from training.prune_study.statistics import mean_sd, paired_difference, t95, unpaired_difference, verdict
 from training.prune_study.variants import GRIDS, Variant, expand
 
 from .synthetic import write_kvasir_like
@@ -45,6 +45,22 @@ def test_statistics_by_hand():
     assert unpaired > 3 * d["sd"]
     assert verdict(paired_difference({0: 0.8, 1: 0.7}, {0: 0.7, 1: 0.8}), "x", "y").startswith("no difference")
     assert paired_difference({0: 0.8}, {0: 0.7}) is None and verdict(None, "x", "y") == "not enough seeds to say"
+
+
+def test_a_one_seed_control_is_compared_unpaired_against_the_cells_spread():
+    # Taylor 0.90, 0.91, 0.92 (sd 0.01) against one scratch run: pooled sd 0.01 on 2 degrees
+    # of freedom, half-width 4.303 * 0.01 * sqrt(1/3 + 1) = 0.04969.
+    d = unpaired_difference([0.90, 0.91, 0.92], [0.88])
+    assert d["mean"] == pytest.approx(0.03) and d["sd"] == pytest.approx(0.01)
+    assert d["ci95"] == pytest.approx([0.03 - 0.04969, 0.03 + 0.04969], abs=1e-4)
+    assert verdict(d, "taylor", "scratch").startswith("no difference")
+    assert verdict(unpaired_difference([0.90, 0.91, 0.92], [0.80]), "taylor", "scratch").startswith("taylor is better")
+    assert unpaired_difference([0.9], [0.8]) is None  # no spread to judge by
+    results = [{"scope": "uniform", "method": m, "ratio": 0.5, "seed": seed, "after_training": {"val": {"ap50": v}}}
+               for m, seed, v in (("taylor", 0, 0.90), ("taylor", 1, 0.91), ("taylor", 2, 0.92), ("scratch", 0, 0.80))]
+    (row,) = [c for c in compare(results) if c["b"] == "scratch"]
+    assert row["difference"]["kind"] == "unpaired" and row["verdict"].startswith("taylor is better")
+    assert "3 vs 1 (unpaired)" in comparisons_table([row])
 
 
 def test_a_curve_has_flattened_when_its_last_quarter_adds_under_a_point():

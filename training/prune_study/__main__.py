@@ -59,7 +59,7 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
         (settings.out / TEST_MARK).write_text(json.dumps({"scored_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                                                           "variants": len(results)}))
     docs.mkdir(parents=True, exist_ok=True)
-    text = (cells_table(baseline, cells, latency) + "\nPaired by seed (same data order):\n\n"
+    text = (cells_table(baseline, cells, latency) + "\nDifferences, paired by seed (same data order) where both cells have two or more seeds in common, else unpaired:\n\n"
             + comparisons_table(comparisons))
     (docs / "pruning_table.md").write_text(text)
     plot_curves(docs / "pruning_curves.png", results)

@@ -13,7 +13,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from training.prune_study.statistics import mean_sd, paired_difference, verdict
+from training.prune_study.statistics import mean_sd, paired_difference, unpaired_difference, verdict
 from training.prune_study.variants import SCRATCH
 
 MIN_FLOPS_CUT = 0.5
@@ -47,7 +47,8 @@ def summarise_cells(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 
 def compare(results: list[dict[str, Any]], split: str = "val", key: str = "ap50") -> list[dict[str, Any]]:
-    """Paired differences ``a - b`` per ratio for each pair of :data:`COMPARISONS` present."""
+    """Differences ``a - b`` per ratio for each pair of :data:`COMPARISONS` present: paired
+    by seed where the cells share two or more seeds, else unpaired (pooled interval)."""
     table: dict[tuple[str, float], dict[int, float]] = defaultdict(dict)
     for r in results:
         if r["scope"] == "uniform" and (value := _figure(r, split, key)) is not None:
@@ -57,6 +58,8 @@ def compare(results: list[dict[str, Any]], split: str = "val", key: str = "ap50"
         for a, b in COMPARISONS:
             if (a, ratio) in table and (b, ratio) in table:
                 diff = paired_difference(table[(a, ratio)], table[(b, ratio)])
+                if diff is None:  # a one-seed control: against the other cell's spread
+                    diff = unpaired_difference(list(table[(a, ratio)].values()), list(table[(b, ratio)].values()))
                 out.append({"ratio": ratio, "a": a, "b": b, "split": split, "metric": key, "difference": diff,
                             "verdict": verdict(diff, a, b)})
     return out
@@ -107,7 +110,7 @@ def comparisons_table(comparisons: list[dict[str, Any]]) -> str:
         d = c["difference"]
         diff = "–" if d is None else f"{d['mean']:+.4f}"
         ci = "–" if d is None else f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-        seeds = "–" if d is None else str(d["n"])
+        seeds = "–" if d is None else f"{d['n_a']} vs {d['n_b']} (unpaired)" if d.get("kind") == "unpaired" else str(d["n"])
         lines.append(f"| {c['ratio']:.1f} | {c['a']} − {c['b']} | {c['split']} {c['metric']} | {seeds} | {diff} | {ci} "
                      f"| {c['verdict']} |")
     return "\n".join(lines) + "\n"

@@ -2,13 +2,15 @@
 
 A paired comparison pairs two cells by seed: the same seed means the same fine-tuning data
 order (and, for Taylor, the same scoring batches), so the difference within a pair removes
-what the seed does to both and is tested against zero.
+what the seed does to both and is tested against zero. Cells that share fewer than two seeds
+(a one-run control) are compared unpaired, with a pooled two-sample interval.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (scipy.stats.t.ppf(0.975, df)).
 _T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -43,7 +45,23 @@ def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[st
     diffs = [a[s] - b[s] for s in seeds]
     stats = mean_sd(diffs)
     half = t95(len(diffs) - 1) * stats["sd"] / math.sqrt(len(diffs))
-    return {**stats, "ci95": [stats["mean"] - half, stats["mean"] + half], "seeds": seeds}
+    return {**stats, "ci95": [stats["mean"] - half, stats["mean"] + half], "seeds": seeds, "kind": "paired"}
+
+
+def unpaired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any] | None:
+    """``mean(a) - mean(b)`` with a pooled two-sample 95% t interval, for cells that share
+    fewer than two seeds (the CPU's from-scratch control has one). The pooled variance takes
+    run-to-run spread as the same in both cells, so a single run is compared against the
+    other cell's spread. ``None`` when no spread can be estimated (both cells one run)."""
+    na, nb = len(a), len(b)
+    if na == 0 or nb == 0 or na + nb < 3:
+        return None
+    ma, mb = sum(a) / na, sum(b) / nb
+    pooled = (sum((v - ma) ** 2 for v in a) + sum((v - mb) ** 2 for v in b)) / (na + nb - 2)
+    half = t95(na + nb - 2) * math.sqrt(pooled * (1 / na + 1 / nb))
+    mean = ma - mb
+    return {"mean": mean, "sd": math.sqrt(pooled), "n": na + nb, "n_a": na, "n_b": nb,
+            "ci95": [mean - half, mean + half], "kind": "unpaired"}
 
 
 def verdict(diff: dict[str, float] | None, better: str, worse: str) -> str:
