@@ -74,7 +74,7 @@ def test_a_lease_run_starts_its_child_at_the_fitted_epochs_and_scores_its_best(t
     seen = {}
     monkeypatch.setattr(runner, "start_job", lambda cfg, folder, resume, zoom, checkpoint: seen.update(
         cfg=cfg, folder=folder, resume=resume, zoom=zoom, checkpoint=checkpoint) or "proc")
-    state = RunState(issue11_runs()[2], tmp_path / "abl-256px", epochs=37)
+    state = RunState(next(r for r in issue11_runs() if r.name == "abl-256px"), tmp_path / "abl-256px", epochs=37)
     runner.start_run(state, "data", "cuda", 2, tmp_path / "zoom", resume=True)
     cfg = seen["cfg"]
     assert (cfg.epochs, cfg.img, cfg.device, cfg.workers, cfg.out) == (37, 256, "cuda", 2,
