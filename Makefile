@@ -65,28 +65,31 @@ lease-pack: $(STAMP)
 zoom-out-set: $(STAMP)
 	$(BIN)/polypscope data zoom-out --data $(DATA) --split val --out runs/zoomout-val
 
-# The pruning study (docs/pruning.md): the reduced grid (taylor, taylor-gate, random at 0.5 and
-# the from-scratch control of that architecture), 3 seeds each, 60 fine-tuning epochs (at 30
-# the curves had not flattened), the control trained with the baseline's recipe for its epochs
-# plus 60. Resumable: run it again; STUDY_MINUTES stops it in time. Then time the
-# architectures and report (val only).
+# The pruning study (docs/pruning.md): the reduced grid (taylor, taylor-gate, random at 0.5),
+# 3 seeds each, 60 fine-tuning epochs (at 30 the curves had not flattened), and the
+# from-scratch control of that architecture (SCRATCH_SEEDS: one on this CPU) trained with the
+# baseline's recipe for its epochs plus 60. Resumable: run it again; STUDY_MINUTES stops each
+# part in time. Then time the architectures and report (val only).
 # The shipped baseline was trained in two cycles (90 + 60 epochs), so the control copies the
-# first cycle's recipe (SCRATCH_RECIPE, written by make train-baseline) for 150 + 60 epochs.
+# first cycle's recipe (SCRATCH_RECIPE: make train-baseline writes it; this machine's shipped
+# baseline has it in runs/baseline320/train_config.json) for 150 + 60 epochs.
 STUDY_WEIGHTS ?= assets/models/baseline.safetensors
 STUDY_OUT ?= runs/study60
 STUDY_MINUTES ?= 600
 SCRATCH_RECIPE ?= runs/baseline/train_config.json
 SCRATCH_EPOCHS ?= 210
+SCRATCH_SEEDS ?= 0
+STUDY_CELLS := taylor:0.5 taylor-gate:0.5 random:0.5
+STUDY := $(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT)
 prune-study: $(STAMP)
-	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT) \
-		--grid reduced --seeds 0 1 2 --finetune-epochs 60 --distill 0 \
+	$(STUDY) --variants $(STUDY_CELLS) --seeds 0 1 2 --finetune-epochs 60 --distill 0 \
+		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
+	$(STUDY) --variants scratch:0.5 --seeds $(SCRATCH_SEEDS) --finetune-epochs 60 \
 		--scratch-recipe $(SCRATCH_RECIPE) --scratch-epochs $(SCRATCH_EPOCHS) \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
-	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT) \
-		--grid reduced --seeds 0 1 2 --phase report
+	$(STUDY) --variants $(STUDY_CELLS) scratch:0.5 --seeds 0 1 2 --phase report
 	$(BIN)/python -m engine.study_latency --study $(STUDY_OUT)
-	$(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT) \
-		--grid reduced --seeds 0 1 2 --phase report
+	$(STUDY) --variants $(STUDY_CELLS) scratch:0.5 --seeds 0 1 2 --phase report
 
 # The default model (docs/pruning.md, item 4): Taylor-prune half the channels of every layer
 # of the shipped baseline (the criterion and ratio the pruning study's rule picked) and

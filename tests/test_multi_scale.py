@@ -17,7 +17,8 @@ from .synthetic import write_kvasir_like
 def test_sizes_are_stride_multiples_within_the_spread():
     assert size_choices(320, 0.5) == [160, 192, 224, 256, 288, 320, 352, 384, 416, 448, 480]
     assert size_choices(320, 0.0) == [320]
-    assert size_choices(64, 0.9) == [32, 64, 96]  # never below one stride
+    assert size_choices(64, 0.9) == [64, 96]  # never below the smallest input the network takes (64)
+    assert size_choices(320, 0.9) == list(range(64, 608 + 1, 32))
     for bad in (-0.1, 1.0):
         with pytest.raises(ValueError, match="spread"):
             size_choices(320, bad)
@@ -55,14 +56,30 @@ def test_same_size_is_a_no_op():
     assert out is images and scaled is targets
 
 
-def test_training_sees_several_sizes_with_boxes_inside_them(tmp_path, monkeypatch):
+def test_boxes_shrunk_to_slivers_are_dropped():
+    targets = torch.tensor([[0, 0, 10.0, 10.0, 13.0, 40.0], [0, 0, 20.0, 20.0, 40.0, 40.0]])
+    _, scaled = rescale_batch(torch.zeros(1, 3, 64, 64), targets, 32)  # the 3-px-wide box becomes 1.5 px
+    torch.testing.assert_close(scaled, torch.tensor([[0, 0, 10.0, 10.0, 20.0, 20.0]]))
+
+
+def test_training_feeds_the_loss_boxes_scaled_with_each_batch(tmp_path, monkeypatch):
+    from training.loop import trainer
+
     data = write_kvasir_like(tmp_path / "kv", n=12)
-    seen: list[tuple[int, float]] = []
+    monkeypatch.setattr(trainer, "size_for_step", lambda step, seed, img, spread: (64, 96)[step % 2])
+    given: list[torch.Tensor] = []  # the loader's boxes, before rescaling
+    real_rescale = trainer.rescale_batch
+
+    def recording_rescale(images, targets, size):
+        given.append(targets.clone())
+        return real_rescale(images, targets, size)
+
+    monkeypatch.setattr(trainer, "rescale_batch", recording_rescale)
+    seen: list[tuple[int, torch.Tensor]] = []
     original = YoloLoss.__call__
 
     def spy(self, raw_maps, targets):
-        size = raw_maps[0].shape[-1] * 8  # the stride-8 map
-        seen.append((size, float(targets[:, 2:6].max()) if len(targets) else 0.0))
+        seen.append((raw_maps[0].shape[-1] * 8, targets.detach().clone()))  # the stride-8 map gives the size
         return original(self, raw_maps, targets)
 
     monkeypatch.setattr(YoloLoss, "__call__", spy)
@@ -71,9 +88,12 @@ def test_training_sees_several_sizes_with_boxes_inside_them(tmp_path, monkeypatc
                       close_mosaic=1, warmup_epochs=0.5, multi_scale=0.5, mine_negatives=False,
                       negative_fraction=0.0)
     Trainer(cfg, show_progress=False).run()
-    sizes = {size for size, _ in seen}
-    assert sizes <= {32, 64, 96} and len(sizes) >= 2
-    assert all(top <= size + 1e-3 for size, top in seen)  # every box lies inside its batch's input
+    assert [size for size, _ in seen] == [(64, 96)[i % 2] for i in range(len(seen))] and len(seen) >= 4
+    for (size, targets), before in zip(seen, given, strict=True):
+        expected = before.clone()
+        expected[:, 2:6] *= size / 64
+        torch.testing.assert_close(targets.cpu(), expected)  # the loss gets the rescaled boxes
+    assert any(float(t[:, 2:6].max()) > 64 for size, t in seen if size == 96 and len(t))
     assert json.loads((out / "train_config.json").read_text())["multi_scale"] == 0.5
     assert TrainConfig.from_dict({"data": "d"}).multi_scale == 0.0  # runs saved before it: one size
 

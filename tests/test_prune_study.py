@@ -60,6 +60,7 @@ def test_a_one_seed_control_is_compared_unpaired_against_the_cells_spread():
                for m, seed, v in (("taylor", 0, 0.90), ("taylor", 1, 0.91), ("taylor", 2, 0.92), ("scratch", 0, 0.80))]
     (row,) = [c for c in compare(results) if c["b"] == "scratch"]
     assert row["difference"]["kind"] == "unpaired" and row["verdict"].startswith("taylor is better")
+    assert "assuming both vary alike" in row["verdict"]
     assert "3 vs 1 (unpaired)" in comparisons_table([row])
 
 
@@ -206,6 +207,7 @@ def test_the_fine_tunes_average_reaches_each_child_and_its_trainer(tmp_path, mon
     seen = []
     monkeypatch.setattr("training.prune_study.__main__.run_all", lambda s, *a: seen.append(s) or [])
     (tmp_path / "data").mkdir()
+    (tmp_path / "w.safetensors").write_bytes(b"a baseline")  # the study records which one it prunes
     assert main(cmd[cmd.index("--phase"):]) == 0
     assert (seen[0].ema_decay, seen[0].ema_tau) == (0.995, 124.0)
 
@@ -226,3 +228,17 @@ def test_a_run_is_never_resumed_under_another_recipe(tmp_path):
     with pytest.raises(SystemExit, match=r"train_config.json: this run was started with other settings "
                                          r"\(ema_decay, ema_tau\)"):
         _train(other, show_progress=False)
+
+
+def test_a_study_refuses_a_second_baseline(tmp_path):
+    from training.prune_study.runner import check_baseline
+
+    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    first.write_bytes(b"one network")
+    second.write_bytes(b"another network")
+    check_baseline(tmp_path / "study", first)
+    check_baseline(tmp_path / "study", first)  # the same baseline again: fine
+    with pytest.raises(SystemExit, match="prunes another baseline"):
+        check_baseline(tmp_path / "study", second)
+    with pytest.raises(SystemExit, match="no such baseline"):
+        check_baseline(tmp_path / "study", tmp_path / "missing.safetensors")

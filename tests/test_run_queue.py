@@ -4,6 +4,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from training.processes import run_queue
 
 
@@ -27,11 +29,11 @@ def test_runs_in_order_at_most_jobs_at_once_and_names_failures():
         return ok
 
     procs: dict[str, subprocess.Popen] = {}
-    failed = run_queue(["a", "b", "c"], start, succeeded, name=str, jobs=2, deadline=None, say=said.append,
-                       poll_s=0.05)
+    failed = run_queue(["a", "b", "c"], start, succeeded, name=str, log=lambda n: f"runs/{n}/log.txt", jobs=2,
+                       deadline=None, say=said.append, poll_s=0.05)
     assert failed == ["b"] and done == {"a", "c"}
     assert [n for n, _ in started] == ["a", "b", "c"] and all(live < 2 for _, live in started)
-    assert "FAILED b (exit 3; see its log.txt)" in said and "finished a" in said
+    assert "FAILED b (exit 3; see runs/b/log.txt)" in said and "finished a" in said
 
 
 def test_the_deadline_stops_the_running_and_starts_no_more():
@@ -42,8 +44,21 @@ def test_the_deadline_stops_the_running_and_starts_no_more():
         return procs[-1]
 
     began = time.time()
-    failed = run_queue(["x", "y", "z"], start, lambda n: False, name=str, jobs=2, deadline=time.time() + 0.5,
-                       say=said.append, poll_s=0.05)
+    failed = run_queue(["x", "y", "z"], start, lambda n: False, name=str, log=str, jobs=2,
+                       deadline=time.time() + 0.5, say=said.append, poll_s=0.05)
     assert time.time() - began < 20 and failed == []
     assert len(procs) == 2 and all(p.poll() is not None for p in procs)  # z never started; x and y stopped
-    assert said == ["stopped x at the deadline (resumes next time)", "stopped y at the deadline (resumes next time)"]
+    assert said == ["stopped x at the deadline (resumes next time)", "stopped y at the deadline (resumes next time)",
+                    "time is up: not started z"]
+
+
+def test_a_queue_past_its_deadline_starts_nothing_and_needs_a_job():
+    def start(name):
+        raise AssertionError(f"{name} was started after the deadline")
+
+    said = []
+    assert run_queue(["x"], start, lambda n: True, name=str, log=str, jobs=1, deadline=time.time() - 1,
+                     say=said.append, poll_s=0.01) == []
+    assert said == ["time is up: not started x"]
+    with pytest.raises(ValueError, match="jobs must be at least 1"):
+        run_queue(["x"], start, lambda n: True, name=str, log=str, jobs=0, deadline=None)

@@ -71,7 +71,7 @@ def exit_on_sigterm() -> None:
 
 
 def run_queue(items: list[T], start: Callable[[T], subprocess.Popen], succeeded: Callable[[T], bool], *,
-              name: Callable[[T], str], jobs: int, deadline: float | None,
+              name: Callable[[T], str], log: Callable[[T], Path], jobs: int, deadline: float | None,
               say: Callable[[str], None] = print, poll_s: float = 1.0) -> list[str]:
     """Run one child per item, ``jobs`` at a time, in order, until all have ended or
     ``deadline`` (a ``time.time()``) passes; then stop the running ones, start no more, and
@@ -80,8 +80,11 @@ def run_queue(items: list[T], start: Callable[[T], subprocess.Popen], succeeded:
 
     The pruning study's variants and issue 11's ablation campaign are such queues (a GPU
     lease is not: it calibrates every run first, then refits their epochs to its time).
-    ``start`` says what it started; this says how each ended.
+    ``start`` says what it starts (before starting it, so that no child runs unregistered);
+    this says how each ended, naming the ``log`` of a failed one.
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be at least 1, not {jobs}")
     pending = list(items)
     running: list[tuple[T, subprocess.Popen]] = []
     failed: list[str] = []
@@ -100,10 +103,12 @@ def run_queue(items: list[T], start: Callable[[T], subprocess.Popen], succeeded:
                     say(f"finished {name(item)}")
                 else:
                     failed.append(name(item))
-                    say(f"FAILED {name(item)} (exit {proc.returncode}; see its log.txt)")
+                    say(f"FAILED {name(item)} (exit {proc.returncode}; see {log(item)})")
             if deadline is not None and time.time() >= deadline:
                 for item, _ in running:
                     say(f"stopped {name(item)} at the deadline (resumes next time)")
+                if pending:
+                    say(f"time is up: not started {', '.join(name(item) for item in pending)}")
                 break
     finally:  # the deadline, Ctrl-C or an outer SIGTERM: no child trains on unattended
         stop_groups([proc for _, proc in running])

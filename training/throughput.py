@@ -1,6 +1,7 @@
 """Training throughput on this machine, in images per second, for each arithmetic choice.
 
     python -m training.throughput --img 320 --batch 16 --out docs/training-speed.md
+    python -m training.throughput --threads 1 --compile docs/training-speed-compile.json
 
 Runs full training steps (forward, loss, backward, AdamW) of the baseline network on a
 fixed batch, for float32 and bfloat16 autocast, each with and without channels-last
@@ -103,6 +104,29 @@ def measure(size: int, batch: int, width: float, rounds: int, threads: int) -> d
             "augmentation_images_per_second": round(augmentation_rate(size), 1)}
 
 
+def measure_compile(size: int, batch: int, width: float, rounds: int, threads: int) -> dict:
+    """The training arithmetic (bf16 autocast, channels-last), eager against ``torch.compile``
+    (inductor), interleaved: does compiling the step pay for its compile time here?"""
+    if threads:
+        torch.set_num_threads(threads)
+    images, targets = _batch(size, batch)
+    eager = StepRunner("bf16", True, size, width, images, targets)
+    compiled = StepRunner("bf16", True, size, width, images, targets)
+    compiled.model = torch.compile(compiled.model)
+    compile_seconds = compiled.step()  # the first step compiles
+    for runner in (eager, compiled, eager):
+        runner.step()
+    times: dict[str, list[float]] = {"eager": [], "compiled": []}
+    for _ in range(rounds):
+        times["eager"].append(eager.step())
+        times["compiled"].append(compiled.step())
+    eager_ms, compiled_ms = (1000 * float(np.median(times[k])) for k in ("eager", "compiled"))
+    return {"input_size": size, "batch": batch, "width": width, "rounds": rounds, "threads": torch.get_num_threads(),
+            "torch": torch.__version__, "arithmetic": "bf16 + channels-last",
+            "compile_seconds": round(compile_seconds, 1), "eager_step_ms_median": round(eager_ms, 1),
+            "compiled_step_ms_median": round(compiled_ms, 1), "speed_compiled_vs_eager": round(eager_ms / compiled_ms, 3)}
+
+
 def to_markdown(result: dict, command: str) -> str:
     lines = [f"Training steps of YOLOv3-SPP x{result['width']} at {result['input_size']} px, batch {result['batch']}, "
              f"{result['threads']} threads, torch {result['torch']}, native bf16: {result['native_bf16']} "
@@ -123,7 +147,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=6, help="timed steps per variant (default 6)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--out", help="write the table here (Markdown) and the figures beside it (.json)")
+    parser.add_argument("--compile", metavar="JSON", help="instead: time the training arithmetic eager against "
+                                                          "torch.compile and write the figures here")
     args = parser.parse_args()
+    if args.compile:
+        result = measure_compile(args.img, args.batch, args.width, args.rounds, args.threads)
+        Path(args.compile).write_text(json.dumps(result, indent=2))
+        print(json.dumps(result, indent=2))
+        return
     result = measure(args.img, args.batch, args.width, args.rounds, args.threads)
     command = (f"python -m training.throughput --img {args.img} --batch {args.batch} --width {args.width} "
                f"--rounds {args.rounds} --threads {args.threads}")

@@ -81,12 +81,14 @@ def run_campaign(settings: CampaignSettings, runs: list[Run], jobs: int, deadlin
 
     def start(run: Run) -> subprocess.Popen:
         resume = status(settings, run) == "started"
-        proc = start_job(run_config(settings, run), settings.out / run.name, resume, settings.zoom,
+        say(f"{'resumed' if resume else 'started'} {run.name} (log: {log(run)})")
+        return start_job(run_config(settings, run), settings.out / run.name, resume, settings.zoom,
                          checkpoint="last")
-        say(f"{'resumed' if resume else 'started'} {run.name} (log: {settings.out / run.name / 'log.txt'})")
-        return proc
+
+    def log(run: Run) -> Path:
+        return settings.out / run.name / "log.txt"
 
     pending = [r for r in runs if status(settings, r) != "done"]
     failed = run_queue(pending, start, lambda r: status(settings, r) == "done", name=lambda r: r.name,
-                       jobs=jobs, deadline=deadline, say=say, poll_s=poll_s)
+                       log=log, jobs=jobs, deadline=deadline, say=say, poll_s=poll_s)
     return {r.name: "failed" if r.name in failed else status(settings, r) for r in runs}

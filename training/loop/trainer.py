@@ -90,7 +90,7 @@ class TrainingDiverged(RuntimeError):
 
 #: What runs saved before these fields existed did: no polyp-free samples, float32, NCHW.
 LEGACY_DEFAULTS: dict[str, Any] = {"precision": "fp32", "channels_last": False, "mine_negatives": False,
-                                   "negatives": None, "negative_fraction": 0.0}
+                                   "negatives": None, "negative_fraction": 0.0, "multi_scale": 0.0}
 
 
 @dataclass

@@ -27,7 +27,7 @@ from training.prune_study.report import (
     plot_tradeoff,
     summarise_cells,
 )
-from training.prune_study.runner import StudySettings, run_all
+from training.prune_study.runner import StudySettings, check_baseline, run_all
 from training.prune_study.scoring import evaluate, score_variant
 from training.prune_study.variants import GRIDS, SEEDS, Variant, expand
 from training.pruning.prune import summary
@@ -116,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     variants = expand(cells, args.seeds)
     settings.out.mkdir(parents=True, exist_ok=True)
     if args.phase in ("run", "all"):
+        check_baseline(settings.out, settings.weights)
         if args.jobs > 1 or deadline is not None:  # the runner of child processes: a kill stops them too
             exit_on_sigterm()
         failed = run_all(settings, variants, args.jobs, deadline)

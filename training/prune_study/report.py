@@ -110,7 +110,12 @@ def comparisons_table(comparisons: list[dict[str, Any]]) -> str:
         d = c["difference"]
         diff = "–" if d is None else f"{d['mean']:+.4f}"
         ci = "–" if d is None else f"[{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
-        seeds = "–" if d is None else f"{d['n_a']} vs {d['n_b']} (unpaired)" if d.get("kind") == "unpaired" else str(d["n"])
+        if d is None:
+            seeds = "–"
+        elif d.get("kind") == "unpaired":
+            seeds = f"{d['n_a']} vs {d['n_b']} (unpaired)"
+        else:
+            seeds = str(d["n"])
         lines.append(f"| {c['ratio']:.1f} | {c['a']} − {c['b']} | {c['split']} {c['metric']} | {seeds} | {diff} | {ci} "
                      f"| {c['verdict']} |")
     return "\n".join(lines) + "\n"

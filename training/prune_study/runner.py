@@ -18,6 +18,7 @@ name matching). Several small fine-tunes share one GPU this way.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import subprocess
 import sys
@@ -179,6 +180,26 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
                                   "minutes": round((time.time() - started) / 60, 2)}))
 
 
+BASELINE_FILE = "baseline.json"
+
+
+def check_baseline(out: Path, weights: Path) -> None:
+    """Record the baseline a study prunes on its first call; refuse a later call with
+    another one, which would mix networks pruned from two baselines in one table."""
+    if not weights.is_file():
+        raise SystemExit(f"{weights}: no such baseline checkpoint")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    record = out / BASELINE_FILE
+    if record.is_file():
+        before = json.loads(record.read_text())
+        if before["sha256"] != digest:
+            raise SystemExit(f"{weights}: this study ({out}) prunes another baseline ({before['weights']}); "
+                             "use another --out for this one")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"weights": str(weights), "sha256": digest}, indent=2))
+
+
 def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
             deadline: float | None = None) -> list[str]:
     """Run every unfinished variant, ``jobs`` at a time; at ``deadline`` (a ``time.time()``)
@@ -190,8 +211,9 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
             run_variant(settings, v)
         return []
 
-    return run_queue(pending, lambda v: _start_child(settings, v), lambda v: paths(settings, v).done.is_file(), name=lambda v: v.name,
-                     jobs=jobs, deadline=deadline, say=lambda m: print(m, flush=True))
+    return run_queue(pending, lambda v: _start_child(settings, v), lambda v: paths(settings, v).done.is_file(),
+                     name=lambda v: v.name, log=lambda v: paths(settings, v).log, jobs=jobs, deadline=deadline,
+                     say=lambda m: print(m, flush=True))
 
 
 def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:

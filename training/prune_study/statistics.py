@@ -36,7 +36,7 @@ def mean_sd(values: Sequence[float]) -> dict[str, float]:
     return {"mean": mean, "sd": sd, "n": n}
 
 
-def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, float] | None:
+def paired_difference(a: Mapping[int, float], b: Mapping[int, float]) -> dict[str, Any] | None:
     """``a - b`` over the seeds both have: mean, sd, 95% t interval. ``None`` with fewer
     than two common seeds (no interval can be given)."""
     seeds = sorted(set(a) & set(b))
@@ -64,13 +64,19 @@ def unpaired_difference(a: Sequence[float], b: Sequence[float]) -> dict[str, Any
             "ci95": [mean - half, mean + half], "kind": "unpaired"}
 
 
-def verdict(diff: dict[str, float] | None, better: str, worse: str) -> str:
-    """Plain words for a paired difference: which is better, or that the data cannot say."""
+def verdict(diff: dict[str, Any] | None, better: str, worse: str) -> str:
+    """Plain words for a difference: which is better, or that the data cannot say. An
+    unpaired one says what it assumed: a single from-scratch run probably varies more from
+    seed to seed than fine-tunes of one parent do, so its interval may be too narrow."""
     if diff is None:
         return "not enough seeds to say"
     lo, hi = diff["ci95"]
     if lo > 0:
-        return f"{better} is better (the 95% interval excludes 0)"
-    if hi < 0:
-        return f"{worse} is better (the 95% interval excludes 0)"
-    return "no difference shown (the 95% interval contains 0)"
+        words = f"{better} is better (the 95% interval excludes 0)"
+    elif hi < 0:
+        words = f"{worse} is better (the 95% interval excludes 0)"
+    else:
+        words = "no difference shown (the 95% interval contains 0)"
+    if diff.get("kind") == "unpaired":
+        words += "; unpaired, assuming both vary alike from seed to seed"
+    return words
