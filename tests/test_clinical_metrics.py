@@ -11,7 +11,7 @@ import pytest
 
 from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU
 from training.evaluation.evaluate import EVAL_NMS_IOU, clinical_metrics
-from training.evaluation.false_alarms import false_alarms, threshold_for_alarm_share
+from training.evaluation.false_alarms import false_alarms, threshold_for_alarm_share, wilson_interval
 from training.evaluation.metrics import ImageResult, ap_by_size, recall_at, recall_operating_point, threshold_below
 from training.evaluation.validate import APP_DEFAULT_CONF
 
@@ -30,6 +30,20 @@ def test_false_alarm_figures_by_hand():
     assert false_alarms(FRAMES, 0.5).false_boxes_per_frame == pytest.approx(1 / 4)
     with pytest.raises(ValueError, match="no polyp-free frames"):
         false_alarms([], 0.5)
+
+
+def test_the_share_of_frames_with_a_box_has_a_wilson_interval():
+    # 12 of 72 frames: centre (1/6 + z^2/144) / (1 + z^2/72), half-width worked out by hand.
+    lo, hi = wilson_interval(12, 72)
+    assert (lo, hi) == pytest.approx((0.0980, 0.2691), abs=2e-4)
+    # No false alarm on 72 frames still allows about 5%: 72 frames cannot show a 2% bar is met.
+    assert wilson_interval(0, 72) == pytest.approx((0.0, 0.0507), abs=2e-4)
+    assert wilson_interval(1, 72) == pytest.approx((0.0025, 0.0746), abs=2e-4)
+    assert wilson_interval(72, 72)[1] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        wilson_interval(3, 2)
+    assert false_alarms(FRAMES, 0.25).frames_with_false_box_ci95 == wilson_interval(2, 4)
+    assert false_alarms(FRAMES, 0.25).as_dict()["frames_with_false_box_ci95"] == list(wilson_interval(2, 4))
 
 
 def test_threshold_for_an_alarm_budget():
@@ -165,3 +179,14 @@ def test_the_sheet_counts_the_false_alarm_frames_the_figures_count(tmp_path):
     samples = [Sample(f"pos{i}", image, r.gt_boxes, np.zeros(len(r.gt_boxes), np.int64)) for i, r in enumerate(results)]
     counts = save_review_sheet(tmp_path / "sheet.png", threshold, negatives, dets, samples, results, "test")
     assert counts["false_alarm_frames"] == len(hits) and cv2.imread(str(tmp_path / "sheet.png")) is not None
+
+
+def test_the_model_card_gives_the_false_alarm_share_with_its_interval():
+    from training.release.model_card import clinical_section
+
+    point = false_alarms([np.array([0.9])] * 12 + [np.array([])] * 60, 0.5).as_dict()
+    val = {"negative_frames": 72, "false_alarms_at": {"operating threshold": point}}
+    old = {"negative_frames": 72, "false_alarms_at": {"operating threshold": {  # a card made before intervals
+        k: v for k, v in point.items() if k != "frames_with_false_box_ci95"}}}
+    text = clinical_section({}, val, old, None)
+    assert "| val | 72 | 16.7% (95% CI 9.8-26.9%) |" in text and "| test | 72 | 16.7% |" in text

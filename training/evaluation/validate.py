@@ -79,19 +79,26 @@ def format_clinical(metrics: dict[str, Any]) -> str:
         return "\n".join(lines)
     lines.append(f"False alarms on {n} polyp-free frames (alarms/min: frames with a box at 25 fps, before "
                  "any temporal filter):")
-    lines.append(f"  {'at':<30} {'threshold':>9} {'recall':>7} {'boxes/frame':>11} {'frames w/ box':>13} {'alarms/min':>10}")
+    lines.append(f"  {'at':<30} {'threshold':>9} {'recall':>7} {'boxes/frame':>11} {'frames w/ box':>13} "
+                 f"{'95% interval':>15} {'alarms/min':>10}")
     for p in metrics["operating_points"].values():
         label = f"recall >= {p['target']:.2f}" + ("" if p["reached"] else " (not reached)")
         lines.append(f"  {label:<30} {p['threshold']:>9.4f} {p['recall']:>7.4f} {p['false_boxes_per_frame']:>11.4f} "
-                     f"{p['frames_with_false_box']:>13.2%} {p['false_alarms_per_minute']:>10.1f}")
+                     f"{p['frames_with_false_box']:>13.2%} {_interval(p):>15} {p['false_alarms_per_minute']:>10.1f}")
     for name, p in metrics["false_alarms_at"].items():
         lines.append(f"  {name:<30} {p['threshold']:>9.4f} {'':>7} {p['false_boxes_per_frame']:>11.4f} "
-                     f"{p['frames_with_false_box']:>13.2%} {p['false_alarms_per_minute']:>10.1f}")
+                     f"{p['frames_with_false_box']:>13.2%} {_interval(p):>15} {p['false_alarms_per_minute']:>10.1f}")
     b = metrics["alarm_budget"]
     label = f"<= {b['share']:.0%} of frames with a box"
     lines.append(f"  {label:<30} {b['threshold']:>9.4f} {b['recall']:>7.4f} {b['false_boxes_per_frame']:>11.4f} "
-                 f"{b['frames_with_false_box']:>13.2%} {b['false_alarms_per_minute']:>10.1f}")
+                 f"{b['frames_with_false_box']:>13.2%} {_interval(b):>15} {b['false_alarms_per_minute']:>10.1f}")
+    lines.append(f"  (95% interval: Wilson, of the share of the {n} frames with a box; it narrows only with more frames)")
     return "\n".join(lines)
+
+
+def _interval(figures: dict) -> str:
+    lo, hi = figures.get("frames_with_false_box_ci95", (float("nan"), float("nan")))
+    return f"[{lo:.1%}, {hi:.1%}]"
 
 
 def validate(args: argparse.Namespace) -> int:
