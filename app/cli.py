@@ -105,6 +105,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", choices=["other-scopes", "kvasir"], default="other-scopes",
                    help="augmentation: other-scopes (default: zoom-out, colour, blur, glare and border on top of "
                         "the rest) or kvasir (mosaic, scale, flips, turns and HSV only: the recipe before issue 11)")
+    p.add_argument("--copy-paste", dest="copy_paste", type=_probability, metavar="P",
+                   help="with probability P, paste 1-2 training polyps (cut along their masks, shrunk to "
+                        "0.15-0.6 of their size) into a training frame, polyp-free ones included: small polyps "
+                        "on new mucosa (default 0: off)")
     p.add_argument("--multi-scale", dest="multi_scale", type=_multi_scale_spread, metavar="SPREAD",
                    help="train each batch at a random input size between (1-SPREAD) and (1+SPREAD) times --img, "
                         "in steps of 32 (YOLOv5's --multi-scale is 0.5; default 0: off). Polyps are seen at more "
@@ -123,6 +127,13 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("training.cli", "run_train"))
+
+
+def _probability(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text}: a probability must be in [0, 1]")
+    return value
 
 
 def _multi_scale_spread(text: str) -> float:

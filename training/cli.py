@@ -71,13 +71,19 @@ def run_train(args: argparse.Namespace) -> int:
             cfg.epochs = args.epochs
         ignored = [k for k in overrides if k not in ("out", "epochs") and not (k == "augment"
                                                                             and overrides[k] == "other-scopes")]
-        if ignored or args.no_mosaic:
-            names = ", ".join("--" + k.replace("_", "-") for k in ignored + (["no_mosaic"] if args.no_mosaic else []))
+        ignored += ["no_mosaic"] if args.no_mosaic else []
+        ignored += ["copy_paste"] if getattr(args, "copy_paste", None) is not None else []
+        if ignored:
+            names = ", ".join("--" + k.replace("_", "-") for k in ignored)
             print(f"warning: --resume continues with the settings saved in {saved}; ignored: {names}",
                   file=sys.stderr)
     else:
         augment = AugmentConfig() if getattr(args, "augment", "other-scopes") == "kvasir" else AugmentConfig.other_scopes()
-        overrides["augment"] = dataclasses.replace(augment, mosaic=0.0) if args.no_mosaic else augment
+        if args.no_mosaic:
+            augment = dataclasses.replace(augment, mosaic=0.0)
+        if getattr(args, "copy_paste", None) is not None:  # an augmentation setting, not a TrainConfig field
+            augment = dataclasses.replace(augment, copy_paste=args.copy_paste)
+        overrides["augment"] = augment
         cfg = TrainConfig(**overrides)
     metrics = Trainer(cfg, resume=args.resume, show_progress=not args.quiet).run()
     if metrics:

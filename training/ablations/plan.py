@@ -50,6 +50,9 @@ def issue11_runs() -> list[Run]:
             {"multi_scale": 0.5}, ABLATION),
         Run("abl-more-negatives", "three times the polyp-free draws per epoch (0.75 x the polyp images, not 0.25)",
             {"negative_fraction": 0.75}, ABLATION),
+        Run("abl-copy-paste", "copy-paste added (p 0.5: 1-2 training polyps cut along their masks, shrunk to "
+            "0.15-0.6, pasted into frames, polyp-free ones included)",
+            {"augment": dataclasses.replace(other, copy_paste=0.5)}, ABLATION),
         Run("abl-256px", "input 256 px instead of 320", {"img": 256}, ABLATION),
         Run("abl-no-negatives", "no polyp-free samples (no mined crops, no hard negatives)",
             {"mine_negatives": False, "negative_fraction": 0.0}, ABLATION),

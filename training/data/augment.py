@@ -11,9 +11,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
+
+if TYPE_CHECKING:
+    from training.data.copy_paste import Cutout
 
 LETTERBOX_COLOUR = (114, 114, 114)
 MIN_BOX_SIDE = 2.0
@@ -54,6 +58,9 @@ class AugmentConfig:
     blur: float = 0.0           # probability of a Gaussian or motion blur
     glare: float = 0.0          # probability of added specular highlights
     border: float = 0.0         # probability of a black scope border with random corner cuts
+    copy_paste: float = 0.0     # probability of pasting 1-2 training polyps, shrunk, into the frame
+    copy_paste_min: float = 0.15  # the pasted polyp's size as a share of its own, drawn from [min, max]
+    copy_paste_max: float = 0.6
 
     @classmethod
     def other_scopes(cls) -> AugmentConfig:
@@ -253,9 +260,10 @@ def scope_border(item: Item, rng: np.random.Generator) -> Item:
 
 
 class Augmenter:
-    """The training-time pipeline: (zoom-out | mosaic -> affine | letterbox -> affine) -> HSV
-    -> colour cast -> blur -> glare -> scope border -> flips -> turns. Zoom-out needs a
-    ``canvas`` (polyp-free items) and applies only to items with a polyp.
+    """The training-time pipeline: (zoom-out | mosaic -> affine | letterbox -> affine) ->
+    copy-paste -> HSV -> colour cast -> blur -> glare -> scope border -> flips -> turns.
+    Zoom-out needs a ``canvas`` (polyp-free items) and applies only to items with a polyp;
+    copy-paste needs ``cutouts`` (training polyps) and applies to any item.
 
     ``load`` returns the item at an index already resized so its longer side equals the
     input size (the training cache stores exactly that).
@@ -263,7 +271,8 @@ class Augmenter:
 
     def __init__(self, size: int, cfg: AugmentConfig, load: Callable[[int], Item], count: int,
                  partners: Callable[[np.random.Generator, int], list[int]] | None = None,
-                 canvas: Callable[[np.random.Generator], Item] | None = None) -> None:
+                 canvas: Callable[[np.random.Generator], Item] | None = None,
+                 cutouts: Callable[[np.random.Generator], Cutout | None] | None = None) -> None:
         self.size = size
         self.cfg = cfg
         self.load = load
@@ -272,8 +281,11 @@ class Augmenter:
         self.partners = partners or (lambda rng, n: rng.integers(0, count, n).tolist())
         #: Draws a polyp-free item to zoom out onto (``None``: no zoom-out).
         self.canvas = canvas
+        #: Draws a training polyp to paste (``None``: no copy-paste).
+        self.cutouts = cutouts
 
     def __call__(self, index: int, rng: np.random.Generator, use_mosaic: bool = True) -> Item:
+        from training.data.copy_paste import copy_paste
         from training.data.zoom_out import tiled_canvas, zoom_out
 
         cfg = self.cfg
@@ -287,6 +299,8 @@ class Augmenter:
             item = random_affine(item, self.size, rng, cfg)
         else:
             item = random_affine(letterbox(item, self.size), self.size, rng, cfg)
+        if self.cutouts is not None and cfg.copy_paste and rng.random() < cfg.copy_paste:
+            item = copy_paste(item, self.cutouts, rng, (cfg.copy_paste_min, cfg.copy_paste_max))
         item = hsv_jitter(item, rng, cfg)
         if cfg.white_balance or cfg.gamma:
             item = colour_cast(item, rng, cfg)

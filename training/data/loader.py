@@ -107,6 +107,9 @@ class TrainDataset(Dataset):
     ``negative_share`` (the share of negatives in an epoch), so negatives appear both as
     whole inputs and as background tiles beside polyps.
 
+    With ``cfg.copy_paste``, the polyps of the positives (cut along their masks) are
+    pasted into other items: :meth:`fill` makes the cutouts before the loader forks.
+
     Indexed by :class:`~training.data.sampling.TrainKey`; the generator is seeded by
     (seed, epoch, index) so a run is reproducible whatever the worker count. A plain
     index augments as epoch 0 with mosaic on (tests, previews)."""
@@ -117,7 +120,14 @@ class TrainDataset(Dataset):
         self.positives = len(cache) if positives is None else positives
         self.negative_share = negative_share if self.positives < len(cache) else 0.0
         canvas = self._canvas if self.positives < len(cache) else None
-        self.augment = Augmenter(size, cfg, cache.__getitem__, len(cache), partners=self._partners, canvas=canvas)
+        self.bank = None
+        if cfg.copy_paste > 0:
+            from training.data.copy_paste import CutoutBank
+
+            self.bank = CutoutBank(cache.__getitem__, [s.mask_path for s in cache.samples[:self.positives]],
+                                   self.positives)
+        self.augment = Augmenter(size, cfg, cache.__getitem__, len(cache), partners=self._partners, canvas=canvas,
+                                 cutouts=self.bank.draw if self.bank is not None else None)
         self.seed = seed
 
     def _canvas(self, rng: np.random.Generator) -> Item:
@@ -132,6 +142,11 @@ class TrainDataset(Dataset):
             else:
                 out.append(int(rng.integers(0, self.positives)))
         return out
+
+    def fill(self) -> None:
+        """Decode what every epoch will use (the cutouts' masks) once, before workers fork."""
+        if self.bank is not None:
+            self.bank.fill()
 
     def __len__(self) -> int:
         return len(self.cache)

@@ -442,6 +442,7 @@ class Trainer:
                 self._catch_up_checkpoints(self.resumed_state)
         # Fill the image caches before the first epoch (and before any worker forks).
         self.train_cache.fill()
+        self.dataset.fill()
         self.val_cache.fill()
         self.val_negative_cache.fill()
         metrics: dict[str, Any] = {}

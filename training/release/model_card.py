@@ -138,7 +138,7 @@ once, after selection). Nothing was tuned on test.
   HSV jitter ({aug['hsv_h']}, {aug['hsv_s']}, {aug['hsv_v']}), horizontal and vertical flips, 90° rotations;
   for other scopes: zoom-out onto polyp-free mucosa (p {aug.get('zoom_out', 0)}, scale {aug.get('zoom_out_min')}-{aug.get('zoom_out_max')}),
   white balance ±{aug.get('white_balance', 0)}, gamma ±{aug.get('gamma', 0)}, blur (p {aug.get('blur', 0)}), specular glare
-  (p {aug.get('glare', 0)}), black scope-border corners (p {aug.get('border', 0)}).
+  (p {aug.get('glare', 0)}), black scope-border corners (p {aug.get('border', 0)}){f"; copy-paste of training polyps cut along their masks (p {aug['copy_paste']}, shrunk to {aug.get('copy_paste_min')}-{aug.get('copy_paste_max')})" if aug.get('copy_paste') else ""}.
 - Multi-scale training: {f"each batch at a random input size, {1 - recipe['multi_scale']:g}-{1 + recipe['multi_scale']:g}x the training size in steps of 32" if recipe.get('multi_scale') else "off (one input size)"}.
 - Polyp-free samples: {"a crop mined from each training frame (clear of the grown mask and the black border)" if recipe.get("mine_negatives") else "none mined"}{", plus " + str(recipe["negatives"]) if recipe.get("negatives") else ""};
   {recipe.get('negative_fraction', 0)} x the polyp images drawn per epoch, hard negatives (the crops the model
