@@ -98,3 +98,29 @@ def test_the_epoch_log_has_alarm_figures_only_where_there_were_polyp_free_frames
     assert alarm_columns(with_frames) == {"val_threshold_r90": 0.2, "val_alarm_frames_r90": 0.25}
     assert alarm_columns({"operating_points": {"recall_0.90": {"threshold": 0.2}}}) == {"val_threshold_r90": 0.2}
     assert alarm_columns({}) == {}
+
+
+def test_a_campaign_recorded_before_an_augmentation_option_existed_is_continued(tmp_path):
+    import dataclasses
+
+    from training.ablations.campaign import check_settings, same_override
+    from training.data.augment import AugmentConfig
+
+    no_zoom = dataclasses.replace(AugmentConfig.other_scopes(), zoom_out=0.0)
+    older = str(no_zoom).replace(", copy_paste=0.0, copy_paste_min=0.15, copy_paste_max=0.6", "")
+    assert "copy_paste" not in older and older != str(no_zoom)
+    assert same_override(older, no_zoom)  # the field added since reads as its default
+    assert not same_override(older, dataclasses.replace(no_zoom, copy_paste=0.5))  # a real change
+    assert not same_override(older, AugmentConfig.other_scopes())
+    assert same_override("256", 256) and not same_override("256", 320)
+    runs = [Run("abl-no-zoom-out", "no zoom-out", {"augment": no_zoom}, ABLATION)]
+    settings = CampaignSettings(tmp_path / "d", tmp_path / "c", tmp_path / "z", epochs=2)
+    settings.out.mkdir()
+    (settings.out / "campaign.json").write_text(json.dumps({
+        "epochs": 2, "data": str(settings.data), "zoom": str(settings.zoom),
+        "runs": {"abl-no-zoom-out": {"what": "no zoom-out", "overrides": {"augment": older}}}}))
+    check_settings(settings, runs)  # accepted
+    changed = [Run("abl-no-zoom-out", "no zoom-out", {"augment": dataclasses.replace(no_zoom, zoom_out=0.1)},
+                   ABLATION)]
+    with pytest.raises(SystemExit, match="run abl-no-zoom-out"):
+        check_settings(settings, changed)

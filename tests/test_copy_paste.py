@@ -22,9 +22,12 @@ def test_a_cutout_follows_the_mask_or_else_the_inscribed_ellipse():
     item.image[20:40, 10:50] = 200
     mask = np.zeros((100, 120), np.uint8)
     mask[25:35, 15:45] = 255  # the polyp is smaller than its box
+    mask[21, 11] = 60         # a JPEG speck under the readers' threshold (128) is no polyp
     (cut,) = cutouts_from(item, mask)
     assert cut.image.shape == (20, 40, 3) and cut.alpha.shape == (20, 40)
     assert cut.alpha.sum() == 10 * 30 and cut.alpha[5:15, 5:35].all()
+    (faint,) = cutouts_from(item, np.full((100, 120), 60, np.uint8))  # nothing passes: the ellipse
+    assert faint.alpha[10, 20] == 1 and faint.alpha[0, 0] == 0
     (oval,) = cutouts_from(item, None)
     assert oval.alpha[10, 20] == 1 and oval.alpha[0, 0] == 0 and oval.alpha[0, -1] == 0  # corners are outside
     assert 0.7 < oval.alpha.mean() < 0.85  # an ellipse fills pi/4 of its box
@@ -40,11 +43,35 @@ def test_a_pasted_polyp_gets_the_box_of_what_was_pasted():
         assert out.image.shape == (100, 120, 3) and len(out.boxes) == 2 and out.labels.tolist() == [0, 0]
         x1, y1, x2, y2 = out.boxes[1]
         assert x2 - x1 == pytest.approx(20, abs=1) and y2 - y1 == pytest.approx(20, abs=1)
-        changed = np.abs(out.image.astype(int) - 60).sum(axis=2) > 95  # at least half opaque
+        changed = np.abs(out.image.astype(int) - 60).max(axis=2) >= 95  # at least half opaque
         ys, xs = np.nonzero(changed)
         assert (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1) == pytest.approx((x1, y1, x2, y2), abs=1)
         # Clear of the box already there, with the margin.
         assert x1 >= 50 + CLEARANCE or y1 >= 50 + CLEARANCE
+
+
+def test_the_outline_is_pasted_turned_with_its_pixels_and_fades_out_at_the_box_edge():
+    # An L-shaped polyp (bright) whose patch is blue where it is not polyp: however it is
+    # turned and flipped, no blue may be pasted, and the patch edge must not show.
+    alpha = np.zeros((40, 40), np.float32)
+    alpha[:, :15] = 1
+    alpha[25:, :] = 1
+    image = np.zeros((40, 40, 3), np.uint8)
+    image[...] = (255, 0, 0)
+    image[alpha > 0] = (200, 200, 200)
+    cut = Cutout(image, alpha, label=3)
+    for seed in range(12):
+        out = paste(_item(), cut, np.random.default_rng(seed), (1.0, 1.0))
+        assert out.labels.tolist() == [3]  # the polyp keeps its class
+        # Feathering lets the patch's edge show at under half opacity (blue minus red under
+        # 128); a turn applied to the pixels but not the outline would paste solid blue.
+        blue = (out.image[..., 0].astype(int) - out.image[..., 2].astype(int)) > 160
+        assert not blue.any()
+        x1, y1, x2, y2 = out.boxes[0].astype(int)
+        grey = np.abs(out.image.astype(int) - 60).max(axis=2)
+        ring = np.ones_like(grey, bool)
+        ring[y1 - 3:y2 + 3, x1 - 3:x2 + 3] = False
+        assert grey[ring].max() <= 3  # beyond 3 px of the box, the frame is untouched: no hard seam
 
 
 def test_polyps_land_on_the_frame_not_on_padding_or_the_scope_border():
@@ -76,12 +103,12 @@ def test_training_pastes_real_polyps_into_polyp_free_frames(tmp_path):
     index = open_dataset(data, "train")
     positives = [s for s in index.samples if len(s.boxes)]
     negative = _item(160, 200)
-    cache = ImageCache(positives, 64)
+    cache = ImageCache(positives, 160)
     cache._store[len(positives)] = negative  # a polyp-free item after the positives
     cache.samples = positives + [positives[0]]
-    cfg = AugmentConfig(mosaic=0.0, scale=0.0, translate=0.0, copy_paste=1.0, copy_paste_min=0.3,
+    cfg = AugmentConfig(mosaic=0.0, scale=0.0, translate=0.0, copy_paste=1.0, copy_paste_min=0.5,
                         copy_paste_max=0.6)
-    dataset = TrainDataset(cache, 64, cfg, seed=0, positives=len(positives))
+    dataset = TrainDataset(cache, 160, cfg, seed=0, positives=len(positives))
     dataset.fill()
     assert len(dataset.bank._made) == len(positives)
     # Every cutout was cut along its mask: opacity is 0 outside the polyp, not a rectangle.
@@ -90,7 +117,7 @@ def test_training_pastes_real_polyps_into_polyp_free_frames(tmp_path):
     pasted = [dataset[len(positives)][1] for _ in range(1)] + [
         dataset.augment(len(positives), np.random.default_rng(s)) for s in range(10)]
     assert all(len(it.boxes) >= 1 for it in pasted)  # the polyp-free frame now holds polyps
-    off = TrainDataset(cache, 64, AugmentConfig(mosaic=0.0, scale=0.0, translate=0.0), seed=0,
+    off = TrainDataset(cache, 160, AugmentConfig(mosaic=0.0, scale=0.0, translate=0.0), seed=0,
                        positives=len(positives))
     assert off.bank is None and len(off.augment(len(positives), np.random.default_rng(0)).boxes) == 0
 
@@ -99,11 +126,25 @@ def test_the_bank_makes_its_cutouts_once(tmp_path):
     data = write_kvasir_like(tmp_path / "kv", n=6)
     positives = [s for s in open_dataset(data, "train").samples if len(s.boxes)]
     cache = ImageCache(positives, 64)
-    bank = CutoutBank(cache.__getitem__, [s.mask_path for s in positives], len(positives))
+    bank = CutoutBank(cache.__getitem__, positives)
     first = bank.cutouts(0)
     assert bank.cutouts(0) is first and all(isinstance(c, Cutout) for c in first)
     assert bank.draw(np.random.default_rng(1)) is not None
-    assert CutoutBank(cache.__getitem__, [], 0).draw(np.random.default_rng(0)) is None
+    assert CutoutBank(cache.__getitem__, []).draw(np.random.default_rng(0)) is None
+
+
+def test_a_mask_that_cannot_be_read_gives_the_ellipse_not_a_crash(tmp_path):
+    import dataclasses
+
+    data = write_kvasir_like(tmp_path / "kv", n=6)
+    positives = [s for s in open_dataset(data, "train").samples if len(s.boxes)]
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    samples = [dataclasses.replace(positives[0], mask_path=broken)]
+    cuts = CutoutBank(ImageCache(samples, 64).__getitem__, samples).cutouts(0)
+    assert cuts and all(c.alpha.min() == 0 and c.alpha.max() == 1 for c in cuts)
+    ellipse = cutouts_from(ImageCache(samples, 64)[0], None)
+    assert all(np.array_equal(a.alpha, b.alpha) for a, b in zip(cuts, ellipse, strict=True))
 
 
 def test_the_command_line_turns_it_on_inside_the_recipe(monkeypatch, tmp_path, capsys):

@@ -15,11 +15,14 @@ rather than mixing two recipes in one table.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from training.ablations.job import DONE_FILE, start_job
 from training.ablations.plan import Run, config_for, recipe
@@ -46,6 +49,35 @@ def run_config(settings: CampaignSettings, run: Run) -> TrainConfig:
                                   settings.threads), str(settings.out / run.name / "train"))
 
 
+def _dataclass_fields(text: str) -> tuple[str, dict[str, str]] | None:
+    """``"AugmentConfig(a=1.0, b=0.5)"`` as ``("AugmentConfig", {"a": "1.0", "b": "0.5"})``;
+    ``None`` for text of another form (the recorded overrides are ``str()`` of values)."""
+    match = re.fullmatch(r"(\w+)\((.*)\)", text)
+    if match is None:
+        return None
+    parts = [p.split("=", 1) for p in match.group(2).split(", ") if p]
+    if any(len(p) != 2 for p in parts):
+        return None
+    return match.group(1), dict(parts)
+
+
+def same_override(recorded: str, value: Any) -> bool:
+    """Whether an override recorded by an earlier call means ``value``. A dataclass (the
+    augmentation) recorded before a field was added to it reads that field as its default:
+    adding an option must not make a campaign refuse its own runs."""
+    if str(value) == recorded:
+        return True
+    parsed = _dataclass_fields(recorded)
+    if parsed is None or not dataclasses.is_dataclass(value) or parsed[0] != type(value).__name__:
+        return False
+    name, before = parsed
+    default = type(value)()
+    names = {f.name for f in dataclasses.fields(value)}
+    if set(before) - names:
+        return False
+    return all(before.get(n, str(getattr(default, n))) == str(getattr(value, n)) for n in names)
+
+
 def check_settings(settings: CampaignSettings, runs: list[Run]) -> None:
     """Record the campaign's recipe on its first call; refuse a later call that differs."""
     recorded = {"epochs": settings.epochs, "data": str(settings.data), "zoom": str(settings.zoom),
@@ -55,14 +87,21 @@ def check_settings(settings: CampaignSettings, runs: list[Run]) -> None:
     if path.is_file():
         before = json.loads(path.read_text())
         differ = [k for k in ("epochs", "data", "zoom") if before.get(k) != recorded[k]]
-        differ += [f"run {name}" for name, spec in recorded["runs"].items()
-                   if name in before.get("runs", {}) and before["runs"][name] != spec]
+        asked = {r.name: r for r in runs}
+        differ += [f"run {name}" for name in recorded["runs"]
+                   if name in before.get("runs", {}) and not _same_run(before["runs"][name], asked[name])]
         if differ:
             raise SystemExit(f"{path}: this campaign was started with other settings ({', '.join(differ)}); "
                              "continue it with the same ones or use another --out")
         recorded["runs"] = {**before.get("runs", {}), **recorded["runs"]}
     settings.out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(recorded, indent=2))
+
+
+def _same_run(recorded: dict[str, Any], run: Run) -> bool:
+    overrides = recorded.get("overrides", {})
+    return (recorded.get("what") == run.what and set(overrides) == set(run.overrides)
+            and all(same_override(overrides[k], v) for k, v in run.overrides.items()))
 
 
 def status(settings: CampaignSettings, run: Run) -> str:

@@ -124,8 +124,7 @@ class TrainDataset(Dataset):
         if cfg.copy_paste > 0:
             from training.data.copy_paste import CutoutBank
 
-            self.bank = CutoutBank(cache.__getitem__, [s.mask_path for s in cache.samples[:self.positives]],
-                                   self.positives)
+            self.bank = CutoutBank(cache.__getitem__, cache.samples[:self.positives])
         self.augment = Augmenter(size, cfg, cache.__getitem__, len(cache), partners=self._partners, canvas=canvas,
                                  cutouts=self.bank.draw if self.bank is not None else None)
         self.seed = seed
