@@ -249,6 +249,8 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
                                    "real frames (max |diff| < 1e-4, same detections after NMS).")
     p.add_argument("--weights", required=True, help="a .safetensors checkpoint")
     p.add_argument("--out", help="output .onnx (default: beside the weights)")
+    p.add_argument("--img", type=int, help="export to run at this input size, a multiple of 32 (the network is "
+                                           "fully convolutional; default: the size the checkpoint records)")
     p.add_argument("--dynamic", action="store_true", help="dynamic batch axis (default: static batch 1)")
     p.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxslim")

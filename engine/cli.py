@@ -24,7 +24,7 @@ def run_export(args: argparse.Namespace) -> int:
     steps = ["export", "simplify", "check", "parity"]
     print(f"exporting {weights} -> {out} ({' -> '.join(steps)})", file=sys.stderr)
     result = export_onnx(weights, out, dynamic=args.dynamic, opset=args.opset, simplify=not args.no_simplify,
-                         check_images=images)
+                         check_images=images, input_size=getattr(args, "img", None))
     p = result.parity
     print(f"wrote {result.path} ({result.path.stat().st_size / 1e6:.2f} MB, {result.nodes_after} nodes, "
           f"{result.nodes_before} before simplification)")

@@ -53,7 +53,8 @@ class ExportResult:
 
 
 def export_onnx(weights: str | Path, out: str | Path, *, dynamic: bool = False, opset: int = DEFAULT_OPSET,
-                simplify: bool = True, check_images: list[Path] | None = None) -> ExportResult:
+                simplify: bool = True, check_images: list[Path] | None = None,
+                input_size: int | None = None) -> ExportResult:
     import onnx
     import torch
 
@@ -63,8 +64,12 @@ def export_onnx(weights: str | Path, out: str | Path, *, dynamic: bool = False, 
 
     ckpt = load_checkpoint(weights)
     model = ckpt.model.eval()
-    size = ckpt.config.input_size
-    info = model_info_from_config(ckpt.config, sha256_file(weights), code_version(),
+    if input_size is not None and input_size != ckpt.config.input_size:  # the same weights at another size
+        from models import with_input_size
+
+        model = with_input_size(model, input_size).eval()
+    size = model.config.input_size
+    info = model_info_from_config(model.config, sha256_file(weights), code_version(),
                                   params=count_parameters(model),
                                   gflops=round(count_flops(model, size) / 1e9, 4),
                                   operating_threshold=operating_threshold(ckpt.metadata))

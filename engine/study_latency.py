@@ -36,7 +36,12 @@ def measure(study_dir: Path, iterations: int = 200, show_progress: bool = True) 
         raise FileNotFoundError(f"{study_file}: no study report yet; run python -m training.prune_study --phase report")
     models = architectures(json.loads(study_file.read_text()))
     onnx_dir = study_dir / "onnx"
-    paths = [export_onnx(w, onnx_dir / f"{label}.onnx", check_images=None).path for label, w in models.items()]
+    from models import load_checkpoint  # torch: only this tool, not the runtime, needs it
+
+    # Every network at the size it was trained at: a baseline shipped to run larger is timed
+    # where the pruned ones were trained, so the ratio is pruning's alone.
+    paths = [export_onnx(w, onnx_dir / f"{label}.onnx", check_images=None,
+                         input_size=load_checkpoint(w).trained_input_size).path for label, w in models.items()]
     frames = [p for p in default_check_images(1) if p.is_file()]
     report = run_bench([BenchTarget(p, "onnxruntime-cpu") for p in paths], iterations=iterations,
                        frame=bench_frame(frames[0]) if frames else None, show_progress=show_progress)

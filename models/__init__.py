@@ -12,9 +12,10 @@ from models.checkpoint import (
 )
 from models.config import ConfigError, YoloConfig, check_input_size
 from models.registry import available_models, build, config_for, create, register_model
-from models.yolov3 import YOLOv3
+from models.yolov3 import YOLOv3, with_input_size
 
 __all__ = [
+    "with_input_size",
     "Checkpoint",
     "CheckpointError",
     "ConfigError",

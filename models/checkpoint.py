@@ -57,6 +57,20 @@ class Checkpoint:
     config: YoloConfig
     metadata: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def trained_input_size(self) -> int:
+        """The input size it was trained at. A model shipped to run at another size
+        (``ship --img``) records it; pruning, fine-tuning and the pruning study work there."""
+        return int(self.metadata.get("trained_input_size", self.config.input_size))
+
+    def model_at_trained_size(self) -> YOLOv3:
+        """The model as it was trained (the same weights at :attr:`trained_input_size`)."""
+        from models.yolov3 import with_input_size
+
+        if self.trained_input_size == self.config.input_size:
+            return self.model
+        return with_input_size(self.model, self.trained_input_size)
+
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` through a temporary file, fsync and rename."""

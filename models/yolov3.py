@@ -161,3 +161,13 @@ class YOLOv3(nn.Module):
             return
         for side in x.shape[2:]:
             check_input_size(int(side))
+
+
+def with_input_size(model: YOLOv3, size: int) -> YOLOv3:
+    """The same weights run at another input size. The network is fully convolutional, so
+    only the size its config records changes (export bakes it into the ONNX, the app
+    letterboxes to it): a network trained at 320 may do better a little larger
+    (``docs/accuracy.md``, "The shipped networks at 352 px")."""
+    resized = YOLOv3(model.config.replace(input_size=check_input_size(size)))
+    resized.load_state_dict(model.state_dict())
+    return resized.train(model.training)

@@ -44,7 +44,7 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
     results = [r for r in (score_variant(settings, v, splits) for v in variants) if r is not None]
     if not results:
         raise SystemExit(f"{settings.out}: no variant has trained yet; run --phase run first")
-    baseline = {**summary(load_checkpoint(settings.weights).model),
+    baseline = {**summary(load_checkpoint(settings.weights).model_at_trained_size()),
                 **{s: evaluate(settings.weights, settings.data, s) for s in splits}}
     cells = summarise_cells(results)
     comparisons = compare(results, "val") + (compare(results, "test") if score_test else [])

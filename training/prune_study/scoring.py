@@ -25,10 +25,11 @@ KEYS = ("ap50", "ap50_95", "f1")
 
 def evaluate(weights: Path, data: Path, split: str) -> dict[str, float]:
     ckpt = load_checkpoint(weights)
-    size = ckpt.config.input_size
+    model = ckpt.model_at_trained_size()  # the study compares networks at the size they were trained at
+    size = model.config.input_size
     index = open_checked(data, split)
     require_samples(index, split)
-    metrics, _ = evaluate_model(ckpt.model, ImageCache(index.samples, size), size, ckpt.config.class_names)
+    metrics, _ = evaluate_model(model, ImageCache(index.samples, size), size, ckpt.config.class_names)
     return {k: round(float(metrics[k]), 4) for k in KEYS}
 
 

@@ -180,7 +180,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     if job.threads:
         torch.set_num_threads(job.threads)
     base = load_checkpoint(job.weights)
-    model = base.model
+    model = base.model_at_trained_size()  # a baseline shipped to run larger is pruned where it was trained
     before = summary(model)
     work = job.out.with_suffix("")
     work.mkdir(parents=True, exist_ok=True)

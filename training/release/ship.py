@@ -1,7 +1,7 @@
 """Package a trained checkpoint for shipping: fp16 weights, then one scoring on test.
 
     python -m training.release.ship --weights runs/baseline/best.safetensors \\
-        --out assets/models/baseline.safetensors --data ../shared/data/kvasir-seg
+        --out assets/models/baseline.safetensors --data ../shared/data/kvasir-seg [--img 352]
 
 The shipped (fp16) file itself is evaluated, so the metrics in its header and in
 ``--json-out`` are those of exactly what ships. Test is scored once, here, after model
@@ -20,7 +20,7 @@ import argparse
 import json
 from pathlib import Path
 
-from models import load_checkpoint, save_checkpoint
+from models import load_checkpoint, save_checkpoint, with_input_size
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache
 from training.data.negatives import polyp_free_frames
@@ -67,11 +67,18 @@ def main() -> None:
     parser.add_argument("--json-out", help="test metrics as JSON")
     parser.add_argument("--pr-plot", help="test PR curve (PNG)")
     parser.add_argument("--extra", default="{}", help="JSON object merged into the metadata (e.g. training time)")
+    parser.add_argument("--img", type=int, help="ship it to run at this input size (a multiple of 32; default: "
+                                                "the size it was trained at); the operating threshold and every "
+                                                "score are then at this size")
     args = parser.parse_args()
     source = load_checkpoint(args.weights)
     out = Path(args.out)
     meta = {**source.metadata, **json.loads(args.extra), "shipped_from": Path(args.weights).name}
-    save_checkpoint(out, source.model, meta, half=True)
+    model = source.model
+    if args.img and args.img != source.config.input_size:
+        model = with_input_size(source.model, args.img).eval()
+        meta["trained_input_size"] = source.config.input_size
+    save_checkpoint(out, model, meta, half=True)
     val, _ = score(out, Path(args.data), "val", bootstrap=0)
     try:
         point = operating_point(val)
@@ -86,7 +93,7 @@ def main() -> None:
     print(format_clinical(test))
     meta.update({"val_metrics_fp16": val, "test_metrics": test, "operating_threshold": point["threshold"],
                  "operating_point": {"chosen_on": "val", "recall_target": OPERATING_RECALL, **point}})
-    save_checkpoint(out, source.model, meta, half=True)
+    save_checkpoint(out, model, meta, half=True)
     if args.json_out:
         write_json(args.json_out, {"val": val, "test": test})
     if args.pr_plot:
