@@ -68,11 +68,14 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
 def _add_anchors(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("anchors", help="fit 9 anchor boxes to the training boxes (k-means, 1-IoU)",
                        description="k-means with the 1 - IoU distance on the training boxes at the "
-                                   "training input size; prints the anchors and the best possible recall.")
+                                   "training input size; prints the anchors, the best possible recall, and the "
+                                   "share of boxes (also shrunk to 1/2, 1/4, 1/8) that have an anchor within 4x "
+                                   "of both sides, the boxes the loss can learn.")
     p.add_argument("--data", required=True, help="dataset folder")
     p.add_argument("--img", type=int, default=256, help="training input size in pixels (default 256)")
     p.add_argument("--split", default="train", help="split to fit on (default train)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--weights", help="report the coverage of this checkpoint's anchors instead of the fitted ones")
     p.set_defaults(handler=_lazy("training.cli", "run_anchors"))
 
 

@@ -146,3 +146,22 @@ def test_optimising_the_loss_fits_a_batch():
     assert last_parts["box"] < 0.15 * first_parts["box"] and last_parts["obj"] < 0.35 * first_parts["obj"]
     ious = _positive_ious(model, loss_fn, x, targets)
     assert float(ious.min()) > FIT_IOU, ious
+
+
+def test_the_share_of_boxes_an_anchor_can_learn_by_hand():
+    import numpy as np
+    import pytest
+
+    from training.data.anchors import MATCH_RATIO, matched_share
+    from training.loop.loss import LossConfig
+
+    assert MATCH_RATIO == LossConfig().anchor_ratio  # the report uses the loss's own rule
+    anchors = np.array([[28.0, 30.0], [100.0, 100.0]])
+    boxes = np.array([[8.0, 8.0], [6.0, 8.0], [28.0, 30.0], [300.0, 300.0]])
+    # 8x8 is within 4x of 28x30 (3.5x, 3.75x); 6x8 is not (4.67x); 300x300 is 3x the larger anchor.
+    assert matched_share(boxes, anchors) == 0.75
+    # Halved: 4x4 and 3x4 have no anchor, 14x15 and 150x150 do; none is under 2 px.
+    assert matched_share(boxes, anchors, scale=0.5) == 0.5
+    # At 1/4 the 6x8 box (1.5 x 2 px) is a sliver and is dropped, not counted as a miss; of
+    # 2x2, 7x7.5 (exactly 4x: not within) and 75x75, only the last has an anchor.
+    assert matched_share(boxes, anchors, scale=0.25) == pytest.approx(1 / 3)

@@ -41,7 +41,9 @@ def run_zoom_out(args: argparse.Namespace) -> int:
 
 
 def run_anchors(args: argparse.Namespace) -> int:
-    from training.data.anchors import box_sizes_at, kmeans_anchors
+    import numpy as np
+
+    from training.data.anchors import MATCH_RATIO, box_sizes_at, kmeans_anchors, matched_share
 
     index = open_checked(args.data, args.split)  # the boxes training will see, nothing it would skip
     require_samples(index, args.split)
@@ -53,6 +55,16 @@ def run_anchors(args: argparse.Namespace) -> int:
         print(f"  {w:7.1f} {h:7.1f}")
     print(f"mean best IoU {fit.mean_best_iou:.3f}; best possible recall {fit.best_possible_recall:.4f}")
     print("as JSON:", json.dumps([[round(float(w), 2), round(float(h), 2)] for w, h in fit.anchors]))
+    wh = box_sizes_at(index.samples, args.img)
+    anchors = fit.anchors
+    if args.weights:
+        from models import load_checkpoint
+
+        anchors = np.array(load_checkpoint(args.weights).config.anchors)
+        print(f"coverage below is of {args.weights}'s anchors")
+    shares = ", ".join(f"{scale:g}x {matched_share(wh, anchors, scale):.1%}" for scale in (1, 0.5, 0.25, 0.125))
+    print(f"boxes with an anchor within {MATCH_RATIO:g}x of both sides (what the loss can learn), the boxes "
+          f"shrunk by: {shares}")
     return 0
 
 

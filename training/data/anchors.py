@@ -71,6 +71,24 @@ def _score(wh: np.ndarray, centres: np.ndarray, iterations: int) -> AnchorFit:
     return AnchorFit(centres, float(best_iou.mean()), float((best_iou > RECALL_IOU).mean()), iterations)
 
 
+#: The loss assigns a box to every anchor within this factor of its width and height.
+MATCH_RATIO = 4.0
+
+
+def matched_share(wh: np.ndarray, anchors: np.ndarray, scale: float = 1.0, ratio: float = MATCH_RATIO,
+                  min_side: float = 2.0) -> float:
+    """Share of boxes ``[N, 2]``, shrunk by ``scale`` (boxes then under ``min_side`` dropped,
+    as augmentation drops them), that have an anchor within ``ratio`` of both sides: the
+    boxes the loss can learn at all. Small polyps made by zoom-out or multi-scale are the ones
+    at risk of having none."""
+    w = np.asarray(wh, np.float64) * scale
+    w = w[(w >= min_side).all(axis=1)]
+    if not len(w):
+        return float("nan")
+    r = w[:, None, :] / np.asarray(anchors, np.float64)[None]
+    return float((np.maximum(r, 1 / r).max(axis=2).min(axis=1) < ratio).mean())
+
+
 def box_sizes_at(samples: list, size: int) -> np.ndarray:
     """(w, h) of every box after letterboxing its image to ``size``."""
     out = []
