@@ -50,3 +50,19 @@ def test_export_can_bake_in_another_size(tmp_path):
     result = export_onnx(tmp_path / "m.safetensors", tmp_path / "m.onnx", input_size=96, check_images=None,
                          simplify=False)
     assert read_onnx_info(result.path).input_size == 96
+
+
+def test_training_from_a_checkpoint_shipped_larger_records_the_size_it_trains_at(tmp_path):
+    from training.loop.trainer import TrainConfig, Trainer
+
+    from .synthetic import write_kvasir_like
+
+    data = write_kvasir_like(tmp_path / "kv", n=9)
+    torch.manual_seed(0)
+    base = create("yolov3-spp", width=0.0625, input_size=64)
+    save_checkpoint(tmp_path / "shipped.safetensors", with_input_size(base, 96), {"trained_input_size": 64})
+    cfg = TrainConfig(data=str(data), out=str(tmp_path / "run"), img=64, epochs=1, batch=2, workers=0,
+                      init_weights=str(tmp_path / "shipped.safetensors"), mine_negatives=False,
+                      negative_fraction=0.0, close_mosaic=0)
+    Trainer(cfg, show_progress=False).run()
+    assert load_checkpoint(tmp_path / "run" / "last.safetensors").config.input_size == 64

@@ -40,6 +40,7 @@ from models import (
     load_checkpoint,
     read_header,
     save_checkpoint,
+    with_input_size,
 )
 from models.checkpoint import atomic_write_bytes, remove_stale_temporaries
 from models.darknet_weights import load_darknet_weights
@@ -330,7 +331,10 @@ class Trainer:
         cfg = self.cfg
         if cfg.init_weights:
             init = load_checkpoint(cfg.init_weights)
-            return StartPoint(init.config, weights=init.model.state_dict())
+            model = init.model
+            if model.config.input_size != cfg.img:  # e.g. a baseline shipped to run at 352, trained on at 320
+                model = with_input_size(model, cfg.img)
+            return StartPoint(model.config, weights=model.state_dict())
         model_config = config_for(cfg.model, width=cfg.width, input_size=cfg.img, new_coords=cfg.new_coords,
                                   num_classes=len(train.class_names), class_names=train.class_names)
         if not cfg.fit_anchors:

@@ -166,7 +166,8 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
     if v.method == SCRATCH:
         if not p.start.is_file():
             torch.manual_seed(v.seed)
-            widths = slim_widths(load_checkpoint(settings.weights).model, v.ratio, job.divisor).config
+            widths = slim_widths(load_checkpoint(settings.weights).model_at_trained_size(), v.ratio,
+                                 job.divisor).config
             save_checkpoint(p.start, YOLOv3(widths), {"scratch_control": {"ratio": v.ratio, "seed": v.seed}})
         cfg = scratch_config(settings, v, p.start, p.run)
     else:

@@ -41,7 +41,8 @@ def raw_output_error(slim_model: torch.nn.Module, truth: torch.nn.Module, images
 def measure(weights: Path, data: Path, method: str, ratio: float, scope: str = "uniform",
             recalibration_batches: int = 32, seed: int = 0) -> dict[str, Any]:
     ckpt = load_checkpoint(weights)
-    model, size = ckpt.model.eval(), ckpt.config.input_size
+    model = ckpt.model_at_trained_size().eval()  # measured where the network was trained
+    size = model.config.input_size
     loader = training_batches(data, size, 16, seed)
     job = PruneJob(weights=weights, method=method, ratio=ratio, out=Path("unused"), data=data, scope=scope,
                    seed=seed, recalibration_batches=recalibration_batches, device="cpu", show_progress=False)

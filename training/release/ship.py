@@ -68,8 +68,8 @@ def main() -> None:
     parser.add_argument("--pr-plot", help="test PR curve (PNG)")
     parser.add_argument("--extra", default="{}", help="JSON object merged into the metadata (e.g. training time)")
     parser.add_argument("--img", type=int, help="ship it to run at this input size (a multiple of 32; default: "
-                                                "the size it was trained at); the operating threshold and every "
-                                                "score are then at this size")
+                                                "the size the source checkpoint runs at); the operating threshold "
+                                                "and every score are then at this size")
     args = parser.parse_args()
     source = load_checkpoint(args.weights)
     out = Path(args.out)
@@ -77,7 +77,11 @@ def main() -> None:
     model = source.model
     if args.img and args.img != source.config.input_size:
         model = with_input_size(source.model, args.img).eval()
-        meta["trained_input_size"] = source.config.input_size
+    trained = source.trained_input_size  # a file shipped before keeps the size it was trained at
+    if model.config.input_size != trained:
+        meta["trained_input_size"] = trained
+    else:
+        meta.pop("trained_input_size", None)
     save_checkpoint(out, model, meta, half=True)
     val, _ = score(out, Path(args.data), "val", bootstrap=0)
     try:
