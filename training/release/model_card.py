@@ -91,6 +91,10 @@ def main() -> None:
 
     model = load_checkpoint(args.weights).model
     params, gflops = count_parameters(model), count_flops(model, config.input_size) / 1e9
+    trained = int(meta.get("trained_input_size", config.input_size))  # shipped to run larger: trained here
+    size_text = (f"{config.input_size}×{config.input_size} input" if trained == config.input_size else
+                 f"trained at {trained}×{trained} and shipped to run at {config.input_size}×{config.input_size} "
+                 "(the same weights)")
     seconds = [float(r["seconds"]) for r in rows]
     best = max(rows, key=lambda r: float(r.get("val_ap50") or 0))
     docs = Path(args.out).parent
@@ -111,10 +115,10 @@ def main() -> None:
 
 ## What it is
 YOLOv3-SPP (Darknet-53 backbone, three-scale head, SPP) at width multiplier {config.width}
-and {config.input_size}×{config.input_size} input, one class (`polyp`), trained from scratch
+and {size_text}, one class (`polyp`), trained from scratch
 on Kvasir-SEG. {params:,} parameters, {gflops:.2f} GFLOPs per frame. Box decode: Darknet's
 `new_coords` variant (see `docs/model.md`). Weights stored as fp16 ({Path(args.weights).stat().st_size / 1e6:.1f} MB);
-the metrics below were measured on this fp16 file. Anchors (k-means, 1 − IoU, at {config.input_size} px):
+the metrics below were measured on this fp16 file. Anchors (k-means, 1 − IoU, at {trained} px):
 {[list(a) for a in config.anchors]}.
 
 Research software: not a medical device, not for clinical decisions.
@@ -186,7 +190,7 @@ This recipe was not run here (no GPU was available to this work).
 
 ## Limits
 - Trained from scratch: no pretrained weights can be had on this machine. Small data
-  (792 images) and a width-{config.width} network at {config.input_size} px; small and flat polyps are
+  (792 images) and a width-{config.width} network {f"trained at {trained} px and run at {config.input_size}" if trained != config.input_size else f"at {config.input_size} px"}; small and flat polyps are
   the usual misses (see the PR curve).
 - Kvasir-SEG images come from one centre's equipment; performance on other endoscopes
   (CVC-ClinicDB, ETIS-Larib) is unmeasured here.
