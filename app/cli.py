@@ -200,6 +200,10 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threshold", type=float, action="append", metavar="T",
                    help="also report false alarms at this score threshold (repeatable; the model's operating "
                         "threshold and the app default 0.25 are always reported)")
+    p.add_argument("--merge-iou", type=_probability, metavar="IOU",
+                   help="box merging after NMS: each kept box moves to the score-weighted mean of the candidates "
+                        "overlapping it by more than IOU (default: as the checkpoint was shipped, plain NMS for "
+                        "one never shipped; 0: plain NMS)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_lazy("training.cli", "run_val"))
 

@@ -40,7 +40,7 @@ from app.streaming.recorder import DetectionLog, RecorderError, VideoRecorder, c
 from app.streaming.sources import SourceGaveUp, open_source
 from engine.atomic import atomic_write_text
 from engine.detector import BACKENDS, Detector
-from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU, check_conf, check_iou
+from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU, DEFAULT_MERGE_SCORE_RATIO, check_conf, check_iou, check_merge
 
 DEFAULT_GIVE_UP_AFTER = 60.0
 NEVER = "never"
@@ -138,7 +138,7 @@ def run_detect(args: argparse.Namespace) -> int:
     source = open_source(args.source, realtime=args.realtime, folder_fps=args.fps, on_status=_stderr,
                          give_up_after=args.give_up_after)
     detector = Detector(args.model, args.backend, conf=args.conf, iou=args.iou, threads=args.threads,
-                        no_sidecar=args.no_sidecar)
+                        no_sidecar=args.no_sidecar, merge_iou=args.merge_iou)
     _stderr(detector.selection.explain())
     persistence = None if args.no_persistence else PersistenceFilter(
         PersistenceSettings(args.persist_k, args.persist_n, args.persist_hold))
@@ -221,6 +221,7 @@ def _report(pipeline: StreamPipeline, detector: Detector, args: argparse.Namespa
         "conf": detector.conf,
         "conf_from": "command line" if args.conf is not None else (
             "model operating threshold" if detector.info.operating_threshold else "default"),
+        "box_merge_iou": detector.merge_iou,
         "persistence": None if args.no_persistence else [args.persist_k, args.persist_n, args.persist_hold],
         "seconds": round(elapsed, 2),
     }
@@ -241,6 +242,11 @@ def source_report(source) -> dict[str, Any]:
 
 
 # -- arguments ---------------------------------------------------------------------------
+def _merge_iou(value: float) -> float:
+    check_merge(value, DEFAULT_MERGE_SCORE_RATIO)
+    return float(value)
+
+
 def _checked(check: Callable[[float], float]) -> Callable[[str], float]:
     """An argparse ``type`` from a range check: its ValueError becomes argparse's one-line
     error, which names the flag."""
@@ -296,6 +302,9 @@ def add_detect_parser(sub: argparse._SubParsersAction, handler) -> None:
                    help="score threshold in (0, 1) (default: the model's operating threshold, chosen on "
                         f"validation data, else {DEFAULT_CONF}; low values give full PR curves)")
     p.add_argument("--iou", type=_checked(check_iou), default=DEFAULT_IOU, help="NMS IoU threshold in (0, 1]")
+    p.add_argument("--merge-iou", type=_checked(_merge_iou), default=None,
+                   help="after NMS, move each box to the score-weighted mean of the candidates overlapping it by "
+                        "more than this IoU (default: as the model was validated and shipped; 0: off)")
     p.add_argument("--realtime", action="store_true", help="pace a file at its own frame rate, like a live feed")
     p.add_argument("--fps", type=_checked(_positive_finite), default=25.0, help="frame rate of an image-folder source")
     p.add_argument("--threads", type=_int_at_least(0), default=0, help="inference threads (default 0: all cores)")

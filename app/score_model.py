@@ -38,6 +38,7 @@ def score_exported(model: str | Path, data: str | Path, split: str, backend: str
         evaluator.process([i], [ImageDetections(dets.boxes, dets.scores, dets.classes)])
     metrics = evaluator.evaluate(bootstrap_reps=bootstrap)
     return {"model": str(model), "backend": detector.backend_name, "split": split, "images": len(samples),
+            "box_merge_iou": detector.merge_iou,
             **{k: metrics[k] for k in ("ap50", "ap75", "ap50_95", "precision", "recall", "f1") if k in metrics},
             **({"ap50_ci95": metrics["ap50_ci95"]} if "ap50_ci95" in metrics else {})}
 

@@ -17,7 +17,15 @@ import numpy as np
 from engine.backends.base import Backend, BackendUnavailable
 from engine.detections import Detections
 from engine.model_info import ModelFormatError, ModelInfo, read_onnx_info
-from engine.postprocess import DEFAULT_CONF, DEFAULT_IOU, check_conf, check_iou, postprocess
+from engine.postprocess import (
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    DEFAULT_MERGE_SCORE_RATIO,
+    check_conf,
+    check_iou,
+    check_merge,
+    postprocess,
+)
 from engine.preprocess import Preprocessor
 from engine.trt_engine.engine_file import EngineMismatch
 
@@ -119,11 +127,15 @@ class Detector:
     ``conf`` must lie in (0, 1) and ``iou`` in (0, 1], in the constructor and whenever they
     are set later (the app sets them from sliders): a ValueError names the one that is not.
     ``conf=None`` uses the model's operating threshold (chosen on val and written into the
-    model by export), or ``DEFAULT_CONF`` for a model without one."""
+    model by export), or ``DEFAULT_CONF`` for a model without one. ``merge_iou=None`` likewise
+    merges boxes after NMS as the model was validated (its ``box_merge_iou`` metadata; plain
+    NMS for a model without it); 0 turns merging off, a value in (0, 1] sets it."""
 
     def __init__(self, model: str | Path, backend: str = "auto", *, conf: float | None = None,
                  iou: float = DEFAULT_IOU, threads: int = 0, warmup: int = WARMUP_RUNS, spin: bool = True,
-                 no_sidecar: bool = False) -> None:
+                 no_sidecar: bool = False, merge_iou: float | None = None) -> None:
+        if merge_iou is not None:
+            check_merge(merge_iou, DEFAULT_MERGE_SCORE_RATIO)  # before the (slow) backend is opened
         if conf is not None:
             self.conf = conf  # checked before the (slow) backend is opened
         self.iou = iou
@@ -134,6 +146,9 @@ class Detector:
         self.info: ModelInfo = self.backend.info  # type: ignore[attr-defined]
         if conf is None:  # the model's validated operating point, else the generic default
             self.conf = self.info.operating_threshold or DEFAULT_CONF
+        self.merge_iou, self.merge_score_ratio = check_merge(
+            self.info.box_merge_iou if merge_iou is None else merge_iou,
+            self.info.box_merge_score_ratio or DEFAULT_MERGE_SCORE_RATIO)
         self.preprocess = Preprocessor(self.info.input_size, self.info.letterbox_colour)
         self.last_times = StageTimes()
         if warmup:
@@ -172,7 +187,8 @@ class Detector:
         t1 = time.perf_counter()
         raw = self.backend.infer(tensor)
         t2 = time.perf_counter()
-        dets = postprocess(raw, box, self.conf, self.iou)
+        dets = postprocess(raw, box, self.conf, self.iou, merge_iou=self.merge_iou,
+                           merge_score_ratio=self.merge_score_ratio)
         t3 = time.perf_counter()
         self.last_times = StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
         return dets

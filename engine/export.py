@@ -21,7 +21,13 @@ import numpy as np
 
 from engine.atomic import atomic_write_bytes, atomic_write_text
 from engine.detections import Detections
-from engine.export_metadata import INPUT_NAME, OUTPUT_NAME, model_info_from_config, operating_threshold
+from engine.export_metadata import (
+    INPUT_NAME,
+    OUTPUT_NAME,
+    box_merge_fields,
+    model_info_from_config,
+    operating_threshold,
+)
 from engine.model_info import ModelInfo, sha256_file
 from engine.postprocess import postprocess
 from engine.preprocess import Preprocessor
@@ -72,7 +78,8 @@ def export_onnx(weights: str | Path, out: str | Path, *, dynamic: bool = False, 
     info = model_info_from_config(model.config, sha256_file(weights), code_version(),
                                   params=count_parameters(model),
                                   gflops=round(count_flops(model, size) / 1e9, 4),
-                                  operating_threshold=operating_threshold(ckpt.metadata))
+                                  operating_threshold=operating_threshold(ckpt.metadata),
+                                  **box_merge_fields(ckpt.metadata))
     dummy = torch.zeros(1, 3, size, size)
     buf = io.BytesIO()
     with warnings.catch_warnings():

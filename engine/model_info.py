@@ -20,7 +20,7 @@ FORMAT_VERSION = "1"
 KEYS = ("class_names", "input_size", "letterbox_colour", "normalisation", "anchors", "strides",
         "source_sha256", "output_layout", "input_name", "output_name", "code_version")
 #: Written by the exporter for reports (bench); a model without them still runs.
-OPTIONAL_KEYS = ("params", "gflops", "operating_threshold")
+OPTIONAL_KEYS = ("params", "gflops", "operating_threshold", "box_merge_iou", "box_merge_score_ratio")
 
 
 class ModelFormatError(ValueError):
@@ -47,6 +47,10 @@ class ModelInfo:
     #: The score threshold chosen on validation data (the strictest reaching recall 0.90):
     #: what ``detect`` and the app use unless told otherwise.
     operating_threshold: float | None = None
+    #: Box merging after NMS, as the model was validated and shipped with it
+    #: (``engine.postprocess.merge_boxes``); None: plain NMS.
+    box_merge_iou: float | None = None
+    box_merge_score_ratio: float | None = None
     #: The arithmetic the model file runs in: "fp32", or "fp16"/"int8" for the copies made by
     #: ``polypscope quantize`` (their ``precision`` metadata); shown beside the backend.
     precision: str = "fp32"
@@ -93,6 +97,8 @@ class ModelInfo:
                 params=_optional(meta, "params", int),
                 gflops=_optional(meta, "gflops", float),
                 operating_threshold=_optional(meta, "operating_threshold", float),
+                box_merge_iou=_optional(meta, "box_merge_iou", float),
+                box_merge_score_ratio=_optional(meta, "box_merge_score_ratio", float),
                 precision=meta.get("precision", "fp32"),
             )
         except (ValueError, TypeError) as exc:

@@ -9,6 +9,7 @@ two disagreed on the same network output.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from engine.postprocess import postprocess as runtime_postprocess
@@ -53,7 +54,8 @@ def test_validation_and_runtime_keep_the_same_boxes_for_the_same_output():
         assert np.allclose(np.sort(val.scores), np.sort(runtime.scores))
 
 
-def test_val_and_detect_give_the_same_boxes_on_the_same_images(tiny_checkpoint, tiny_onnx, tmp_path):
+@pytest.mark.parametrize("merge_iou", ["0", "0.6"])  # plain NMS, and with box merging
+def test_val_and_detect_give_the_same_boxes_on_the_same_images(tiny_checkpoint, tiny_onnx, tmp_path, merge_iou):
     """End to end: ``polypscope val`` (torch, training's letterbox and NMS) and ``polypscope
     detect`` (onnxruntime, the runtime's) on the same image files. Frames of the input's
     width need no resampling in either path, so both networks see identical pixels; with
@@ -82,12 +84,13 @@ def test_val_and_detect_give_the_same_boxes_on_the_same_images(tiny_checkpoint, 
     conf = 0.2
     coco = tmp_path / "val.json"
     val = subprocess.run([sys.executable, "-m", "app", "val", "--weights", str(tiny_checkpoint), "--data", str(root),
-                          "--coco-out", str(coco), "--bootstrap", "0", "--quiet"],
+                          "--coco-out", str(coco), "--bootstrap", "0", "--quiet", "--merge-iou", merge_iou],
                          cwd=REPO, capture_output=True, text=True, timeout=300)
     assert val.returncode == 0, val.stderr
     log = tmp_path / "detect.jsonl"
     detect = subprocess.run([sys.executable, "-m", "app", "detect", str(root / "images"), "--model", str(tiny_onnx),
-                             "--jsonl", str(log), "--conf", str(conf), "--no-persistence"],  # default NMS IoU
+                             "--jsonl", str(log), "--conf", str(conf), "--no-persistence",  # default NMS IoU
+                             "--merge-iou", merge_iou],
                             cwd=REPO, capture_output=True, text=True, timeout=300)
     assert detect.returncode == 0, detect.stderr
     by_val: dict[str, list] = {}

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.backends.base import BackendUnavailable
-from engine.export_metadata import model_info_from_config, operating_threshold
+from engine.export_metadata import box_merge_fields, model_info_from_config, operating_threshold
 from engine.model_info import sha256_file
 
 
@@ -39,7 +39,8 @@ class TorchBackend:
         self.model = ckpt.model.eval().to(self.dtype)
         self.model.decoder.float()  # the decode turns offsets into pixels: float32, as in the fp16 ONNX
         self.info = model_info_from_config(ckpt.config, sha256_file(path),
-                                           operating_threshold=operating_threshold(ckpt.metadata))
+                                           operating_threshold=operating_threshold(ckpt.metadata),
+                                           **box_merge_fields(ckpt.metadata))
         self.name = f"torch-{self.device.type}" + ("-fp16" if half else "") + ("-graph" if cuda_graph else "")
         self._graph = None
         if cuda_graph:

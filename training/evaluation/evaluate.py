@@ -22,6 +22,7 @@ from models.decode import FIRST_CLASS_INDEX, OBJECTNESS_INDEX
 from training.data.augment import letterbox_params
 from training.data.datasets import Sample
 from training.data.loader import EvalDataset, ImageCache, collate
+from training.evaluation.box_merge import BoxMerge, merge_boxes
 from training.evaluation.false_alarms import false_alarms, threshold_for_alarm_share
 from training.evaluation.metrics import (
     IOU_OPERATING,
@@ -55,9 +56,9 @@ class ImageDetections:
 
 
 def postprocess(pred: torch.Tensor, conf: float = EVAL_CONF, iou: float = EVAL_NMS_IOU,
-                max_dets: int = 100) -> list[ImageDetections]:
+                max_dets: int = 100, merge: BoxMerge | None = None) -> list[ImageDetections]:
     """Decoded ``[B, N, 5+C]`` -> per-image detections in input pixels (score = obj x cls,
-    class-aware NMS with OpenCV)."""
+    class-aware NMS with OpenCV, then box merging when ``merge`` asks for it)."""
     out = []
     for p in pred.detach().float().cpu():
         cls_scores = p[:, FIRST_CLASS_INDEX:] * p[:, OBJECTNESS_INDEX:OBJECTNESS_INDEX + 1]
@@ -73,7 +74,10 @@ def postprocess(pred: torch.Tensor, conf: float = EVAL_CONF, iou: float = EVAL_N
             idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(), conf, iou)
             idx = np.asarray(idx, dtype=int).reshape(-1)
             idx = idx[np.argsort(-scores[idx], kind="stable")][:max_dets]
-            boxes, scores, labels = boxes[idx], scores[idx], labels[idx]
+            kept = boxes[idx]
+            if merge is not None and merge.iou and idx.size:
+                kept = merge_boxes(idx, boxes, scores, labels, merge.iou, merge.score_ratio)
+            boxes, scores, labels = kept, scores[idx], labels[idx]
         out.append(ImageDetections(boxes.reshape(-1, 4), scores, labels.astype(np.int64)))
     return out
 
@@ -151,8 +155,9 @@ class DetectionEvaluator:
 
 @torch.no_grad()
 def run_inference(model: torch.nn.Module, cache: ImageCache, size: int, *, batch_size: int = 16,
-                  conf: float = EVAL_CONF, show_progress: bool = False) -> dict[int, ImageDetections]:
-    """Detections for every cached image, in original pixels."""
+                  conf: float = EVAL_CONF, show_progress: bool = False,
+                  merge: BoxMerge | None = None) -> dict[int, ImageDetections]:
+    """Detections for every cached image, in original pixels (plain NMS unless ``merge``)."""
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
@@ -160,7 +165,7 @@ def run_inference(model: torch.nn.Module, cache: ImageCache, size: int, *, batch
     out: dict[int, ImageDetections] = {}
     for batch in progress(loader, desc="evaluate", enabled=show_progress):
         pred = model(batch.images.to(device))
-        for idx, det in zip(batch.indices, postprocess(pred, conf=conf)):
+        for idx, det in zip(batch.indices, postprocess(pred, conf=conf, merge=merge)):
             sample = cache.samples[idx]
             original = sample.frame_hw or cv2.imread(str(sample.image_path)).shape[:2]
             out[idx] = to_original_pixels(det, original, cache[idx].image.shape[:2], size)
@@ -171,17 +176,19 @@ def run_inference(model: torch.nn.Module, cache: ImageCache, size: int, *, batch
 def evaluate_model(model: torch.nn.Module, cache: ImageCache, size: int, class_names: tuple[str, ...],
                    *, bootstrap_reps: int = 0, show_progress: bool = False,
                    negatives: ImageCache | None = None,
-                   thresholds: Mapping[str, float] | None = None) -> tuple[dict[str, Any], DetectionEvaluator]:
+                   thresholds: Mapping[str, float] | None = None,
+                   merge: BoxMerge | None = None) -> tuple[dict[str, Any], DetectionEvaluator]:
     """COCO metrics of the split in ``cache`` and the clinical figures of
     :func:`clinical_metrics`; false alarms among them only with ``negatives`` (polyp-free
-    frames), at the recall targets and at each named threshold of ``thresholds``."""
+    frames), at the recall targets and at each named threshold of ``thresholds``. ``merge``:
+    box merging after NMS (default: plain NMS, what training's curves and the study use)."""
     evaluator = DetectionEvaluator(cache.samples, class_names)
-    dets = run_inference(model, cache, size, show_progress=show_progress)
+    dets = run_inference(model, cache, size, show_progress=show_progress, merge=merge)
     evaluator.process(dets.keys(), dets.values())
     metrics = evaluator.evaluate(bootstrap_reps=bootstrap_reps)
     frame_scores: list[np.ndarray] = []
     if negatives is not None and len(negatives):
-        neg = run_inference(model, negatives, size, show_progress=show_progress)
+        neg = run_inference(model, negatives, size, show_progress=show_progress, merge=merge)
         evaluator.negative_detections = [neg[i] for i in range(len(negatives))]
         frame_scores = [d.scores for d in evaluator.negative_detections]
     metrics.update(clinical_metrics(evaluator.image_results(), frame_scores, thresholds or {}))

@@ -12,6 +12,7 @@ from training.data.data_check import open_checked, print_problems, require_sampl
 from training.data.datasets import SPLITS_DIR
 from training.data.loader import ImageCache
 from training.data.negatives import polyp_free_frames
+from training.evaluation.box_merge import BoxMerge
 from training.evaluation.evaluate import evaluate_model, write_json
 from training.evaluation.metrics import SIZE_RANGES
 from training.loop.run_log import save_pr_plot
@@ -101,6 +102,13 @@ def _interval(figures: dict) -> str:
     return f"[{lo:.1%}, {hi:.1%}]"
 
 
+def box_merge_for(metadata: dict[str, Any], merge_iou: float | None) -> BoxMerge:
+    """``--merge-iou`` when given (0: plain NMS), else what the checkpoint was shipped with."""
+    if merge_iou is None:
+        return BoxMerge.from_metadata(metadata)
+    return BoxMerge.from_iou(merge_iou)
+
+
 def validate(args: argparse.Namespace) -> int:
     ckpt = load_checkpoint(args.weights)
     size = args.img or ckpt.config.input_size
@@ -116,13 +124,16 @@ def validate(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"warning: {folder}: {problem}", file=sys.stderr)
     negative_cache = ImageCache(negatives, size)
+    merge = box_merge_for(ckpt.metadata, getattr(args, "merge_iou", None))
     metrics, evaluator = evaluate_model(ckpt.model, cache, size, ckpt.config.class_names,
                                         bootstrap_reps=args.bootstrap, show_progress=not args.quiet,
                                         negatives=negative_cache,
-                                        thresholds=report_thresholds(ckpt.metadata, getattr(args, "threshold", None)))
+                                        thresholds=report_thresholds(ckpt.metadata, getattr(args, "threshold", None)),
+                                        merge=merge)
     metrics = {"weights": str(args.weights), "data": str(Path(args.data).resolve()), "split": split,
-               "input_size": size, **metrics}
-    print(format_table(metrics, f"{Path(args.weights).name} on {name} ({len(index.samples)} images, {size} px)"))
+               "input_size": size, "box_merge_iou": merge.iou, **metrics}
+    print(format_table(metrics, f"{Path(args.weights).name} on {name} ({len(index.samples)} images, {size} px, "
+                                f"{merge.describe()})"))
     clinical = format_clinical(metrics)
     if clinical:
         print(clinical)

@@ -43,6 +43,11 @@ def clinical_section(meta: dict, val: dict, test: dict, zoom: dict | None) -> st
         lines.append(f"Operating threshold {point['threshold']:.4f}, chosen on val as the strictest reaching recall "
                      f"{point['recall_target']:.2f} (val recall there {point['recall']:.4f}); written into the ONNX "
                      "metadata and used by `detect` and the app by default.")
+    if meta.get("box_merge_iou") is not None:
+        lines.append(f"Boxes after NMS are merged (each kept box moves to the score-weighted mean of the candidates "
+                     f"overlapping it by IoU > {float(meta['box_merge_iou']):g} and scoring at least "
+                     f"{float(meta.get('box_merge_score_ratio', 0.5)):g}× it), as every figure below was measured; "
+                     "the setting travels in the ONNX metadata.")
     rows = ["| split | polyp-free frames | frames with a false box at the operating threshold | alarms/min (25 fps, "
             "unfiltered) | at 0.25 | AP50 small / medium / large |", "|---|---|---|---|---|---|"]
     for name, m in (("val", val), ("test", test)):

@@ -12,6 +12,9 @@ recall on val reaches :data:`OPERATING_RECALL`. It goes into the checkpoint's me
 from there into the ONNX metadata (``polypscope export``), and ``detect`` and the app use
 it unless told otherwise. False alarms on polyp-free crops mined from each split are
 reported at it.
+
+Box merging after NMS (chosen on val, docs/accuracy.md) is written into the metadata the
+same way, and every score here is taken with it: ``--merge-iou 0`` ships plain NMS.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from models import load_checkpoint, save_checkpoint, with_input_size
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache
 from training.data.negatives import polyp_free_frames
+from training.evaluation.box_merge import CHOSEN_IOU, IOU_KEY, SCORE_RATIO_KEY, BoxMerge
 from training.evaluation.evaluate import DetectionEvaluator, evaluate_model, write_json
 from training.evaluation.validate import APP_DEFAULT_CONF, format_clinical, format_table
 from training.loop.run_log import save_pr_plot
@@ -42,7 +46,8 @@ def score(weights: Path, data: Path, split: str, bootstrap: int = 1000,
     cache = ImageCache(index.samples, size)
     negatives = ImageCache(polyp_free_frames(index, None, True)[0], size)
     return evaluate_model(ckpt.model, cache, size, ckpt.config.class_names, bootstrap_reps=bootstrap,
-                          negatives=negatives, thresholds=thresholds or {"app default": APP_DEFAULT_CONF})
+                          negatives=negatives, thresholds=thresholds or {"app default": APP_DEFAULT_CONF},
+                          merge=BoxMerge.from_metadata(ckpt.metadata))
 
 
 class NotShippable(RuntimeError):
@@ -59,6 +64,13 @@ def operating_point(val_metrics: dict) -> dict:
     return point
 
 
+def with_box_merge(metadata: dict, merge: BoxMerge) -> dict:
+    """``metadata`` shipping with ``merge``: a re-shipped file loses the setting it had, so
+    plain NMS (``--merge-iou 0``) leaves no keys behind for the runtime to find."""
+    out = {k: v for k, v in metadata.items() if k not in (IOU_KEY, SCORE_RATIO_KEY)}
+    return {**out, **merge.to_metadata()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--weights", required=True)
@@ -70,10 +82,18 @@ def main() -> None:
     parser.add_argument("--img", type=int, help="ship it to run at this input size (a multiple of 32; default: "
                                                 "the size the source checkpoint runs at); the operating threshold "
                                                 "and every score are then at this size")
+    parser.add_argument("--merge-iou", type=float, default=CHOSEN_IOU,
+                        help=f"box merging after NMS, as the model will run (default {CHOSEN_IOU}, chosen on val; "
+                             "0: plain NMS)")
     args = parser.parse_args()
+    try:
+        merge = BoxMerge.from_iou(args.merge_iou)
+    except ValueError as exc:
+        parser.error(str(exc))
     source = load_checkpoint(args.weights)
     out = Path(args.out)
-    meta = {**source.metadata, **json.loads(args.extra), "shipped_from": Path(args.weights).name}
+    meta = with_box_merge({**source.metadata, **json.loads(args.extra), "shipped_from": Path(args.weights).name},
+                          merge)
     model = source.model
     if args.img and args.img != source.config.input_size:
         model = with_input_size(source.model, args.img).eval()
