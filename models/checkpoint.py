@@ -12,6 +12,7 @@ TensorRT engine, Darknet weights) is named as such, with what to use it for inst
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -178,6 +179,24 @@ def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor
     with torch.no_grad():
         for name, target in expected.items():
             target.copy_(tensors[name].to(target.dtype))
+
+
+def weights_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of a checkpoint's tensors alone (names, dtypes, shapes, bytes), not its header
+    metadata: re-shipping a network (new metrics, an operating threshold, a run size) changes
+    the file but not the network, and a study that prunes it must still see the same one."""
+    p = Path(path)
+    raw = _read_bytes(p)
+    _parse_header(p, raw)  # a clear error for anything that is not a PolypScope checkpoint
+    size = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8:8 + size])
+    digest = hashlib.sha256()
+    for name in sorted(k for k in header if k != "__metadata__"):
+        entry = header[name]
+        start, end = (8 + size + int(o) for o in entry["data_offsets"])
+        digest.update(json.dumps([name, entry["dtype"], entry["shape"]]).encode())
+        digest.update(raw[start:end])
+    return digest.hexdigest()
 
 
 def _read_bytes(p: Path) -> bytes:

@@ -230,15 +230,32 @@ def test_a_run_is_never_resumed_under_another_recipe(tmp_path):
         _train(other, show_progress=False)
 
 
-def test_a_study_refuses_a_second_baseline(tmp_path):
+def test_a_study_refuses_a_second_baseline_but_not_the_same_one_reshipped(tmp_path):
+    import hashlib
+
+    import torch
+
+    from models import YoloConfig, YOLOv3, save_checkpoint
     from training.prune_study.runner import check_baseline
 
-    first, second = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
-    first.write_bytes(b"one network")
-    second.write_bytes(b"another network")
+    torch.manual_seed(0)
+    net = YOLOv3(YoloConfig(width=0.0625, input_size=64))
+    first = save_checkpoint(tmp_path / "a.safetensors", net, {"note": "as trained"})
     check_baseline(tmp_path / "study", first)
     check_baseline(tmp_path / "study", first)  # the same baseline again: fine
+    save_checkpoint(first, net, {"note": "re-shipped", "operating_threshold": 0.2})  # new header, same tensors
+    check_baseline(tmp_path / "study", first)
+    with torch.no_grad():
+        next(net.parameters())[0].add_(1.0)  # one weight changed: another network
+    second = save_checkpoint(tmp_path / "b.safetensors", net, {"note": "as trained"})
     with pytest.raises(SystemExit, match="prunes another baseline"):
         check_baseline(tmp_path / "study", second)
     with pytest.raises(SystemExit, match="no such baseline"):
         check_baseline(tmp_path / "study", tmp_path / "missing.safetensors")
+    # a record written before the tensor digest (file SHA only) is upgraded in place
+    old = tmp_path / "old-study"
+    old.mkdir()
+    (old / "baseline.json").write_text(json.dumps({"weights": str(second),
+                                                   "sha256": hashlib.sha256(second.read_bytes()).hexdigest()}))
+    check_baseline(old, second)
+    assert "tensors_sha256" in json.loads((old / "baseline.json").read_text())
