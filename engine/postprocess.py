@@ -3,8 +3,9 @@ the letterbox.
 
 One implementation for every backend, so onnxruntime, TensorRT and torch give the same
 boxes for the same raw output. Validation (``training.evaluation.evaluate``) suppresses
-and merges the same way; ``tests/test_eval_nms.py`` keeps the two in step (training may not
-import this package, and this one may not import torch).
+and merges the same way; ``tests/test_eval_nms.py`` and ``tests/test_box_merge.py`` keep the two
+in step (training may not
+import this package, and this one may not import torch): ``tests/test_box_merge.py``.
 """
 
 from __future__ import annotations
@@ -75,12 +76,13 @@ def merge_boxes(kept: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes
     anchors see the same polyp, and their mean fits it more tightly (YOLOv5's merge NMS).
     The score floor relative to the kept box makes the result independent of the score
     threshold: a box kept above t only ever merges candidates above ``score_ratio`` x t."""
-    near = pairwise_iou(boxes[kept], boxes) > merge_iou
+    wide = boxes.astype(np.float64)  # as validation computes it (float64), so both decide alike
+    near = pairwise_iou(wide[kept], wide) > merge_iou
     near &= classes[kept][:, None] == classes[None, :]
     near &= scores[None, :] >= score_ratio * scores[kept][:, None]
     near[np.arange(len(kept)), kept] = True  # itself, even a degenerate (zero-area) box
     weights = near * scores[None, :].astype(np.float64)
-    return ((weights @ boxes.astype(np.float64)) / weights.sum(1, keepdims=True)).astype(boxes.dtype)
+    return ((weights @ wide) / weights.sum(1, keepdims=True)).astype(boxes.dtype)
 
 
 def postprocess(predictions: np.ndarray, box: Letterbox, conf: float = DEFAULT_CONF, iou: float = DEFAULT_IOU,

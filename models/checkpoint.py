@@ -12,6 +12,7 @@ TensorRT engine, Darknet weights) is named as such, with what to use it for inst
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -181,16 +182,19 @@ def load_state_strict(model: torch.nn.Module, tensors: Mapping[str, torch.Tensor
             target.copy_(tensors[name].to(target.dtype))
 
 
-def weights_digest(path: str | os.PathLike[str]) -> str:
-    """SHA-256 of a checkpoint's tensors alone (names, dtypes, shapes, bytes), not its header
-    metadata: re-shipping a network (new metrics, an operating threshold, a run size) changes
-    the file but not the network, and a study that prunes it must still see the same one."""
+def network_digest(path: str | os.PathLike[str]) -> str:
+    """SHA-256 of the network a checkpoint holds: its tensors (names, dtypes, shapes, bytes)
+    and its architecture (the config: anchors, box decode, classes, widths), but not the
+    input size it runs at nor the rest of its header metadata. Re-shipping a network (new
+    metrics, an operating threshold, a run size) changes the file but not the network, and a
+    study that prunes it must still see the same one."""
     p = Path(path)
     raw = _read_bytes(p)
-    _parse_header(p, raw)  # a clear error for anything that is not a PolypScope checkpoint
+    config = dataclasses.asdict(_config_from_header(p, _parse_header(p, raw)))
+    config.pop("input_size", None)
     size = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8:8 + size])
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
     for name in sorted(k for k in header if k != "__metadata__"):
         entry = header[name]
         start, end = (8 + size + int(o) for o in entry["data_offsets"])

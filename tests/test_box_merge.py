@@ -83,17 +83,18 @@ def _sorted(boxes: np.ndarray, scores: np.ndarray) -> list[tuple[float, ...]]:
     return sorted((round(float(s), 5), *(round(float(v), 3) for v in b)) for b, s in zip(boxes, scores))
 
 
-@pytest.mark.parametrize("conf", [0.1, 0.25, 0.4])
-def test_the_runtime_keeps_above_its_threshold_exactly_the_merged_boxes_validation_keeps(conf):
+@pytest.mark.parametrize(("conf", "ratio"), [(0.0015, 0.5), (0.1, 0.5), (0.25, 0.5), (0.4, 0.5), (0.25, 0.4)])
+def test_the_runtime_keeps_above_its_threshold_exactly_the_merged_boxes_validation_keeps(conf, ratio):
     """Validation scores every candidate above 0.001; the runtime runs at its operating
-    threshold. With merging, each must still give the other's boxes above that threshold."""
-    merge = BoxMerge(0.6, 0.5)
+    threshold (or, for ``score``, barely above validation's floor). With merging, each must
+    still give the other's boxes above that threshold."""
+    merge = BoxMerge(0.6, ratio)
     moved = 0
     for seed in range(8):
         raw = _raw(seed)
         (val,) = eval_postprocess(torch.from_numpy(raw), iou=0.45, merge=merge)
         above = val.scores > conf
-        runtime = runtime_postprocess(raw, IDENTITY, conf=conf, iou=0.45, merge_iou=0.6, merge_score_ratio=0.5)
+        runtime = runtime_postprocess(raw, IDENTITY, conf=conf, iou=0.45, merge_iou=0.6, merge_score_ratio=ratio)
         clipped = val.boxes[above].clip(0, SIZE)  # the runtime clips to the frame, validation later
         assert _sorted(runtime.boxes, runtime.scores) == _sorted(clipped, val.scores[above])
         plain = runtime_postprocess(raw, IDENTITY, conf=conf, iou=0.45)
@@ -165,3 +166,24 @@ def test_detect_reports_the_merging_it_used(merged_model, tmp_path):
     bad = subprocess.run([sys.executable, "-m", "app", "detect", str(clip), "--model", str(onnx_path),
                           "--merge-iou", "1.5"], cwd=REPO, capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "--merge-iou" in bad.stderr and "box merge IoU" in bad.stderr
+
+
+def test_val_uses_the_checkpoints_setting_unless_told_otherwise(merged_model, tmp_path):
+    """``val`` scores a model as it ships (its merge IoU and score ratio); ``--merge-iou``
+    overrides the IoU (0: plain NMS) and keeps the model's score ratio, as ``detect`` does."""
+    from app.cli import main
+    from training.evaluation.validate import box_merge_for
+
+    from .synthetic import write_kvasir_like
+
+    weights, _ = merged_model
+    meta = load_checkpoint(weights).metadata
+    assert box_merge_for(meta, None) == BoxMerge(0.65, 0.4)
+    assert box_merge_for(meta, 0.8) == BoxMerge(0.8, 0.4) and box_merge_for(meta, 0) == BoxMerge.off()
+    assert box_merge_for({}, None) == BoxMerge.off()
+    data = write_kvasir_like(tmp_path / "kv", n=6)
+    for extra, expected in (([], 0.65), (["--merge-iou", "0"], None)):
+        out = tmp_path / f"val{len(extra)}.json"
+        assert main(["val", "--weights", str(weights), "--data", str(data), "--bootstrap", "0", "--quiet",
+                     "--json-out", str(out), *extra]) == 0
+        assert json.loads(out.read_text())["box_merge_iou"] == (None if expected is None else pytest.approx(expected))

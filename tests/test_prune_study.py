@@ -245,6 +245,11 @@ def test_a_study_refuses_a_second_baseline_but_not_the_same_one_reshipped(tmp_pa
     check_baseline(tmp_path / "study", first)  # the same baseline again: fine
     save_checkpoint(first, net, {"note": "re-shipped", "operating_threshold": 0.2})  # new header, same tensors
     check_baseline(tmp_path / "study", first)
+    other_anchors = YOLOv3(YoloConfig(width=0.0625, input_size=64,
+                                      anchors=tuple((w * 1.5, h * 1.5) for w, h in net.config.anchors)))
+    other_anchors.load_state_dict(net.state_dict())  # the same tensors, another box decode
+    with pytest.raises(SystemExit, match="prunes another baseline"):
+        check_baseline(tmp_path / "study", save_checkpoint(tmp_path / "c.safetensors", other_anchors, {}))
     with torch.no_grad():
         next(net.parameters())[0].add_(1.0)  # one weight changed: another network
     second = save_checkpoint(tmp_path / "b.safetensors", net, {"note": "as trained"})
@@ -258,4 +263,4 @@ def test_a_study_refuses_a_second_baseline_but_not_the_same_one_reshipped(tmp_pa
     (old / "baseline.json").write_text(json.dumps({"weights": str(second),
                                                    "sha256": hashlib.sha256(second.read_bytes()).hexdigest()}))
     check_baseline(old, second)
-    assert "tensors_sha256" in json.loads((old / "baseline.json").read_text())
+    assert "network_sha256" in json.loads((old / "baseline.json").read_text())

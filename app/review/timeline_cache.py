@@ -69,11 +69,15 @@ class CacheKey:
     nms_iou: float
     video_bytes: int
     video_mtime_ns: int
+    #: Box merging after NMS (None: plain NMS); a cache from before the setting has none.
+    box_merge_iou: float | None = None
 
     @classmethod
-    def of(cls, video: str | Path, model_sha256: str, nms_iou: float) -> CacheKey:
+    def of(cls, video: str | Path, model_sha256: str, nms_iou: float,
+           box_merge_iou: float | None = None) -> CacheKey:
         stat = Path(video).stat()
-        return cls(model_sha256, round(float(nms_iou), 4), stat.st_size, stat.st_mtime_ns)
+        merge = None if box_merge_iou is None else round(float(box_merge_iou), 4)
+        return cls(model_sha256, round(float(nms_iou), 4), stat.st_size, stat.st_mtime_ns, merge)
 
     def matches(self, header: dict) -> bool:
         return all(header.get(k) == v for k, v in self.__dict__.items())
@@ -156,7 +160,7 @@ def analyse(video: str | Path, detector, *, path: str | Path | None = None, prog
     unless ``should_stop`` cut it short). A matching complete cache is returned as is; a
     partial one is resumed."""
     model_sha = sha256_file(detector.model_path)
-    key = CacheKey.of(video, model_sha, detector.iou)
+    key = CacheKey.of(video, model_sha, detector.iou, getattr(detector, "merge_iou", None))
     path = Path(path) if path is not None else timeline_path(video, model_sha, detector.iou)
     if should_stop is not None and should_stop():  # stopped while its model loaded: touch nothing
         return Timeline({}, path=path)

@@ -3,12 +3,13 @@
 Greedy NMS keeps the highest-scoring box of each cluster and throws the rest away, but the
 neighbouring cells and anchors that produced the rest saw the same polyp: the
 score-weighted mean of the cluster fits it more tightly (YOLOv5's merge NMS; weighted boxes
-fusion in spirit). Scores do not change, so neither do the operating point nor the false
-alarms; only where the boxes lie (AP50-95, docs/accuracy.md "Box merging after NMS").
+fusion in spirit). Scores do not change, so neither do the false alarms on polyp-free
+frames at a given threshold; the boxes move, which changes AP50-95 mostly, and recall (so the
+operating threshold) a little (docs/accuracy.md "Box merging after NMS").
 
 The runtime does the same in ``engine.postprocess`` (numpy; training may not import
-``engine``, and ``engine`` may not import torch); ``tests/test_eval_nms.py`` keeps the two
-in step. The setting travels in the checkpoint's metadata and from there into the ONNX
+``engine``, and ``engine`` may not import torch); ``tests/test_box_merge.py`` keeps the
+two in step. The setting travels in the checkpoint's metadata and from there into the ONNX
 file, so a model shipped without it keeps plain NMS.
 """
 
@@ -53,8 +54,10 @@ class BoxMerge:
 
     @classmethod
     def from_iou(cls, iou: float | None, score_ratio: float = CHOSEN_SCORE_RATIO) -> BoxMerge:
-        """From a command-line value, where 0 means off."""
-        return cls(None if iou is None or float(iou) == 0.0 else float(iou), float(score_ratio))
+        """From a command-line value, where 0 means off (and the ratio, then unused, is checked
+        but not kept: every "off" is the same setting)."""
+        merge = cls(None if iou is None or float(iou) == 0.0 else float(iou), float(score_ratio))
+        return cls.off() if merge.iou is None else merge
 
     @classmethod
     def from_metadata(cls, metadata: dict[str, Any]) -> BoxMerge:

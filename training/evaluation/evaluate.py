@@ -59,11 +59,15 @@ def postprocess(pred: torch.Tensor, conf: float = EVAL_CONF, iou: float = EVAL_N
                 max_dets: int = 100, merge: BoxMerge | None = None) -> list[ImageDetections]:
     """Decoded ``[B, N, 5+C]`` -> per-image detections in input pixels (score = obj x cls,
     class-aware NMS with OpenCV, then box merging when ``merge`` asks for it)."""
+    merging = merge is not None and merge.iou is not None
+    # With merging, candidates down to ratio x conf take part (as in the runtime), so a box
+    # kept just above ``conf`` merges the same neighbours here as there.
+    floor = conf * merge.score_ratio if merging else conf
     out = []
     for p in pred.detach().float().cpu():
         cls_scores = p[:, FIRST_CLASS_INDEX:] * p[:, OBJECTNESS_INDEX:OBJECTNESS_INDEX + 1]
         scores, labels = cls_scores.max(1)
-        keep = scores > conf
+        keep = scores > floor
         boxes, scores, labels = p[keep, :4].numpy(), scores[keep].numpy(), labels[keep].numpy()
         if len(scores):
             xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], 1)
@@ -71,11 +75,12 @@ def postprocess(pred: torch.Tensor, conf: float = EVAL_CONF, iou: float = EVAL_N
             # ``top_k`` would cut to the top k raw boxes BEFORE suppression, so a cluster of
             # overlapping boxes could push every other object out (and val would disagree
             # with the runtime's engine.postprocess, which suppresses first as well).
-            idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(), conf, iou)
+            idx = cv2.dnn.NMSBoxesBatched(xywh.tolist(), scores.tolist(), labels.tolist(), floor, iou)
             idx = np.asarray(idx, dtype=int).reshape(-1)
+            idx = idx[scores[idx] > conf]  # those under it were there only to be merged
             idx = idx[np.argsort(-scores[idx], kind="stable")][:max_dets]
             kept = boxes[idx]
-            if merge is not None and merge.iou and idx.size:
+            if merging and idx.size:
                 kept = merge_boxes(idx, boxes, scores, labels, merge.iou, merge.score_ratio)
             boxes, scores, labels = kept, scores[idx], labels[idx]
         out.append(ImageDetections(boxes.reshape(-1, 4), scores, labels.astype(np.int64)))

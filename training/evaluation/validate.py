@@ -103,10 +103,12 @@ def _interval(figures: dict) -> str:
 
 
 def box_merge_for(metadata: dict[str, Any], merge_iou: float | None) -> BoxMerge:
-    """``--merge-iou`` when given (0: plain NMS), else what the checkpoint was shipped with."""
+    """``--merge-iou`` when given (0: plain NMS), else what the checkpoint was shipped with;
+    the score ratio is the checkpoint's either way, as the runtime ``Detector`` takes it."""
+    shipped = BoxMerge.from_metadata(metadata)
     if merge_iou is None:
-        return BoxMerge.from_metadata(metadata)
-    return BoxMerge.from_iou(merge_iou)
+        return shipped
+    return BoxMerge.from_iou(merge_iou, shipped.score_ratio)
 
 
 def validate(args: argparse.Namespace) -> int:

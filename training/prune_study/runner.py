@@ -29,7 +29,7 @@ from pathlib import Path
 import torch
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
-from models.checkpoint import weights_digest
+from models.checkpoint import network_digest
 from training.data.augment import AugmentConfig
 from training.loop.train_state import STATE_FILE
 from training.loop.trainer import TrainConfig, Trainer
@@ -189,26 +189,26 @@ def check_baseline(out: Path, weights: Path) -> None:
     """Record the baseline a study prunes on its first call; refuse a later call with
     another network, which would mix networks pruned from two baselines in one table.
 
-    The network is identified by its tensors (``models.checkpoint.weights_digest``), not the
-    file's bytes: re-shipping the same baseline (new metrics or settings in its header)
+    The network is identified by its tensors and architecture (``models.checkpoint.network_digest``),
+    not the file's bytes: re-shipping the same baseline (new metrics or settings in its header)
     must not stop a study half-way. A record from before the tensor digest (file SHA only)
     is upgraded when the file is still the one recorded."""
     if not weights.is_file():
         raise SystemExit(f"{weights}: no such baseline checkpoint")
     file_digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    tensors = weights_digest(weights)
+    network = network_digest(weights)
     record = out / BASELINE_FILE
     if record.is_file():
         before = json.loads(record.read_text())
-        if before.get("tensors_sha256") is None and before["sha256"] == file_digest:
-            before["tensors_sha256"] = tensors
+        if before.get("network_sha256") is None and before["sha256"] == file_digest:
+            before["network_sha256"] = network
             record.write_text(json.dumps(before, indent=2))
-        if before.get("tensors_sha256") != tensors:
+        if before.get("network_sha256") != network:
             raise SystemExit(f"{weights}: this study ({out}) prunes another baseline ({before['weights']}); "
                              "use another --out for this one")
         return
     out.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"weights": str(weights), "sha256": file_digest, "tensors_sha256": tensors},
+    record.write_text(json.dumps({"weights": str(weights), "sha256": file_digest, "network_sha256": network},
                                  indent=2))
 
 
