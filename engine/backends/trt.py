@@ -89,7 +89,9 @@ class TensorRTBackend:
         if unchecked:
             warnings.warn(f"{path}: loaded without a sidecar: nothing about it was checked (GPU, TensorRT "
                           "version, source model, pre-processing); boxes are right only if it was built from a "
-                          "PolypScope export", stacklevel=2)
+                          "PolypScope export, and its post-processing is plain NMS at the default threshold unless "
+                          "--conf/--merge-iou say otherwise (the model's own settings live in the sidecar)",
+                          stacklevel=2)
         else:
             self.sidecar = read_sidecar(path)
             check_compatible(path, self.sidecar, tensorrt_version=trt.__version__, gpu_name=gpu,
