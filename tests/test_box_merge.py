@@ -187,3 +187,19 @@ def test_val_uses_the_checkpoints_setting_unless_told_otherwise(merged_model, tm
         assert main(["val", "--weights", str(weights), "--data", str(data), "--bootstrap", "0", "--quiet",
                      "--json-out", str(out), *extra]) == 0
         assert json.loads(out.read_text())["box_merge_iou"] == (None if expected is None else pytest.approx(expected))
+
+
+def test_the_app_says_when_it_merges_boxes(qtbot, merged_model, tmp_path):
+    pytest.importorskip("PySide6.QtWidgets")
+    from PySide6.QtCore import QSettings
+
+    from app.gui.main_window import MainWindow
+
+    _, onnx_path = merged_model
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(None, str(onnx_path), settings=settings, backend="onnxruntime-cpu")
+    qtbot.addWidget(win)
+    qtbot.waitUntil(lambda: win.detector is not None, timeout=30000)
+    assert win.detector.merge_iou == pytest.approx(0.65)
+    assert "box merging IoU > 0.65" in win.statusBar().currentMessage()
+    win.close()

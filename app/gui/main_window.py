@@ -292,8 +292,9 @@ class MainWindow(QMainWindow):
         self.conf_slider.blockSignals(True)  # shows the threshold in use without saving it as a choice
         self.conf_slider.setValue(round(detector.conf * 100))
         self.conf_slider.blockSignals(False)
+        merging = "" if detector.merge_iou is None else f", box merging IoU > {detector.merge_iou:g}"
         self.statusBar().showMessage(f"model {detector.model_path.name} on {_runs_on(detector)}, "
-                                     f"threshold {detector.conf:.2f}", 5000)
+                                     f"threshold {detector.conf:.2f}{merging}", 5000)
         if self.worker is not None:
             self.worker.pipeline.set_detector(detector)
             self.worker.backend = _runs_on(detector)
