@@ -207,7 +207,10 @@ def test_the_fine_tunes_average_reaches_each_child_and_its_trainer(tmp_path, mon
     seen = []
     monkeypatch.setattr("training.prune_study.__main__.run_all", lambda s, *a: seen.append(s) or [])
     (tmp_path / "data").mkdir()
-    (tmp_path / "w.safetensors").write_bytes(b"a baseline")  # the study records which one it prunes
+    from models import YoloConfig, YOLOv3, save_checkpoint
+
+    # The study records which network it prunes, so the baseline must be a real checkpoint.
+    save_checkpoint(tmp_path / "w.safetensors", YOLOv3(YoloConfig(width=0.0625, input_size=64)), {})
     assert main(cmd[cmd.index("--phase"):]) == 0
     assert (seen[0].ema_decay, seen[0].ema_tau) == (0.995, 124.0)
 
