@@ -101,7 +101,7 @@ prune-study: $(STAMP)
 default-model: $(STAMP)
 	$(BIN)/polypscope prune --weights assets/models/baseline.safetensors --method taylor --ratio 0.5 \
 		--scope uniform --finetune-epochs 60 --distill 0 --keep last --seed 0 --data $(DATA) --device $(DEVICE) \
-		--threads 2 --workers 1 --out runs/default/pruned.safetensors
+		--threads 2 --workers 1 --resume --out runs/default/pruned.safetensors
 	$(BIN)/python -m training.release.ship --weights runs/default/pruned.safetensors --img 352 \
 		--out assets/models/default.safetensors --data $(DATA) --json-out docs/default-metrics.json \
 		--pr-plot docs/default-test-pr.png

@@ -244,6 +244,9 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
     _add_ema_options(p, "while fine-tuning ")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the prune whose work folder sits beside --out: steps already pruned are not "
+                        "scored again, a fine-tune goes on from its last saved epoch (same flags required)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("training.cli", "run_prune"))
 

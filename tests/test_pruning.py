@@ -1,4 +1,5 @@
 
+import dataclasses
 import json
 
 import cv2
@@ -374,7 +375,7 @@ def test_the_fine_tune_hands_on_the_epoch_asked_for(keep, name, tiny_checkpoint,
     trained = []
 
     class Recorded:
-        def __init__(self, cfg, show_progress):
+        def __init__(self, cfg, show_progress, resume=False):
             trained.append(cfg)
 
         def run(self):
@@ -384,3 +385,49 @@ def test_the_fine_tune_hands_on_the_epoch_asked_for(keep, name, tiny_checkpoint,
     job = prune.PruneJob(tiny_checkpoint, "taylor", 0.5, tmp_path / "p.safetensors", keep=keep)
     assert prune._finetune(job, tiny_checkpoint, 4, tmp_path / "ft") == tmp_path / "ft" / name
     assert trained[0].epochs == 4 and trained[0].out == str(tmp_path / "ft")
+
+
+class SittingEnded(Exception):
+    """Stands for the end of a sitting: the process is gone after an epoch was saved."""
+
+
+def test_an_interrupted_prune_resumes_without_scoring_again_and_refuses_other_settings(tmp_path, monkeypatch):
+    import training.pruning.prune as prune
+    from training.loop.trainer import TrainConfig, Trainer
+
+    data = write_kvasir_like(tmp_path / "kv", n=12)
+    Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.25, img=64, epochs=1, batch=4,
+                        workers=0), show_progress=False).run()
+    job = PruneJob(weights=tmp_path / "base" / "last.safetensors", method="taylor", ratio=0.5,
+                   out=tmp_path / "pruned.safetensors", data=data, finetune_epochs=2, batch=4, taylor_batches=2,
+                   keep="last", workers=0, show_progress=False)
+    end_epoch = Trainer._end_epoch
+
+    def sitting_ends_after_the_first_epoch(self, epoch, *args, **kwargs):
+        metrics = end_epoch(self, epoch, *args, **kwargs)
+        if epoch == 0:
+            raise SittingEnded
+        return metrics
+
+    monkeypatch.setattr(Trainer, "_end_epoch", sitting_ends_after_the_first_epoch)
+    with pytest.raises(SittingEnded):
+        run_prune(job)
+    monkeypatch.undo()
+    work = tmp_path / "pruned"
+    assert not job.out.exists()
+    pruned = (work / "step1_pruned.safetensors").read_bytes()
+
+    with pytest.raises(SystemExit, match="pass --resume"):  # a fresh start would mix two prunes' steps
+        run_prune(job)
+    with pytest.raises(SystemExit, match=r"prune_job.json: .*other settings \(ratio\)"):
+        run_prune(dataclasses.replace(job, ratio=0.3, resume=True))
+
+    scored = []
+    score = prune.make_criterion
+    monkeypatch.setattr(prune, "make_criterion", lambda *a: scored.append(a) or score(*a))
+    meta = run_prune(dataclasses.replace(job, resume=True, threads=1))  # where it runs may change
+    assert scored == []  # the saved step is not scored (nor slimmed) again
+    assert (work / "step1_pruned.safetensors").read_bytes() == pruned
+    rows = (work / "step1_finetune" / "results.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[0] for r in rows] == ["1", "2"]  # epoch 1 kept, epoch 2 trained once
+    assert meta["pruning"]["kept_epoch"] == "last" and load_checkpoint(job.out).config.is_pruned

@@ -123,7 +123,8 @@ def run_prune(args: argparse.Namespace) -> int:
                    finetune_lr=args.finetune_lr, taylor_batches=args.taylor_batches,
                    recalibration_batches=args.recalibration_batches, seed=args.seed, threads=args.threads or 0,
                    workers=args.workers, device=args.device, distill_weight=args.distill,
-                   ema_decay=args.ema_decay, ema_tau=args.ema_tau, keep=args.keep, fold=args.fold, show_progress=not args.quiet)
+                   ema_decay=args.ema_decay, ema_tau=args.ema_tau, keep=args.keep, fold=args.fold, show_progress=not args.quiet,
+                   resume=args.resume)
     meta = run_prune(job)
     b, a = meta["before"], meta["after"]
     print(f"{args.method} pruning, ratio {args.ratio} ({args.scope}, {args.steps} step(s)): "

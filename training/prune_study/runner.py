@@ -163,7 +163,8 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
     job = PruneJob(settings.weights, v.method if v.method != SCRATCH else "l1", v.ratio, p.start, settings.data,
                    scope=v.scope, finetune_lr=settings.finetune_lr, seed=v.seed, threads=settings.threads,
                    workers=settings.workers, device=settings.device, distill_weight=settings.distill,
-                   ema_decay=settings.ema_decay, ema_tau=settings.ema_tau, show_progress=settings.show_progress)
+                   ema_decay=settings.ema_decay, ema_tau=settings.ema_tau, show_progress=settings.show_progress,
+                   resume=True)  # a child stopped while pruning picks up its saved steps
     if v.method == SCRATCH:
         if not p.start.is_file():
             torch.manual_seed(v.seed)

@@ -7,6 +7,12 @@ pruned-but-not-fine-tuned network (``step{k}_pruned.safetensors``) and the chann
 (``step{k}_keep.json``, indices into the previous step's channels per group). The result is an
 ordinary checkpoint whose config records every new width, so the engine, the exporter
 and the app use it like any other.
+
+A prune with a long fine-tune outlives a sitting, so it resumes (``resume=True``,
+``polypscope prune --resume``): the work folder records the job (``prune_job.json``), a step
+whose pruned network was saved is not scored again, and its fine-tune continues from the
+epoch it last saved. A resume asked with other settings is refused, and so is a fresh
+start over an earlier prune's files, which would mix two prunes' steps.
 """
 
 from __future__ import annotations
@@ -23,11 +29,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
+from models.checkpoint import atomic_write_bytes
 from models.complexity import count_flops, count_parameters
 from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache, TrainDataset, collate
 from training.loop.loss import YoloLoss
+from training.loop.train_state import STATE_FILE
 from training.loop.trainer import TrainConfig, Trainer, pick_device
 from training.progress import progress
 from training.pruning.bn_recalibration import recalibrate_batchnorm
@@ -70,6 +78,12 @@ class PruneJob:
     divisor: int = 8
     fold: str = "auto"            # where removed channels' constants are folded: see effective_fold
     show_progress: bool = True
+    resume: bool = False          # continue the prune whose work files sit beside ``out``
+
+
+JOB_FILE = "prune_job.json"
+# Job settings that may differ between the sittings that resume one prune (where it runs, not what).
+PLACE_FIELDS = ("weights", "out", "data", "threads", "workers", "device", "show_progress", "resume")
 
 
 def training_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
@@ -171,9 +185,37 @@ def finetune_config(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> T
 
 def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
     """Fine-tune and return the checkpoint that carries on: the epoch best on val, or the
-    last (the end of the schedule; the best of many noisy epochs is an optimistic pick)."""
-    Trainer(finetune_config(job, start, epochs, run_dir), show_progress=job.show_progress).run()
+    last (the end of the schedule; the best of many noisy epochs is an optimistic pick).
+    Under ``job.resume`` a fine-tune that saved an epoch goes on from it."""
+    resume = job.resume and ((run_dir / STATE_FILE).is_file() or (run_dir / "last.safetensors").is_file())
+    Trainer(finetune_config(job, start, epochs, run_dir), resume=resume, show_progress=job.show_progress).run()
     return run_dir / ("last.safetensors" if job.keep == "last" else "best.safetensors")
+
+
+def job_record(job: PruneJob, base_sha256: str) -> dict[str, Any]:
+    """What makes two calls the same prune: every setting but where it runs, and the
+    baseline by its bytes (a path may move between sittings, the network must not)."""
+    record = {f.name: getattr(job, f.name) for f in dataclasses.fields(job) if f.name not in PLACE_FIELDS}
+    return {**record, "base_sha256": base_sha256}
+
+
+def check_work_folder(job: PruneJob, work: Path, record: dict[str, Any]) -> None:
+    """Refuse a resume under other settings, and a fresh start over another prune's steps
+    (a later resume would mix them); then record this job."""
+    saved = work / JOB_FILE
+    if job.resume and saved.is_file():
+        before = json.loads(saved.read_text())
+        differ = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
+        if differ:
+            raise SystemExit(f"{saved}: this prune was started with other settings ({', '.join(differ)}); "
+                             "resume it with the same flags, or use another --out")
+    elif any(work.glob("step*")):
+        if job.resume:
+            raise SystemExit(f"{work}: holds prune steps but no {JOB_FILE} saying how they were made; "
+                             "use another --out (or remove the folder) to start again")
+        raise SystemExit(f"{work}: holds an earlier prune's steps; pass --resume to continue it, "
+                         "or use another --out (or remove the folder) to start again")
+    atomic_write_bytes(saved, json.dumps(record, indent=2).encode())
 
 
 def run_prune(job: PruneJob) -> dict[str, Any]:
@@ -184,16 +226,26 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     before = summary(model)
     work = job.out.with_suffix("")
     work.mkdir(parents=True, exist_ok=True)
+    base_sha256 = hashlib.sha256(job.weights.read_bytes()).hexdigest()
+    check_work_folder(job, work, job_record(job, base_sha256))
     per_step_epochs = job.finetune_epochs // job.steps if job.finetune_epochs else 0
     for k, ratio in enumerate(step_ratios(job.ratio, job.steps), start=1):
-        spec = PruneSpec(ratio, job.scope, divisor=job.divisor)
-        # One loader (one image cache) per step serves both Taylor scoring and recalibration.
-        loader = training_batches(job.data, model.config.input_size, job.batch, job.seed + k - 1) if job.data else None
-        model, keep = prune_once(model, make_criterion(job, model, loader), spec, pick_device(job.device),
-                                  effective_fold(job))
-        (work / f"step{k}_keep.json").write_text(json.dumps({g: idx.tolist() for g, idx in keep.items()}))
-        model = recalibrate(job, model, loader)
-        step_path = save_checkpoint(work / f"step{k}_pruned.safetensors", model, {"pruned_step": k})
+        step_path, keep_path = work / f"step{k}_pruned.safetensors", work / f"step{k}_keep.json"
+        if job.resume and step_path.is_file() and keep_path.is_file():
+            # Saved after its channel list: this step was scored, slimmed and recalibrated.
+            model = load_checkpoint(step_path).model
+            if job.show_progress:
+                print(f"step {k}: resuming from {step_path} (not scored again)")
+        else:
+            spec = PruneSpec(ratio, job.scope, divisor=job.divisor)
+            # One loader (one image cache) per step serves both Taylor scoring and recalibration.
+            loader = (training_batches(job.data, model.config.input_size, job.batch, job.seed + k - 1)
+                      if job.data else None)
+            model, keep = prune_once(model, make_criterion(job, model, loader), spec, pick_device(job.device),
+                                      effective_fold(job))
+            atomic_write_bytes(keep_path, json.dumps({g: idx.tolist() for g, idx in keep.items()}).encode())
+            model = recalibrate(job, model, loader)
+            save_checkpoint(step_path, model, {"pruned_step": k})
         if per_step_epochs:
             if job.data is None:
                 raise ValueError("fine-tuning needs --data")
@@ -208,7 +260,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
                     "ema_tau": job.ema_tau if job.ema_tau is not None else TrainConfig.ema_tau,
                     "recalibration_batches": job.recalibration_batches if job.data else 0,
                     "base_checkpoint": job.weights.name,
-                    "base_sha256": hashlib.sha256(job.weights.read_bytes()).hexdigest()},
+                    "base_sha256": base_sha256},
         "before": before, "after": after,
         "base_metadata": {k: v for k, v in base.metadata.items() if k in ("data", "train_split", "recipe")},
     }
