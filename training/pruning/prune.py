@@ -209,7 +209,7 @@ def check_work_folder(job: PruneJob, work: Path, record: dict[str, Any]) -> None
         if differ:
             raise SystemExit(f"{saved}: this prune was started with other settings ({', '.join(differ)}); "
                              "resume it with the same flags, or use another --out")
-    elif any(work.glob("step*")):
+    elif any(work.glob("step*_pruned.safetensors")) or any(work.glob("step*_finetune")):  # what a resume reuses
         if job.resume:
             raise SystemExit(f"{work}: holds prune steps but no {JOB_FILE} saying how they were made; "
                              "use another --out (or remove the folder) to start again")
