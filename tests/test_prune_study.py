@@ -216,8 +216,9 @@ def test_the_fine_tunes_average_reaches_each_child_and_its_trainer(tmp_path, mon
 
 
 def test_a_run_is_never_resumed_under_another_recipe(tmp_path):
+    from training.loop.recipe import recipe_mismatch
     from training.loop.trainer import TrainConfig
-    from training.prune_study.runner import _train, recipe_mismatch
+    from training.prune_study.runner import _train
 
     run = tmp_path / "run"
     run.mkdir()

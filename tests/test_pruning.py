@@ -422,12 +422,23 @@ def test_an_interrupted_prune_resumes_without_scoring_again_and_refuses_other_se
     with pytest.raises(SystemExit, match=r"prune_job.json: .*other settings \(ratio\)"):
         run_prune(dataclasses.replace(job, ratio=0.3, resume=True))
 
-    scored = []
-    score = prune.make_criterion
+    # Code whose fine-tune recipe changed since the sitting began may not finish the run.
+    config = prune.finetune_config
+    monkeypatch.setattr(prune, "finetune_config", lambda *a: dataclasses.replace(config(*a), close_mosaic=5))
+    with pytest.raises(SystemExit, match=r"step1_finetune/train_config.json: .*other settings \(close_mosaic\)"):
+        run_prune(dataclasses.replace(job, resume=True))
+    monkeypatch.undo()
+
+    scored, trained = [], []
+    score, train_epoch = prune.make_criterion, Trainer._train_epoch
     monkeypatch.setattr(prune, "make_criterion", lambda *a: scored.append(a) or score(*a))
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, epoch: trained.append(epoch) or train_epoch(self, epoch))
     meta = run_prune(dataclasses.replace(job, resume=True, threads=1))  # where it runs may change
     assert scored == []  # the saved step is not scored (nor slimmed) again
+    assert trained == [1]  # the fine-tune goes on from its saved first epoch
     assert (work / "step1_pruned.safetensors").read_bytes() == pruned
     rows = (work / "step1_finetune" / "results.csv").read_text().splitlines()[1:]
-    assert [r.split(",")[0] for r in rows] == ["1", "2"]  # epoch 1 kept, epoch 2 trained once
+    assert [r.split(",")[0] for r in rows] == ["1", "2"]
     assert meta["pruning"]["kept_epoch"] == "last" and load_checkpoint(job.out).config.is_pruned
+    run_prune(dataclasses.replace(job, resume=True))  # a finished prune resumed: nothing trains again
+    assert trained == [1] and scored == []

@@ -31,6 +31,7 @@ import torch
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from models.checkpoint import network_digest
 from training.data.augment import AugmentConfig
+from training.loop.recipe import refuse_other_recipe
 from training.loop.train_state import STATE_FILE
 from training.loop.trainer import TrainConfig, Trainer
 from training.processes import run_queue, start_group
@@ -129,27 +130,13 @@ def scratch_config(settings: StudySettings, v: Variant, start: Path, run_dir: Pa
                                device=settings.device, fit_anchors=False, pretrained=None, distill_from=None)
 
 
-# Settings that may differ between the sittings that resume one run (where it runs, not what).
-PLACE_FIELDS = ("out", "data", "threads", "workers", "device")
-
-
-def recipe_mismatch(saved: TrainConfig, asked: TrainConfig) -> list[str]:
-    """The recipe settings in which a run's saved config and the one asked for now differ."""
-    return [f.name for f in dataclasses.fields(TrainConfig)
-            if f.name not in PLACE_FIELDS and getattr(saved, f.name) != getattr(asked, f.name)]
-
-
 def _train(cfg: TrainConfig, show_progress: bool) -> None:
     run = Path(cfg.out)
     resume = (run / STATE_FILE).is_file() or (run / "last.safetensors").is_file()
-    saved_config = run / "train_config.json"
-    if resume and saved_config.is_file():
+    if resume:
         # A study resumed with other flags (--finetune-lr, --distill, --ema-*) must not finish a
         # run under a recipe it did not start with: the cell would mix two recipes silently.
-        differ = recipe_mismatch(TrainConfig.from_dict(json.loads(saved_config.read_text())), cfg)
-        if differ:
-            raise SystemExit(f"{saved_config}: this run was started with other settings "
-                             f"({', '.join(differ)}); resume it with the same flags or use another --out")
+        refuse_other_recipe(run, cfg)
     Trainer(cfg, resume=resume, show_progress=show_progress).run()
 
 

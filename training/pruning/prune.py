@@ -29,14 +29,15 @@ import torch
 from torch.utils.data import DataLoader
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
-from models.checkpoint import atomic_write_bytes
+from models.checkpoint import atomic_write_bytes, network_digest, remove_stale_temporaries
 from models.complexity import count_flops, count_parameters
 from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache, TrainDataset, collate
 from training.loop.loss import YoloLoss
+from training.loop.recipe import CHECKPOINT_PATH_FIELDS, PLACE_FIELDS, refuse_other_recipe
 from training.loop.train_state import STATE_FILE
-from training.loop.trainer import TrainConfig, Trainer, pick_device
+from training.loop.trainer import TrainConfig, Trainer, checkpoint_epoch, pick_device
 from training.progress import progress
 from training.pruning.bn_recalibration import recalibrate_batchnorm
 from training.pruning.graph import coupling_groups
@@ -83,7 +84,7 @@ class PruneJob:
 
 JOB_FILE = "prune_job.json"
 # Job settings that may differ between the sittings that resume one prune (where it runs, not what).
-PLACE_FIELDS = ("weights", "out", "data", "threads", "workers", "device", "show_progress", "resume")
+JOB_PLACE_FIELDS = ("weights", "out", "data", "threads", "workers", "device", "show_progress", "resume")
 
 
 def training_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
@@ -186,30 +187,44 @@ def finetune_config(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> T
 def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
     """Fine-tune and return the checkpoint that carries on: the epoch best on val, or the
     last (the end of the schedule; the best of many noisy epochs is an optimistic pick).
-    Under ``job.resume`` a fine-tune that saved an epoch goes on from it."""
+    Under ``job.resume`` a fine-tune that saved an epoch goes on from it, under the recipe it
+    started with or not at all, and one that has finished is not opened again."""
+    kept = run_dir / ("last.safetensors" if job.keep == "last" else "best.safetensors")
+    cfg = finetune_config(job, start, epochs, run_dir)
     resume = job.resume and ((run_dir / STATE_FILE).is_file() or (run_dir / "last.safetensors").is_file())
-    Trainer(finetune_config(job, start, epochs, run_dir), resume=resume, show_progress=job.show_progress).run()
-    return run_dir / ("last.safetensors" if job.keep == "last" else "best.safetensors")
+    if resume:
+        # The start and the teacher are checked by the job record (the base's digest).
+        refuse_other_recipe(run_dir, cfg, PLACE_FIELDS + CHECKPOINT_PATH_FIELDS)
+        if checkpoint_epoch(run_dir / "last.safetensors") == epochs and kept.is_file():
+            return kept
+    Trainer(cfg, resume=resume, show_progress=job.show_progress).run()
+    return kept
 
 
-def job_record(job: PruneJob, base_sha256: str) -> dict[str, Any]:
-    """What makes two calls the same prune: every setting but where it runs, and the
-    baseline by its bytes (a path may move between sittings, the network must not)."""
-    record = {f.name: getattr(job, f.name) for f in dataclasses.fields(job) if f.name not in PLACE_FIELDS}
-    return {**record, "base_sha256": base_sha256}
+def job_record(job: PruneJob) -> dict[str, Any]:
+    """What makes two calls the same prune: every setting but where it runs, whether data was
+    given (it decides recalibration and the fold), and the baseline by its network (tensors
+    and architecture, ``network_digest``) and the size it is pruned at: a path may move and a
+    re-shipped header may change between sittings, the network may not."""
+    record = {f.name: getattr(job, f.name) for f in dataclasses.fields(job) if f.name not in JOB_PLACE_FIELDS}
+    return {**record, "data_given": job.data is not None, "base_network_sha256": network_digest(job.weights),
+            "base_trained_size": load_checkpoint(job.weights).model_at_trained_size().config.input_size}
 
 
 def check_work_folder(job: PruneJob, work: Path, record: dict[str, Any]) -> None:
-    """Refuse a resume under other settings, and a fresh start over another prune's steps
-    (a later resume would mix them); then record this job."""
+    """Refuse a resume under other settings when it would reuse saved work, and a fresh start
+    over another prune's steps (a later resume would mix them); then record this job."""
     saved = work / JOB_FILE
-    if job.resume and saved.is_file():
-        before = json.loads(saved.read_text())
+    reusable = any(work.glob("step*_pruned.safetensors")) or any(work.glob("step*_finetune"))
+    if job.resume and reusable and saved.is_file():
+        defaults = {f.name: f.default for f in dataclasses.fields(PruneJob)
+                    if f.default is not dataclasses.MISSING and f.name not in JOB_PLACE_FIELDS}
+        before = {**defaults, **json.loads(saved.read_text())}  # a field added since reads as its default
         differ = sorted(k for k in set(before) | set(record) if before.get(k) != record.get(k))
         if differ:
             raise SystemExit(f"{saved}: this prune was started with other settings ({', '.join(differ)}); "
                              "resume it with the same flags, or use another --out")
-    elif any(work.glob("step*_pruned.safetensors")) or any(work.glob("step*_finetune")):  # what a resume reuses
+    elif reusable:
         if job.resume:
             raise SystemExit(f"{work}: holds prune steps but no {JOB_FILE} saying how they were made; "
                              "use another --out (or remove the folder) to start again")
@@ -227,7 +242,8 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     work = job.out.with_suffix("")
     work.mkdir(parents=True, exist_ok=True)
     base_sha256 = hashlib.sha256(job.weights.read_bytes()).hexdigest()
-    check_work_folder(job, work, job_record(job, base_sha256))
+    remove_stale_temporaries(work)  # a step cut while being written
+    check_work_folder(job, work, job_record(job))
     per_step_epochs = job.finetune_epochs // job.steps if job.finetune_epochs else 0
     for k, ratio in enumerate(step_ratios(job.ratio, job.steps), start=1):
         step_path, keep_path = work / f"step{k}_pruned.safetensors", work / f"step{k}_keep.json"
