@@ -201,14 +201,14 @@ def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
     return kept
 
 
-def job_record(job: PruneJob) -> dict[str, Any]:
+def job_record(job: PruneJob, trained_size: int) -> dict[str, Any]:
     """What makes two calls the same prune: every setting but where it runs, whether data was
     given (it decides recalibration and the fold), and the baseline by its network (tensors
     and architecture, ``network_digest``) and the size it is pruned at: a path may move and a
     re-shipped header may change between sittings, the network may not."""
     record = {f.name: getattr(job, f.name) for f in dataclasses.fields(job) if f.name not in JOB_PLACE_FIELDS}
     return {**record, "data_given": job.data is not None, "base_network_sha256": network_digest(job.weights),
-            "base_trained_size": load_checkpoint(job.weights).model_at_trained_size().config.input_size}
+            "base_trained_size": trained_size}
 
 
 def check_work_folder(job: PruneJob, work: Path, record: dict[str, Any]) -> None:
@@ -243,7 +243,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     base_sha256 = hashlib.sha256(job.weights.read_bytes()).hexdigest()
     remove_stale_temporaries(work)  # a step cut while being written
-    check_work_folder(job, work, job_record(job))
+    check_work_folder(job, work, job_record(job, model.config.input_size))
     per_step_epochs = job.finetune_epochs // job.steps if job.finetune_epochs else 0
     for k, ratio in enumerate(step_ratios(job.ratio, job.steps), start=1):
         step_path, keep_path = work / f"step{k}_pruned.safetensors", work / f"step{k}_keep.json"
