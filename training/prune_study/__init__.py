@@ -5,6 +5,8 @@ the small network from scratch? Stages, one module each:
   from-scratch control) and the named grids;
 - :mod:`~training.prune_study.runner`: prune, recalibrate and fine-tune each cell (or train
   the control), resumable, several at once, stopping itself before a deadline;
+- :mod:`~training.prune_study.archive`: each finished variant's compact record (fp16 final
+  weights, curve, recipe), kept in git, so that a lost work folder does not lose the study;
 - :mod:`~training.prune_study.scoring`: val figures and fine-tuning curves per cell (test
   only when asked, once, for the final table);
 - :mod:`~training.prune_study.statistics`: mean and sd over seeds, paired differences with

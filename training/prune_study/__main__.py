@@ -100,6 +100,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto", help="cpu, cuda, ... (default auto)")
     parser.add_argument("--score-test", action="store_true",
                         help="also score test: only once, for the final table, after every choice is made")
+    parser.add_argument("--archive", type=Path,
+                        help="folder, committed, that keeps each finished variant's final weights (fp16), curve "
+                             "and recipe, so that the study survives the loss of --out; archived variants are "
+                             "done and are scored from there (e.g. assets/pruning-study/study60)")
     parser.add_argument("--docs", default="docs/pruning-study", help="where the table and the plots go "
                                                                      "(default docs/pruning-study)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -111,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data) if args.data else default_data_root()
     settings = StudySettings(Path(args.weights), data, Path(args.out), args.finetune_epochs, args.finetune_lr,
                              args.scratch_epochs, args.scratch_recipe, args.distill, args.ema_decay, args.ema_tau,
-                             args.threads, args.workers, args.device, show_progress=not args.quiet)
+                             args.threads, args.workers, args.device, show_progress=not args.quiet,
+                             archive=args.archive)
     cells = [Variant.parse(t) for t in args.variants] if args.variants else GRIDS[args.grid]
     variants = expand(cells, args.seeds)
     settings.out.mkdir(parents=True, exist_ok=True)

@@ -6,7 +6,8 @@ Each variant has its own folder under ``--out``:
   the fine-tune run in ``finetune/``;
 - the from-scratch control: ``init.safetensors`` (random weights at the slim widths), then
   the training run in ``train/``;
-- ``done.json`` once finished.
+- ``done.json`` once finished; with an archive named, the finished variant's compact record
+  is then copied there (``prune_study.archive``), and the archive decides what is done.
 
 A variant stopped anywhere picks up where it was: an existing ``pruned.safetensors`` is not
 pruned again and a run folder with a saved state is resumed (``Trainer(resume=True)``).
@@ -61,6 +62,7 @@ class StudySettings:
     workers: int = 1
     device: str = "auto"
     show_progress: bool = False
+    archive: Path | None = None   # where finished variants are kept, committed (prune_study.archive)
 
 
 @dataclass(frozen=True)
@@ -86,7 +88,29 @@ class VariantPaths:
 
 
 def paths(settings: StudySettings, v: Variant) -> VariantPaths:
+    """The variant's work folder."""
     return VariantPaths(settings.out / v.name)
+
+
+def archived(settings: StudySettings, v: Variant) -> VariantPaths | None:
+    """The variant's archived record (``prune_study.archive``), or ``None`` when it has none."""
+    if settings.archive is None:
+        return None
+    p = VariantPaths(settings.archive / v.name)
+    return p if p.done.is_file() else None
+
+
+def where(settings: StudySettings, v: Variant) -> VariantPaths:
+    """Where a variant's figures are read from: its archive when it has one (a variant archived
+    is done, and every archived variant is scored from the same fp16 form), else the work folder."""
+    return archived(settings, v) or paths(settings, v)
+
+
+def finished(settings: StudySettings, v: Variant) -> bool:
+    """Done: archived, or (with no archive named) marked done in the work folder."""
+    if settings.archive is not None:
+        return archived(settings, v) is not None
+    return paths(settings, v).done.is_file()
 
 
 def slim_widths(base: YOLOv3, ratio: float, divisor: int = 8) -> YOLOv3:
@@ -142,8 +166,14 @@ def _train(cfg: TrainConfig, show_progress: bool) -> None:
 
 def run_variant(settings: StudySettings, v: Variant) -> None:
     """Prune (or initialise) and train one variant, resuming whatever it had done."""
+    from training.prune_study.archive import archive_variant  # it reads this module's paths
+
     p = paths(settings, v)
+    if archived(settings, v):
+        return
     if p.done.is_file():
+        if settings.archive is not None:
+            archive_variant(settings, v)
         return
     p.folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
@@ -168,6 +198,8 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
     _train(cfg, settings.show_progress)
     p.done.write_text(json.dumps({"variant": v.name, "epochs": cfg.epochs,
                                   "minutes": round((time.time() - started) / 60, 2)}))
+    if settings.archive is not None:
+        archive_variant(settings, v)
 
 
 BASELINE_FILE = "baseline.json"
@@ -204,14 +236,24 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
             deadline: float | None = None) -> list[str]:
     """Run every unfinished variant, ``jobs`` at a time; at ``deadline`` (a ``time.time()``)
     stop the running ones (each resumes next time) and start no more. Returns the names of
-    variants that failed (their log says why)."""
-    pending = [v for v in variants if not paths(settings, v).done.is_file()]
+    variants that failed (their log says why).
+
+    A variant finished in the work folder but not yet archived (the archive was named later,
+    or the sitting ended between the two) is archived first."""
+    from training.prune_study.archive import archive_variant
+
+    if settings.archive is not None:
+        for v in variants:
+            if paths(settings, v).done.is_file() and not archived(settings, v):
+                archive_variant(settings, v)
+                print(f"archived {v.name} in {settings.archive}", flush=True)
+    pending = [v for v in variants if not finished(settings, v)]
     if jobs <= 1 and deadline is None:
         for v in pending:
             run_variant(settings, v)
         return []
 
-    return run_queue(pending, lambda v: _start_child(settings, v), lambda v: paths(settings, v).done.is_file(),
+    return run_queue(pending, lambda v: _start_child(settings, v), lambda v: finished(settings, v),
                      name=lambda v: v.name, log=lambda v: paths(settings, v).log, jobs=jobs, deadline=deadline,
                      say=lambda m: print(m, flush=True))
 
@@ -228,6 +270,7 @@ def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
            *(["--ema-decay", str(settings.ema_decay)] if settings.ema_decay is not None else []),
            *(["--ema-tau", str(settings.ema_tau)] if settings.ema_tau is not None else []),
            "--threads", str(settings.threads), "--workers", str(settings.workers), "--device", settings.device,
+           *(["--archive", str(settings.archive)] if settings.archive is not None else []),
            "--variants", str(v), "--seeds", str(v.seed), "--quiet"]
     print(f"started {v.name} (log: {p.log})", flush=True)
     return start_group(cmd, p.log)

@@ -2,12 +2,14 @@
 run, and -- only when asked, once, for the final table -- test.
 
 The checkpoint scored is the run's ``last.safetensors`` (its final EMA weights; the best epoch
-on val would be picked on the very data that compares the cells). A run cut short is scored
+on val would be picked on the very data that compares the cells), read from the study's
+archive when the variant is archived (``prune_study.archive``). A run cut short is scored
 from its last epoch so far and says how many epochs it had.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +18,8 @@ from training.compare_runs import read_curve
 from training.data.data_check import open_checked, require_samples
 from training.data.loader import ImageCache
 from training.evaluation.evaluate import evaluate_model
-from training.prune_study.runner import StudySettings, paths
+from training.prune_study.archive import BEFORE_TRAINING
+from training.prune_study.runner import StudySettings, where
 from training.prune_study.variants import Variant
 from training.pruning.prune import summary
 
@@ -54,7 +57,7 @@ def flattened(points: list[dict[str, float]], tail: float = 0.25, tolerance: flo
 
 def score_variant(settings: StudySettings, v: Variant, splits: tuple[str, ...] = ("val",)) -> dict[str, Any] | None:
     """The variant's figures, or ``None`` when it has not started training."""
-    p = paths(settings, v)
+    p = where(settings, v)
     # The last epoch's weights, not the best: the best of ~30 epochs picked on the same val
     # set that then compares the cells would be biased upwards, more for noisier cells.
     final = p.run / "last.safetensors"
@@ -65,7 +68,9 @@ def score_variant(settings: StudySettings, v: Variant, splits: tuple[str, ...] =
                               "scope": v.scope, "seed": v.seed, **summary(load_checkpoint(final).model),
                               "weights": str(final), "epochs_done": len(points), "finished": p.done.is_file(),
                               "flattened": flattened(points), "curve": points}
-    if p.start.is_file() and v.method != "scratch":
+    if v.method != "scratch" and (p.folder / BEFORE_TRAINING).is_file():  # archived: the pruned net is not kept
+        result["before_training"] = json.loads((p.folder / BEFORE_TRAINING).read_text())
+    elif p.start.is_file() and v.method != "scratch":
         result["before_training"] = {"val": evaluate(p.start, settings.data, "val")}
     result["after_training"] = {s: evaluate(final, settings.data, s) for s in splits}
     return result
