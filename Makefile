@@ -71,16 +71,20 @@ zoom-out-set: $(STAMP)
 # baseline's recipe for its epochs plus 60. Resumable: run it again; STUDY_MINUTES stops each
 # part in time. Then time the architectures and report (val only).
 # The shipped baseline was trained in two cycles (90 + 60 epochs), so the control copies the
-# first cycle's recipe (SCRATCH_RECIPE: make train-baseline writes it; this machine's shipped
-# baseline has it in runs/baseline320/train_config.json) for 150 + 60 epochs.
+# first cycle's recipe (SCRATCH_RECIPE: make train-baseline writes it to runs/baseline; the
+# shipped baseline's is rebuilt in docs/pruning/) for 150 + 60 epochs. Each finished run is
+# archived (fp16 weights, curve, recipe) in STUDY_ARCHIVE, which is committed: the work
+# folder has been lost with a new checkout, the archive is what the report reads.
 STUDY_WEIGHTS ?= assets/models/baseline.safetensors
 STUDY_OUT ?= runs/study60
+STUDY_ARCHIVE ?= assets/pruning-study/study60
 STUDY_MINUTES ?= 600
-SCRATCH_RECIPE ?= runs/baseline/train_config.json
+SCRATCH_RECIPE ?= docs/pruning/baseline-first-cycle.train_config.json
 SCRATCH_EPOCHS ?= 210
 SCRATCH_SEEDS ?= 0
 STUDY_CELLS := taylor:0.5 taylor-gate:0.5 random:0.5
-STUDY := $(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT)
+STUDY := $(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT) \
+	--archive $(STUDY_ARCHIVE)
 prune-study: $(STAMP)
 	$(STUDY) --variants $(STUDY_CELLS) --seeds 0 1 2 --finetune-epochs 60 --distill 0 \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
