@@ -273,8 +273,13 @@ def test_a_study_refuses_a_second_baseline_but_not_the_same_one_reshipped(tmp_pa
 def test_a_finished_variant_is_archived_compactly_and_outlives_its_work_folder(tmp_path, capsys):
     import shutil
 
+    import torch
+    from safetensors import safe_open
+
     from models import load_checkpoint
     from training.loop.trainer import TrainConfig, Trainer
+    from training.prune_study.archive import archive_variant
+    from training.prune_study.scoring import evaluate
 
     data = write_kvasir_like(tmp_path / "kv", n=12)
     Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.125, img=64, epochs=1, batch=4,
@@ -282,36 +287,46 @@ def test_a_finished_variant_is_archived_compactly_and_outlives_its_work_folder(t
     study, archive = tmp_path / "study", tmp_path / "archive"
     common = ["--weights", str(tmp_path / "base" / "last.safetensors"), "--data", str(data), "--out", str(study),
               "--docs", str(tmp_path / "docs"), "--finetune-epochs", "1", "--workers", "0", "--threads", "1",
-              "--quiet", "--variants", "taylor:0.5", "--seeds", "0"]
-    assert main([*common, "--phase", "run"]) == 0  # finished before any archive was named
+              "--quiet"]
+    one = ["--variants", "taylor:0.5", "--seeds", "0"]
+    assert main([*common, *one, "--phase", "run"]) == 0  # finished before any archive was named
     work = study / "taylor-uniform-0.5-s0"
-    stamp = (work / "done.json").stat().st_mtime_ns
-    assert main([*common, "--phase", "run", "--archive", str(archive)]) == 0
+    assert main([*common, *one, "--phase", "run", "--archive", str(archive)]) == 0
     assert "archived taylor-uniform-0.5-s0" in capsys.readouterr().out
-    assert (work / "done.json").stat().st_mtime_ns == stamp  # archived, not trained again
     kept = archive / "taylor-uniform-0.5-s0"
-    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == [
-        "before_training.json", "done.json", "finetune/last.safetensors", "finetune/results.csv",
-        "finetune/train_config.json"]
-    from safetensors import safe_open
-
+    record = ["before_training.json", "done.json", "finetune/last.safetensors", "finetune/results.csv",
+              "finetune/train_config.json"]
+    assert sorted(str(p.relative_to(kept)) for p in kept.rglob("*") if p.is_file()) == record
+    assert not list(archive.glob(".*"))  # no staging folder left behind
     with safe_open(str(kept / "finetune" / "last.safetensors"), "pt") as f:
         dtypes = {f.get_tensor(k).dtype for k in f.keys()}
-    import torch
-
     assert torch.float16 in dtypes and torch.float32 not in dtypes
     full, half = load_checkpoint(work / "finetune" / "last.safetensors"), load_checkpoint(kept / "finetune" / "last.safetensors")
     assert half.config == full.config and half.metadata == full.metadata
     for name, t in full.model.state_dict().items():
         assert torch.allclose(half.model.state_dict()[name].float(), t.float(), rtol=1e-3, atol=1e-4), name
+    before = evaluate(work / "pruned.safetensors", data, "val")
+    # Another recipe may not take the archived run as its own.
+    with pytest.raises(SystemExit, match="other settings"):
+        main([*common[:-7], "--finetune-epochs", "2", "--workers", "0", "--threads", "1", "--quiet", *one,
+              "--phase", "run", "--archive", str(archive)])
     shutil.rmtree(study)  # the work folder is lost, as with a new checkout
     # A child process (deadline given) trains the new variant and archives it; the old one is done.
-    assert main([*common[:-4], "--variants", "taylor:0.5", "random:0.5", "--seeds", "0", "--phase", "run",
+    assert main([*common, "--variants", "taylor:0.5", "random:0.5", "--seeds", "0", "--phase", "run",
                  "--archive", str(archive), "--stop-after-minutes", "5"]) == 0
     assert not (study / "taylor-uniform-0.5-s0").exists()  # done: nothing is trained again
-    assert (archive / "random-uniform-0.5-s0" / "finetune" / "last.safetensors").is_file()
-    assert main([*common, "--phase", "report", "--archive", str(archive)]) == 0
+    child = archive / "random-uniform-0.5-s0"
+    assert sorted(str(p.relative_to(child)) for p in child.rglob("*") if p.is_file()) == record
+    assert main([*common, *one, "--phase", "report", "--archive", str(archive)]) == 0
     (v,) = json.loads((study / "study.json").read_text())["variants"]
     assert v["finished"] and v["epochs_done"] == 1 and v["weights"].startswith(str(archive))
-    assert set(v["before_training"]["val"]) == {"ap50", "ap50_95", "f1"}
-    assert set(v["after_training"]) == {"val"}
+    assert v["before_training"]["val"] == before and set(v["after_training"]) == {"val"}
+    # A record that would lack a part is refused, and the variant does not count as done.
+    (study / "random-uniform-0.5-s1" / "finetune").mkdir(parents=True)
+    (study / "random-uniform-0.5-s1" / "done.json").write_text("{}")
+    from training.prune_study.runner import StudySettings, finished
+
+    settings = StudySettings(tmp_path / "base" / "last.safetensors", data, study, archive=archive)
+    with pytest.raises(ValueError, match="missing"):
+        archive_variant(settings, Variant("random", 0.5, seed=1))
+    assert not finished(settings, Variant("random", 0.5, seed=1))

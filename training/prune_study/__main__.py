@@ -27,7 +27,7 @@ from training.prune_study.report import (
     plot_tradeoff,
     summarise_cells,
 )
-from training.prune_study.runner import StudySettings, check_baseline, run_all
+from training.prune_study.runner import StudySettings, archive_finished, check_baseline, run_all
 from training.prune_study.scoring import evaluate, score_variant
 from training.prune_study.variants import GRIDS, SEEDS, Variant, expand
 from training.pruning.prune import summary
@@ -35,12 +35,19 @@ from training.pruning.prune import summary
 TEST_MARK = "test_scored.json"
 
 
+def _study_folders(settings: StudySettings) -> list[Path]:
+    """Where the study's own records live: the work folder, and the archive, which outlives it."""
+    return [settings.out] + ([settings.archive] if settings.archive is not None else [])
+
+
 def report(settings: StudySettings, variants: list[Variant], docs: Path, score_test: bool) -> dict[str, Any]:
     splits = ("val", "test") if score_test else ("val",)
-    if score_test and (settings.out / TEST_MARK).is_file():
-        raise SystemExit(f"{settings.out / TEST_MARK}: test was already scored for this study "
-                         f"({(settings.out / TEST_MARK).read_text().strip()}); it is scored once, for the final "
-                         "table. Report without --score-test, or delete the mark knowingly.")
+    for folder in _study_folders(settings) if score_test else []:
+        if (folder / TEST_MARK).is_file():
+            raise SystemExit(f"{folder / TEST_MARK}: test was already scored for this study "
+                             f"({(folder / TEST_MARK).read_text().strip()}); it is scored once, for the final "
+                             "table. Report without --score-test, or delete the mark knowingly.")
+    archive_finished(settings, variants)  # every finished variant is then scored in the same (fp16) form
     results = [r for r in (score_variant(settings, v, splits) for v in variants) if r is not None]
     if not results:
         raise SystemExit(f"{settings.out}: no variant has trained yet; run --phase run first")
@@ -56,8 +63,9 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
              "selection": f"highest mean val AP50 over seeds among pruned cells with >= {MIN_FLOPS_CUT:.0%} fewer FLOPs"}
     (settings.out / "study.json").write_text(json.dumps(study, indent=2))
     if score_test:
-        (settings.out / TEST_MARK).write_text(json.dumps({"scored_at": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                                          "variants": len(results)}))
+        for folder in _study_folders(settings):
+            (folder / TEST_MARK).write_text(json.dumps({"scored_at": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                                        "variants": len(results)}))
     docs.mkdir(parents=True, exist_ok=True)
     text = (cells_table(baseline, cells, latency) + "\nDifferences, paired by seed (same data order) where both cells have two or more seeds in common, else unpaired:\n\n"
             + comparisons_table(comparisons))
@@ -110,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.scratch_recipe is not None and not args.scratch_recipe.is_file():
         raise SystemExit(f"{args.scratch_recipe}: no such train_config.json for the from-scratch control "
-                         "(make train-baseline writes runs/baseline/train_config.json)")
+                         "(make train-baseline writes runs/baseline/train_config.json; the shipped baseline's "
+                         "first cycle is docs/pruning/baseline-first-cycle.train_config.json)")
     deadline = time.time() + 60 * args.stop_after_minutes if args.stop_after_minutes else None
     data = Path(args.data) if args.data else default_data_root()
     settings = StudySettings(Path(args.weights), data, Path(args.out), args.finetune_epochs, args.finetune_lr,
@@ -120,8 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     cells = [Variant.parse(t) for t in args.variants] if args.variants else GRIDS[args.grid]
     variants = expand(cells, args.seeds)
     settings.out.mkdir(parents=True, exist_ok=True)
+    for folder in _study_folders(settings):  # the archive keeps the record when the work folder is lost
+        check_baseline(folder, settings.weights)
     if args.phase in ("run", "all"):
-        check_baseline(settings.out, settings.weights)
         if args.jobs > 1 or deadline is not None:  # the runner of child processes: a kill stops them too
             exit_on_sigterm()
         failed = run_all(settings, variants, args.jobs, deadline)

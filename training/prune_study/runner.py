@@ -32,7 +32,7 @@ import torch
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from models.checkpoint import network_digest
 from training.data.augment import AugmentConfig
-from training.loop.recipe import refuse_other_recipe
+from training.loop.recipe import CHECKPOINT_PATH_FIELDS, PLACE_FIELDS, refuse_other_recipe
 from training.loop.train_state import STATE_FILE
 from training.loop.trainer import TrainConfig, Trainer
 from training.processes import run_queue, start_group
@@ -164,12 +164,38 @@ def _train(cfg: TrainConfig, show_progress: bool) -> None:
     Trainer(cfg, resume=resume, show_progress=show_progress).run()
 
 
+def _job(settings: StudySettings, v: Variant, start: Path) -> PruneJob:
+    return PruneJob(settings.weights, v.method if v.method != SCRATCH else "l1", v.ratio, start, settings.data,
+                    scope=v.scope, finetune_lr=settings.finetune_lr, seed=v.seed, threads=settings.threads,
+                    workers=settings.workers, device=settings.device, distill_weight=settings.distill,
+                    ema_decay=settings.ema_decay, ema_tau=settings.ema_tau, show_progress=settings.show_progress,
+                    resume=True)  # a child stopped while pruning picks up its saved steps
+
+
+def _config(settings: StudySettings, v: Variant, start: Path, run_dir: Path) -> TrainConfig:
+    """The variant's training recipe under today's flags, from the checkpoint ``start``."""
+    if v.method == SCRATCH:
+        return scratch_config(settings, v, start, run_dir)
+    return finetune_config(_job(settings, v, start), start, settings.finetune_epochs, run_dir)
+
+
+def refuse_archived_under_other_recipe(settings: StudySettings, v: Variant) -> None:
+    """An archived run counts as done only for the recipe it was trained by: a study asked
+    for with other flags (--finetune-epochs, --finetune-lr, --distill, --ema-*) must not take
+    it as one of its own. Its final weights stand in for the start (same input size)."""
+    record = archived(settings, v)
+    if record is not None:
+        refuse_other_recipe(record.run, _config(settings, v, record.run / "last.safetensors", record.run),
+                            PLACE_FIELDS + CHECKPOINT_PATH_FIELDS)
+
+
 def run_variant(settings: StudySettings, v: Variant) -> None:
     """Prune (or initialise) and train one variant, resuming whatever it had done."""
     from training.prune_study.archive import archive_variant  # it reads this module's paths
 
     p = paths(settings, v)
     if archived(settings, v):
+        refuse_archived_under_other_recipe(settings, v)
         return
     if p.done.is_file():
         if settings.archive is not None:
@@ -177,22 +203,15 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
         return
     p.folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
-    job = PruneJob(settings.weights, v.method if v.method != SCRATCH else "l1", v.ratio, p.start, settings.data,
-                   scope=v.scope, finetune_lr=settings.finetune_lr, seed=v.seed, threads=settings.threads,
-                   workers=settings.workers, device=settings.device, distill_weight=settings.distill,
-                   ema_decay=settings.ema_decay, ema_tau=settings.ema_tau, show_progress=settings.show_progress,
-                   resume=True)  # a child stopped while pruning picks up its saved steps
     if v.method == SCRATCH:
         if not p.start.is_file():
             torch.manual_seed(v.seed)
             widths = slim_widths(load_checkpoint(settings.weights).model_at_trained_size(), v.ratio,
-                                 job.divisor).config
+                                 _job(settings, v, p.start).divisor).config
             save_checkpoint(p.start, YOLOv3(widths), {"scratch_control": {"ratio": v.ratio, "seed": v.seed}})
-        cfg = scratch_config(settings, v, p.start, p.run)
-    else:
-        if not p.start.is_file():
-            run_prune(job)  # finetune_epochs 0: score, slim, recalibrate, write p.start
-        cfg = finetune_config(job, p.start, settings.finetune_epochs, p.run)
+    elif not p.start.is_file():
+        run_prune(_job(settings, v, p.start))  # finetune_epochs 0: score, slim, recalibrate, write p.start
+    cfg = _config(settings, v, p.start, p.run)
     if settings.threads:
         torch.set_num_threads(settings.threads)
     _train(cfg, settings.show_progress)
@@ -200,6 +219,27 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
                                   "minutes": round((time.time() - started) / 60, 2)}))
     if settings.archive is not None:
         archive_variant(settings, v)
+
+
+def archive_finished(settings: StudySettings, variants: list[Variant]) -> list[str]:
+    """Archive every variant finished in the work folder but not archived yet (the archive
+    was named later, or a sitting ended between the two). One that cannot be archived is
+    reported and left out, not allowed to stop the others; returns the names of those."""
+    from training.prune_study.archive import archive_variant
+
+    failed = []
+    if settings.archive is None:
+        return failed
+    for v in variants:
+        if paths(settings, v).done.is_file() and not archived(settings, v):
+            try:
+                archive_variant(settings, v)
+            except (OSError, ValueError, RuntimeError) as err:
+                print(f"could not archive {v.name}: {err}", flush=True)
+                failed.append(v.name)
+            else:
+                print(f"archived {v.name} in {settings.archive}", flush=True)
+    return failed
 
 
 BASELINE_FILE = "baseline.json"
@@ -238,24 +278,20 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
     stop the running ones (each resumes next time) and start no more. Returns the names of
     variants that failed (their log says why).
 
-    A variant finished in the work folder but not yet archived (the archive was named later,
-    or the sitting ended between the two) is archived first."""
-    from training.prune_study.archive import archive_variant
-
-    if settings.archive is not None:
-        for v in variants:
-            if paths(settings, v).done.is_file() and not archived(settings, v):
-                archive_variant(settings, v)
-                print(f"archived {v.name} in {settings.archive}", flush=True)
-    pending = [v for v in variants if not finished(settings, v)]
+    Variants finished but not yet archived are archived first (``archive_finished``); an
+    archived one whose recipe differs from today's flags stops the study."""
+    failed = archive_finished(settings, variants)
+    for v in variants:
+        refuse_archived_under_other_recipe(settings, v)
+    pending = [v for v in variants if not finished(settings, v) and v.name not in failed]
     if jobs <= 1 and deadline is None:
         for v in pending:
             run_variant(settings, v)
-        return []
+        return failed
 
-    return run_queue(pending, lambda v: _start_child(settings, v), lambda v: finished(settings, v),
-                     name=lambda v: v.name, log=lambda v: paths(settings, v).log, jobs=jobs, deadline=deadline,
-                     say=lambda m: print(m, flush=True))
+    return failed + run_queue(pending, lambda v: _start_child(settings, v), lambda v: finished(settings, v),
+                              name=lambda v: v.name, log=lambda v: paths(settings, v).log, jobs=jobs,
+                              deadline=deadline, say=lambda m: print(m, flush=True))
 
 
 def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:
