@@ -79,21 +79,24 @@ STUDY_WEIGHTS ?= assets/models/baseline.safetensors
 STUDY_OUT ?= runs/study60
 STUDY_ARCHIVE ?= assets/pruning-study/study60
 STUDY_MINUTES ?= 600
+STUDY_DOCS ?= docs/pruning-study/study60
 SCRATCH_RECIPE ?= docs/pruning/baseline-first-cycle.train_config.json
 SCRATCH_EPOCHS ?= 210
 SCRATCH_SEEDS ?= 0
 STUDY_CELLS := taylor:0.5 taylor-gate:0.5 random:0.5
 STUDY := $(BIN)/python -m training.prune_study --weights $(STUDY_WEIGHTS) --data $(DATA) --out $(STUDY_OUT) \
 	--archive $(STUDY_ARCHIVE)
+STUDY_REPORT := $(STUDY) --variants $(STUDY_CELLS) scratch:0.5 --seeds 0 1 2 --scratch-seeds $(SCRATCH_SEEDS) \
+	--docs $(STUDY_DOCS) --phase report
 prune-study: $(STAMP)
 	$(STUDY) --variants $(STUDY_CELLS) --seeds 0 1 2 --finetune-epochs 60 --distill 0 \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
 	$(STUDY) --variants scratch:0.5 --seeds $(SCRATCH_SEEDS) --finetune-epochs 60 \
 		--scratch-recipe $(SCRATCH_RECIPE) --scratch-epochs $(SCRATCH_EPOCHS) \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
-	$(STUDY) --variants $(STUDY_CELLS) scratch:0.5 --seeds 0 1 2 --phase report
+	$(STUDY_REPORT)
 	$(BIN)/python -m engine.study_latency --study $(STUDY_OUT)
-	$(STUDY) --variants $(STUDY_CELLS) scratch:0.5 --seeds 0 1 2 --phase report
+	$(STUDY_REPORT)
 
 # The default model (docs/pruning.md, item 4): Taylor-prune half the channels of every layer
 # of the shipped baseline (the criterion and ratio the pruning study's rule picked) and

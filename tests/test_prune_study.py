@@ -8,9 +8,16 @@ import time
 import pytest
 
 from training.prune_study.__main__ import main
-from training.prune_study.report import cells_table, choose_default, compare, comparisons_table, summarise_cells
+from training.prune_study.report import (
+    cells_table,
+    choose_default,
+    compare,
+    comparisons_table,
+    progress_note,
+    summarise_cells,
+)
 from training.prune_study.runner import StudySettings, paths, run_all
-from training.prune_study.scoring import flattened
+from training.prune_study.scoring import flattened, gain_over_last_quarter
 from training.prune_study.statistics import mean_sd, paired_difference, t95, unpaired_difference, verdict
 from training.prune_study.variants import GRIDS, Variant, expand
 
@@ -68,6 +75,12 @@ def test_a_curve_has_flattened_when_its_last_quarter_adds_under_a_point():
     rising = [{"epoch": i, "val_ap50": 0.05 * i} for i in range(1, 13)]
     flat = [{"epoch": i, "val_ap50": min(0.5, 0.1 * i)} for i in range(1, 13)]
     assert not flattened(rising) and flattened(flat) and not flattened(flat[:5])
+    # One lucky early epoch must not make a rising curve "flat": the last quarter's mean
+    # (0.55) is 5 points above the quarter before (0.50), though its best (0.56) is below 0.70.
+    lucky = [{"epoch": i, "val_ap50": v} for i, v in
+             enumerate([0.3, 0.70, 0.4, 0.45, 0.48, 0.49, 0.50, 0.51, 0.49, 0.54, 0.55, 0.56], start=1)]
+    assert not flattened(lucky)
+    assert gain_over_last_quarter(lucky) == pytest.approx(0.05) and gain_over_last_quarter(lucky[:7]) is None
 
 
 def _result(method, seed, val, test=None, gflops=0.4, ratio=0.5):
@@ -89,6 +102,13 @@ def test_default_is_the_best_mean_val_pruned_cell_never_scratch_never_test():
     assert cells["random-uniform-0.5"]["val_ap50"]["mean"] == pytest.approx(0.82)
     assert cells["taylor-uniform-0.5"]["test_ap50"]["mean"] == pytest.approx(0.99)
     assert choose_default(1.0, cells)["cell"] == "random-uniform-0.5"
+    # The choice waits for every pruned run: not made while one still trains (the control may).
+    assert choose_default(1.0, cells, ["taylor-uniform-0.5-s3"]) is None
+    assert choose_default(1.0, cells, ["scratch-uniform-0.5-s1"])["cell"] == "random-uniform-0.5"
+    note = progress_note(10, [{"name": "taylor-uniform-0.5-s3", "epochs_done": 20, "val_ap50_last_epoch": 0.5}],
+                         ["random-uniform-0.5-s3"])
+    assert note.startswith("**Interim: 8 of 10 runs finished.**") and "20 epochs so far" in note
+    assert "random-uniform-0.5-s3: not started" in note and progress_note(10, [], []) == ""
     comparisons = {(c["a"], c["b"]): c for c in compare(results)}
     assert comparisons[("taylor", "random")]["difference"]["mean"] == pytest.approx(-0.02)
     assert comparisons[("taylor", "scratch")]["verdict"].startswith("scratch is better")
@@ -128,8 +148,9 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
     assert control.channels == pruned.channels  # the control has the pruned network's widths, layer by layer
     assert [c["difference"]["n"] for c in study["comparisons"]] == [2]  # taylor-gate - scratch, paired over 2 seeds
     assert study["default"] == "taylor-gate-uniform-0.5"
-    for name in ("pruning_table.md", "pruning_curves.png", "pruning_tradeoff.png"):
+    for name in ("pruning_table.md", "pruning_curves.png", "pruning_tradeoff.png", "study.json"):
         assert (tmp_path / "docs" / name).stat().st_size > 500, name
+    assert study["complete"] and json.loads((tmp_path / "docs" / "study.json").read_text())["default"] == study["default"]
     # Resumable: finished variants are not run again.
     done = tmp_path / "study" / "taylor-gate-uniform-0.5-s0" / "done.json"
     stamp = done.stat().st_mtime_ns
@@ -153,6 +174,19 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
     assert not paths(settings, long).done.is_file() and paths(settings, long).log.is_file()
     assert "stopped random-uniform-0.5-s7 at the deadline" in capsys.readouterr().out
     assert not _processes_mentioning(str(tmp_path / "study"))  # the child and its loader workers are gone
+    # An interim report scores only finished runs, lists the others, chooses nothing, and
+    # will not spend the one test scoring. The control runs only the seeds asked of it.
+    interim = [*common, "--variants", "taylor-gate:0.5", "scratch:0.5", "random:0.5", "--seeds", "0", "7",
+               "--scratch-seeds", "0", "--phase", "report"]
+    assert main(interim) == 0
+    study = json.loads((tmp_path / "docs" / "study.json").read_text())
+    assert sorted(v["name"] for v in study["variants"]) == ["scratch-uniform-0.5-s0", "taylor-gate-uniform-0.5-s0"]
+    waiting = [w["name"] for w in study["in_progress"]] + study["not_started"]
+    assert sorted(waiting) == ["random-uniform-0.5-s0", "random-uniform-0.5-s7", "taylor-gate-uniform-0.5-s7"]
+    assert not study["complete"] and study["default"] is None
+    assert (tmp_path / "docs" / "pruning_table.md").read_text().startswith("**Interim: 2 of 5 runs finished.**")
+    with pytest.raises(SystemExit, match="3 of 5 runs have not finished"):
+        main([*interim, "--score-test"])
     with pytest.raises(SystemExit, match="already scored"):  # test is scored once
         main([*common, "--variants", "taylor-gate:0.5", "--seeds", "0", "--phase", "report", "--score-test"])
 

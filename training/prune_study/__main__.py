@@ -25,11 +25,12 @@ from training.prune_study.report import (
     comparisons_table,
     plot_curves,
     plot_tradeoff,
+    progress_note,
     summarise_cells,
 )
-from training.prune_study.runner import StudySettings, archive_finished, check_baseline, run_all
-from training.prune_study.scoring import evaluate, score_variant
-from training.prune_study.variants import GRIDS, SEEDS, Variant, expand
+from training.prune_study.runner import StudySettings, archive_finished, check_baseline, finished, run_all
+from training.prune_study.scoring import evaluate, in_progress, score_variant
+from training.prune_study.variants import GRIDS, SCRATCH, SEEDS, Variant, expand
 from training.pruning.prune import summary
 
 TEST_MARK = "test_scored.json"
@@ -41,39 +42,60 @@ def _study_folders(settings: StudySettings) -> list[Path]:
 
 
 def report(settings: StudySettings, variants: list[Variant], docs: Path, score_test: bool) -> dict[str, Any]:
+    """Score every FINISHED run (val; test only with ``score_test``, once, and only when every
+    run has finished), tabulate, plot, and apply the rule for the default when the study is
+    complete. Runs still training are listed, never scored: a cell mean over a run at epoch
+    20 and one at epoch 60 answers no question."""
+    not_archived = archive_finished(settings, variants)  # every finished run is then scored in one (fp16) form
+    if not_archived:
+        raise SystemExit(f"{settings.archive}: could not archive {', '.join(not_archived)} (see above); the "
+                         "report scores every finished run from the archive, in one precision")
+    done = [v for v in variants if finished(settings, v)]
+    unfinished = [v for v in variants if not finished(settings, v)]
+    if score_test:
+        if unfinished:
+            raise SystemExit(f"{settings.out}: {len(unfinished)} of {len(variants)} runs have not finished "
+                             f"({', '.join(v.name for v in unfinished)}); test is scored once, for the final "
+                             "table, when every run has finished")
+        for folder in _study_folders(settings):
+            if (folder / TEST_MARK).is_file():
+                raise SystemExit(f"{folder / TEST_MARK}: test was already scored for this study "
+                                 f"({(folder / TEST_MARK).read_text().strip()}); it is scored once, for the final "
+                                 "table. Report without --score-test, or delete the mark knowingly.")
     splits = ("val", "test") if score_test else ("val",)
-    for folder in _study_folders(settings) if score_test else []:
-        if (folder / TEST_MARK).is_file():
-            raise SystemExit(f"{folder / TEST_MARK}: test was already scored for this study "
-                             f"({(folder / TEST_MARK).read_text().strip()}); it is scored once, for the final "
-                             "table. Report without --score-test, or delete the mark knowingly.")
-    archive_finished(settings, variants)  # every finished variant is then scored in the same (fp16) form
-    results = [r for r in (score_variant(settings, v, splits) for v in variants) if r is not None]
+    results = [r for r in (score_variant(settings, v, splits) for v in done) if r is not None]
     if not results:
-        raise SystemExit(f"{settings.out}: no variant has trained yet; run --phase run first")
+        raise SystemExit(f"{settings.out}: no run has finished yet; run --phase run first")
+    waiting = [w for w in (in_progress(settings, v) for v in unfinished) if w is not None]
+    not_started = sorted({v.name for v in unfinished} - {w["name"] for w in waiting})
     baseline = {**summary(load_checkpoint(settings.weights).model_at_trained_size()),
                 **{s: evaluate(settings.weights, settings.data, s) for s in splits}}
     cells = summarise_cells(results)
     comparisons = compare(results, "val") + (compare(results, "test") if score_test else [])
-    chosen = choose_default(baseline["gflops"], cells)
+    chosen = choose_default(baseline["gflops"], cells, [v.name for v in unfinished])
     latency_file = settings.out / "latency.json"
     latency = json.loads(latency_file.read_text()) if latency_file.is_file() else None
-    study = {"baseline_weights": str(settings.weights), "baseline": baseline, "variants": results, "cells": cells, "comparisons": comparisons,
-             "default": chosen["cell"] if chosen else None, "test_scored": score_test,
-             "selection": f"highest mean val AP50 over seeds among pruned cells with >= {MIN_FLOPS_CUT:.0%} fewer FLOPs"}
-    (settings.out / "study.json").write_text(json.dumps(study, indent=2))
+    study = {"baseline_weights": str(settings.weights), "baseline": baseline, "variants": results, "cells": cells,
+             "comparisons": comparisons, "in_progress": waiting, "not_started": not_started, "latency": latency,
+             "complete": not unfinished, "default": chosen["cell"] if chosen else None, "test_scored": score_test,
+             "selection": f"highest mean val AP50 over seeds among pruned cells with >= {MIN_FLOPS_CUT:.0%} fewer "
+                          "FLOPs, once every run has finished"}
+    docs.mkdir(parents=True, exist_ok=True)
+    for folder in (settings.out, docs):  # docs/ is committed: the record outlives the work folder
+        (folder / "study.json").write_text(json.dumps(study, indent=2))
     if score_test:
         for folder in _study_folders(settings):
             (folder / TEST_MARK).write_text(json.dumps({"scored_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                                                         "variants": len(results)}))
-    docs.mkdir(parents=True, exist_ok=True)
-    text = (cells_table(baseline, cells, latency) + "\nDifferences, paired by seed (same data order) where both cells have two or more seeds in common, else unpaired:\n\n"
-            + comparisons_table(comparisons))
+    text = (progress_note(len(variants), waiting, not_started) + cells_table(baseline, cells, latency)
+            + "\nDifferences, paired by seed (same data order) where both cells have two or more seeds in common, "
+              "else unpaired:\n\n" + comparisons_table(comparisons))
     (docs / "pruning_table.md").write_text(text)
     plot_curves(docs / "pruning_curves.png", results)
     plot_tradeoff(docs / "pruning_tradeoff.png", {**baseline, "val": baseline["val"]}, cells)
     print(text)
-    print(f"default by the rule ({study['selection']}): {study['default']}")
+    chosen_text = f"none yet ({len(unfinished)} runs unfinished)" if unfinished else study["default"]
+    print(f"default by the rule ({study['selection']}): {chosen_text}")
     return study
 
 
@@ -89,6 +111,9 @@ def main(argv: list[str] | None = None) -> int:
                              "(5 criteria x 3 ratios + scratch at each)")
     parser.add_argument("--variants", nargs="+", help="method:ratio[:scope] items instead of a grid")
     parser.add_argument("--seeds", nargs="+", type=int, default=list(SEEDS), help="seeds per cell (default 0 1 2)")
+    parser.add_argument("--scratch-seeds", nargs="+", type=int,
+                        help="seeds of the from-scratch control when it has fewer than the cells (this CPU runs one; "
+                             "default: --seeds)")
     parser.add_argument("--finetune-epochs", type=int, default=30, help="fine-tuning epochs per pruned variant")
     parser.add_argument("--finetune-lr", type=float, default=0.001)
     parser.add_argument("--scratch-epochs", type=int,
@@ -127,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
                              args.threads, args.workers, args.device, show_progress=not args.quiet,
                              archive=args.archive)
     cells = [Variant.parse(t) for t in args.variants] if args.variants else GRIDS[args.grid]
-    variants = expand(cells, args.seeds)
+    scratch_seeds = args.scratch_seeds if args.scratch_seeds is not None else args.seeds
+    variants = [v for v in expand(cells, sorted(set(args.seeds) | set(scratch_seeds)))  # seed-major, as expand
+                if v.seed in (scratch_seeds if v.method == SCRATCH else args.seeds)]
     settings.out.mkdir(parents=True, exist_ok=True)
     for folder in _study_folders(settings):  # the archive keeps the record when the work folder is lost
         check_baseline(folder, settings.weights)

@@ -65,10 +65,30 @@ def compare(results: list[dict[str, Any]], split: str = "val", key: str = "ap50"
     return out
 
 
-def choose_default(baseline_gflops: float, cells: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+def choose_default(baseline_gflops: float, cells: dict[str, dict[str, Any]],
+                   unfinished: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """The rule (module docstring). ``None`` while any pruned run of the study is
+    ``unfinished``: a cell with a seed still training is not "left out" of the choice, the
+    choice waits for it (an early report would otherwise pick among whichever cells were
+    done)."""
+    if any(not name.startswith(SCRATCH) for name in unfinished):
+        return None
     eligible = [c for c in cells.values() if c["method"] != SCRATCH and "val_ap50" in c and c["all_finished"]
                 and c["gflops"] <= (1 - MIN_FLOPS_CUT) * baseline_gflops]
     return max(eligible, key=lambda c: c["val_ap50"]["mean"], default=None)
+
+
+def progress_note(total: int, waiting: list[dict[str, Any]], not_started: list[str]) -> str:
+    """Markdown that says, above an interim table, which runs it leaves out and why."""
+    if not waiting and not not_started:
+        return ""
+    done = total - len(waiting) - len(not_started)
+    lines = [f"**Interim: {done} of {total} runs finished.** Only finished runs are scored below; no default "
+             "is chosen and test cannot be scored until every run has finished.", ""]
+    lines += [f"- {w['name']}: training, {w['epochs_done']} epochs so far (val AP50 at its last epoch "
+              f"{w['val_ap50_last_epoch']:.3f}, EMA weights, not used)" for w in waiting]
+    lines += [f"- {name}: not started" for name in not_started]
+    return "\n".join(lines) + "\n\n"
 
 
 def _ms(stats: dict[str, float] | None) -> str:
@@ -148,8 +168,11 @@ def plot_tradeoff(path: Path, baseline: dict[str, Any], cells: dict[str, dict[st
             continue
         x, y, e = zip(*pts, strict=True)
         offset = 1 + 0.01 * (i - len(methods) / 2)  # keep error bars of one ratio apart
+        seeds = sorted({len(c["seeds"]) for c in cells.values() if c["method"] == method and "val_ap50" in c})
+        n = "/".join(map(str, seeds))
+        label = f"{method} (one run)" if seeds == [1] else f"{method} (mean ± sd over {n} seeds)"
         ax.errorbar([v * offset for v in x], y, yerr=e, marker="s" if method == SCRATCH else "o", capsize=3,
-                    linestyle=":" if method == SCRATCH else "-", label=f"{method} (mean ± sd over seeds)")
+                    linestyle=":" if method == SCRATCH else "-", label=label)
     ax.scatter([baseline["gflops"]], [baseline["val"]["ap50"]], c="k", marker="*", s=140, label="baseline", zorder=5)
     ax.set(xlabel="GFLOPs per frame", ylabel="val AP50 after training",
            title="Pruning trade-off (val; test is not used to choose)")
