@@ -9,6 +9,7 @@ two disagreed on the same network output.
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from engine.postprocess import postprocess as runtime_postprocess
@@ -53,13 +54,34 @@ def test_validation_and_runtime_keep_the_same_boxes_for_the_same_output():
         assert np.allclose(np.sort(val.scores), np.sort(runtime.scores))
 
 
+@pytest.mark.parametrize("height, width, size", [(1080, 1920, 352), (1024, 1280, 352), (576, 720, 320),
+                                                (1070, 1348, 352), (530, 622, 352), (529, 622, 320), (64, 80, 96)])
+def test_validation_caches_the_pixels_the_runtime_feeds_the_network(height, width, size):
+    """The threshold chosen on val holds at run time only if val scores the same pixels:
+    every frame shape, the power-of-two area step of large camera frames included."""
+    import cv2
+
+    from engine.preprocess import Preprocessor
+    from training.data.loader import resize_longest
+
+    frame = cv2.GaussianBlur(np.random.default_rng(height).integers(0, 256, (height, width, 3), dtype=np.uint8),
+                             (7, 7), 2)
+    cached, _ = resize_longest(frame, np.zeros((0, 4), np.float32), size)
+    tensor, box = Preprocessor(size)(frame)
+    runtime = (tensor[0, ::-1].transpose(1, 2, 0) * 255).round().astype(np.uint8)  # RGB [0,1] -> BGR uint8
+    inside = runtime[box.top:box.top + box.height, box.left:box.left + box.width]
+    assert cached.shape == inside.shape
+    assert np.array_equal(cached, inside)
+
+
 def test_val_and_detect_give_the_same_boxes_on_the_same_images(tiny_checkpoint, tiny_onnx, tmp_path):
     """End to end: ``polypscope val`` (torch, training's letterbox and NMS) and ``polypscope
     detect`` (onnxruntime, the runtime's) on the same image files. Frames of the input's
     width need no resampling in either path, so both networks see identical pixels; with
     the same IoU, the boxes val keeps above the runtime's threshold are the runtime's boxes.
-    Frames of odd sizes need resizing in both paths (a direct area resize, which both take
-    when no power-of-two pre-shrink divides the frame) and mapping back to frame pixels.
+    Frames of odd sizes take a direct area resize in both paths; the two large even ones
+    (256x320, 384x480) take the runtime's power-of-two area step first, as camera frames
+    (1280x1024, 1920x1080, 720x576) do, and both paths map boxes back to frame pixels.
     Plain NMS only: with box merging every merge decision (an IoU against 0.6, a score
     against half another) would be a threshold that torch and onnxruntime could land on
     either side of; ``tests/test_box_merge.py`` checks merging on the same raw output."""
@@ -76,7 +98,7 @@ def test_val_and_detect_give_the_same_boxes_on_the_same_images(tiny_checkpoint, 
     (root / "images").mkdir(parents=True)
     (root / "labels").mkdir()
     rng = np.random.default_rng(4)
-    sizes = [(72, 96), (131, 97), (97, 131), (151, 203), (77, 95), (203, 151)]
+    sizes = [(72, 96), (131, 97), (97, 131), (151, 203), (77, 95), (203, 151), (256, 320), (384, 480)]
     for i, (h, w) in enumerate(sizes):
         image, _, boxes = draw_sample(rng, h, w, max_polyps=2)
         cv2.imwrite(str(root / "images" / f"{i}.png"), image)

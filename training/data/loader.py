@@ -21,12 +21,33 @@ from training.data.sampling import TrainKey
 
 
 def resize_longest(image: np.ndarray, boxes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The image with its longer side ``size``, resized exactly as the runtime resizes a
+    frame (``engine.preprocess.Preprocessor``), so that ``val`` scores the very pixels the
+    app and ``detect`` feed the network: large frames are first area-averaged by a power of
+    two, then resized bilinearly (until session 15 this took one area resize, and ``val``
+    and ``detect`` differed by about half a grey level on such frames)."""
     h, w = image.shape[:2]
     scale = size / max(h, w)
-    if scale != 1:
-        interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
-        image = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=interp)
+    new_w, new_h = max(1, round(w * scale)), max(1, round(h * scale))
+    if (new_w, new_h) != (w, h):
+        k = power_of_two_prefactor(h, w, new_h, new_w)
+        if k > 1:
+            image = cv2.resize(image, (w // k, h // k), interpolation=cv2.INTER_AREA)
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)
+        else:
+            image = cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
     return image, boxes * np.float32(scale)
+
+
+def power_of_two_prefactor(height: int, width: int, target_height: int, target_width: int) -> int:
+    """Largest power of two ``k`` dividing both sides with ``side / k`` still at least the
+    target: the runtime's fast integer area step (``engine.preprocess.decimation_factor``,
+    which training may not import; a test holds the two equal, pixel for pixel)."""
+    k = 1
+    while (height % (2 * k) == 0 and width % (2 * k) == 0
+           and height // (2 * k) >= target_height and width // (2 * k) >= target_width):
+        k *= 2
+    return k
 
 
 class ImageCache:
