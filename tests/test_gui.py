@@ -9,6 +9,7 @@ pytest.importorskip("PySide6.QtWidgets")
 from PySide6.QtCore import QSettings  # noqa: E402
 
 from app.gui.main_window import MainWindow  # noqa: E402
+from app.gui.threshold_memory import threshold_key  # noqa: E402
 
 from .synthetic import write_moving_clip  # noqa: E402
 
@@ -22,7 +23,7 @@ def clip(tmp_path):
 @pytest.fixture
 def window(qtbot, tmp_path, tiny_onnx, clip):
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("conf", 5)
+    settings.setValue(threshold_key(tiny_onnx), 5)  # the tiny model's boxes score low
     settings.setValue("snapshot_dir", str(tmp_path / "snaps"))
     settings.setValue("record_dir", str(tmp_path / "recs"))
     win = MainWindow(str(clip), str(tiny_onnx), settings=settings, backend="onnxruntime-cpu")
@@ -164,11 +165,11 @@ def test_a_live_source_status_from_its_thread_reaches_the_status_bar(window, qtb
     qtbot.waitUntil(lambda: window.statusBar().currentMessage() == message, timeout=5000)
 
 
-def test_settings_are_kept(window, tmp_path):
+def test_settings_are_kept(window, tmp_path, tiny_onnx):
     window.conf_slider.setValue(40)
     window.persist_hold.setValue(7)
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    assert int(settings.value("conf")) == 40 and int(settings.value("persist_hold")) == 7
+    assert int(settings.value(threshold_key(tiny_onnx))) == 40 and int(settings.value("persist_hold")) == 7
     assert window.detector.conf == pytest.approx(0.40)
 
 

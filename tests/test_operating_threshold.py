@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -57,11 +58,12 @@ def test_detect_reports_the_threshold_it_used(thresholded, tmp_path):
         assert data["conf"] == pytest.approx(conf) and data["conf_from"] == source
 
 
-def test_the_app_uses_the_model_threshold_until_the_user_chooses_one(qtbot, thresholded, tmp_path):
+def test_the_app_uses_the_model_threshold_until_the_user_chooses_one(qtbot, thresholded, tiny_onnx, tmp_path):
     pytest.importorskip("PySide6.QtWidgets")
     from PySide6.QtCore import QSettings
 
     from app.gui.main_window import MainWindow
+    from app.gui.threshold_memory import threshold_key
 
     _, onnx_path = thresholded
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
@@ -72,11 +74,29 @@ def test_the_app_uses_the_model_threshold_until_the_user_chooses_one(qtbot, thre
     assert win.conf_slider.value() == 14 and not settings.contains("conf")
     win.iou_slider.setValue(50)  # another setting: the model's threshold stays
     assert win.detector.conf == pytest.approx(0.137) and win.detector.iou == 0.5 and not settings.contains("conf")
-    win.conf_slider.setValue(30)  # the user's choice replaces it, now and next time
-    assert win.detector.conf == pytest.approx(0.30) and int(settings.value("conf")) == 30
+    assert "operating threshold" in win.conf_source.text() and not win.conf_reset.isEnabled()
+    win.conf_slider.setValue(30)  # the user's choice replaces it, for this model, now and next time
+    assert win.detector.conf == pytest.approx(0.30) and int(settings.value(threshold_key(onnx_path))) == 30
+    assert "your choice" in win.conf_source.text() and win.conf_reset.isEnabled()
     win.close()
     again = MainWindow(None, str(onnx_path), settings=settings, backend="onnxruntime-cpu")
     qtbot.addWidget(again)
     qtbot.waitUntil(lambda: again.detector is not None, timeout=30000)
     assert again.detector.conf == pytest.approx(0.30)
+    # Another model does not inherit it: it comes with its own threshold (here none: 0.25).
+    again.load_model(str(tiny_onnx))
+    qtbot.waitUntil(lambda: again.detector.model_path == Path(tiny_onnx), timeout=30000)
+    assert again.detector.conf == DEFAULT_CONF and "generic default" in again.conf_source.text()
+    again.load_model(str(onnx_path))  # back to the first model: its choice, until reset
+    qtbot.waitUntil(lambda: again.detector.model_path == Path(onnx_path), timeout=30000)
+    assert again.detector.conf == pytest.approx(0.30)
+    again.conf_reset.click()
+    assert again.detector.conf == pytest.approx(0.137) and not settings.contains(threshold_key(onnx_path))
     again.close()
+    # A threshold saved by an older version, for whichever model was loaded then, is dropped.
+    settings.setValue("conf", 60)
+    third = MainWindow(None, str(onnx_path), settings=settings, backend="onnxruntime-cpu")
+    qtbot.addWidget(third)
+    qtbot.waitUntil(lambda: third.detector is not None, timeout=30000)
+    assert third.detector.conf == pytest.approx(0.137) and not settings.contains("conf")
+    third.close()

@@ -20,6 +20,7 @@ pytest.importorskip("PySide6.QtWidgets")
 from PySide6.QtCore import QPoint, QSettings, Qt  # noqa: E402
 
 from app.gui.main_window import MainWindow  # noqa: E402
+from app.gui.threshold_memory import threshold_key  # noqa: E402
 from app.review.timeline_cache import FORMAT, CacheKey, timeline_path  # noqa: E402
 from app.streaming.sources import Frame, SourceInfo  # noqa: E402
 from engine.model_info import sha256_file  # noqa: E402
@@ -51,9 +52,8 @@ def write_cache(video: Path, model: Path, runs, frames: int = FRAMES, score: flo
 
 
 def settings_at(tmp_path) -> QSettings:
-    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("conf", 25)
-    return settings
+    # The tiny test model carries no operating threshold: the window uses the generic 0.25.
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
 
 
 @pytest.fixture
@@ -469,7 +469,7 @@ def test_the_windows_review_of_the_demo_clip_has_the_events_of_detect_jsonl(qtbo
 
     video = Path(shutil.copy(DEMO, tmp_path / "demo.mp4"))
     settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
-    settings.setValue("conf", 50)
+    settings.setValue(threshold_key(DEFAULT_MODEL), 50)
     win = MainWindow(str(video), str(DEFAULT_MODEL), settings=settings, backend="onnxruntime-cpu")
     qtbot.addWidget(win)
     win.resize(1000, 700)

@@ -34,6 +34,7 @@ from PySide6.QtWidgets import (
     QInputDialog,
     QLabel,
     QMainWindow,
+    QPushButton,
     QSlider,
     QSpinBox,
     QToolBar,
@@ -45,6 +46,7 @@ from app.cpu_budget import CpuBudget, app_budget, apply_opencv_threads
 from app.gui.display.canvas import BOX_SHAPES, COLOURS, DEFAULT_STALE_AFTER_S, BoxStyle, VideoCanvas
 from app.gui.display.picture import Picture
 from app.gui.review.controller import ReviewController
+from app.gui.threshold_memory import ThresholdMemory
 from app.gui.worker import StreamWorker
 from app.streaming.alerts import DEFAULT_MIN_INTERVAL_S, AlertLimiter
 from app.streaming.persistence import PersistenceFilter, PersistenceSettings
@@ -52,6 +54,7 @@ from app.streaming.pipeline import Result, StreamPipeline
 from app.streaming.recorder import DetectionLog, RecorderError, VideoRecorder
 from app.streaming.sources import SourceError, VideoFileSource, list_cameras, open_source
 from engine.detector import BACKENDS, Detector
+from engine.postprocess import DEFAULT_CONF
 
 SPEEDS = (0.25, 0.5, 1.0, 1.5, 2.0, 4.0)
 ORGANISATION, APPLICATION = "PolypScope", "PolypScope"
@@ -82,6 +85,7 @@ class MainWindow(QMainWindow):
         apply_opencv_threads(self.cpu_budget)
         self.setWindowTitle("PolypScope")
         self.settings = settings or QSettings(ORGANISATION, APPLICATION)
+        self.thresholds = ThresholdMemory(self.settings)
         self.detector: Detector | None = None
         self.worker: StreamWorker | None = None
         self.source = None
@@ -187,9 +191,16 @@ class MainWindow(QMainWindow):
         self.backend_box.setCurrentText(self.settings.value("backend", "auto", str))
         self.backend_box.currentTextChanged.connect(self._on_backend)
         form.addRow("Backend", self.backend_box)
-        self.conf_slider = self._slider(self.settings.value("conf", 25, int), self._on_conf)
+        self.conf_slider = self._slider(round(DEFAULT_CONF * 100), self._on_conf)  # set by each model on load
         self.iou_slider = self._slider(self.settings.value("iou", 45, int), self._on_iou)
         form.addRow("Confidence", self.conf_slider)
+        self.conf_source = QLabel("")  # whose threshold is in use: the model's, or the user's for this model
+        self.conf_reset = QPushButton("Use the model's threshold")
+        self.conf_reset.setToolTip("Forget the threshold chosen for this model and use the operating threshold "
+                                   "it was validated at (written into the model at export)")
+        self.conf_reset.clicked.connect(self._on_conf_reset)
+        form.addRow("", self.conf_source)
+        form.addRow("", self.conf_reset)
         form.addRow("NMS IoU", self.iou_slider)
         self.persist_k = self._spin(self.settings.value("persist_k", 2, int), 1, 10)
         self.persist_n = self._spin(self.settings.value("persist_n", 3, int), 1, 10)
@@ -272,8 +283,8 @@ class MainWindow(QMainWindow):
         """Load on a background thread (it runs warm-up inference), then (re)start."""
         self.statusBar().showMessage(f"loading {Path(path).name} …")
         backend = self.backend_box.currentText()
-        # A threshold the user chose is kept; otherwise the model's operating point is used.
-        conf = self.conf_slider.value() / 100 if self.settings.contains("conf") else None
+        # A threshold the user chose for THIS model is kept; otherwise its operating point is used.
+        conf = self.thresholds.chosen(path)
         iou = self.iou_slider.value() / 100
 
         def load() -> None:
@@ -289,9 +300,7 @@ class MainWindow(QMainWindow):
     def _on_model_ready(self, detector: Detector) -> None:
         old, self.detector = self.detector, detector
         self.settings.setValue("model", str(detector.model_path))
-        self.conf_slider.blockSignals(True)  # shows the threshold in use without saving it as a choice
-        self.conf_slider.setValue(round(detector.conf * 100))
-        self.conf_slider.blockSignals(False)
+        self._show_threshold()
         merging = "" if detector.merge_iou is None else f", box merging IoU > {detector.merge_iou:g}"
         self.statusBar().showMessage(f"model {detector.model_path.name} on {_runs_on(detector)}, "
                                      f"threshold {detector.conf:.2f}{merging}", 5000)
@@ -554,12 +563,42 @@ class MainWindow(QMainWindow):
 
     # -- settings ---------------------------------------------------------------------
     def _on_conf(self) -> None:
-        """The user chose a threshold: it replaces the model's operating threshold, now and
-        next time."""
-        if self.detector is not None:
-            self.detector.conf = self.conf_slider.value() / 100
-        self.settings.setValue("conf", self.conf_slider.value())
+        """The user chose a threshold: it replaces this model's operating threshold, now and
+        next time this model is loaded (``threshold_memory``: no other model's)."""
+        if self.detector is None:
+            return  # no model to choose it for; the next one shows its own
+        self.detector.conf = self.conf_slider.value() / 100
+        self.thresholds.choose(self.detector.model_path, self.conf_slider.value())
+        self._show_threshold()
         self.review.schedule_refresh()
+
+    def _on_conf_reset(self) -> None:
+        """Back to the model's own operating threshold, and forget the choice."""
+        if self.detector is None:
+            return
+        self.thresholds.forget(self.detector.model_path)
+        self.detector.conf = self.detector.info.operating_threshold or DEFAULT_CONF
+        self._show_threshold()
+        self.review.schedule_refresh()
+
+    def _show_threshold(self) -> None:
+        """The slider shows the threshold in use (without saving it as a choice), and the
+        label says whose it is."""
+        detector = self.detector
+        if detector is None:
+            return
+        self.conf_slider.blockSignals(True)
+        self.conf_slider.setValue(round(detector.conf * 100))
+        self.conf_slider.blockSignals(False)
+        own = detector.info.operating_threshold
+        if self.thresholds.chosen(detector.model_path) is not None:
+            text = f"{detector.conf:.2f}: your choice for this model" + (f" (its own: {own:.3f})" if own else "")
+        elif own:
+            text = f"{detector.conf:.3f}: the model's operating threshold (chosen on val)"
+        else:
+            text = f"{detector.conf:.2f}: generic default (the model carries no operating threshold)"
+        self.conf_source.setText(text)
+        self.conf_reset.setEnabled(self.thresholds.chosen(detector.model_path) is not None)
 
     def _on_iou(self) -> None:
         if self.detector is not None:
