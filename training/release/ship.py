@@ -118,8 +118,9 @@ def main() -> None:
     meta.update({"val_metrics_fp16": val, "test_metrics": test, "operating_threshold": point["threshold"],
                  "operating_point": {"chosen_on": "val", "recall_target": OPERATING_RECALL, **point}})
     save_checkpoint(out, model, meta, half=True)
-    if args.json_out:
-        write_json(args.json_out, {"val": val, "test": test})
+    if args.json_out:  # how it was scored travels with the figures, as ``val --json-out`` writes it
+        scored_as = {"weights": str(out), "input_size": model.config.input_size, "box_merge_iou": merge.iou}
+        write_json(args.json_out, {**scored_as, "val": val, "test": test})
     if args.pr_plot:
         save_pr_plot(evaluator.image_results(), Path(args.pr_plot), f"{out.stem} on test")
 
