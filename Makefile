@@ -10,7 +10,7 @@ DATA   ?= ../shared/data/kvasir-seg
 DEMO_CLIP  ?= assets/demo/demo.mp4
 DEMO_MODEL ?= assets/models/default.onnx
 
-.PHONY: all venv test test-fast demo lint bench train-baseline zoom-out-set lease-pack prune-study default-model clean
+.PHONY: all venv test test-fast demo lint bench train-baseline ship-baseline zoom-out-set lease-pack prune-study default-model clean
 
 all: test
 
@@ -56,6 +56,16 @@ train-baseline: $(STAMP)
 		--epochs 90 --batch 16 --threads 2 --workers 1 --device $(DEVICE)
 	$(BIN)/polypscope train --data $(DATA) --out runs/baseline-restart --init-weights runs/baseline/best.safetensors \
 		--img 320 --epochs 60 --lr 0.001 --batch 16 --threads 2 --workers 1 --device $(DEVICE)
+
+# Ship what train-baseline made as the baseline (docs/model-card.md): the restart's best
+# epoch on val, fp16, run at 352 px with box merging, operating threshold chosen on val, TEST
+# SCORED ONCE (so this is a separate step, run when selection is over). It replaces
+# assets/models/baseline.safetensors, which default-model then prunes.
+BASELINE_RUN ?= runs/baseline-restart
+ship-baseline: $(STAMP)
+	$(BIN)/python -m training.release.ship --weights $(BASELINE_RUN)/best.safetensors --img 352 \
+		--out assets/models/baseline.safetensors --data $(DATA) --json-out docs/baseline-metrics.json \
+		--pr-plot docs/baseline-test-pr.png
 
 # The compact dataset copy a GPU lease carries (docs/accuracy.md, "When a GPU is lent").
 lease-pack: $(STAMP)
@@ -105,8 +115,9 @@ prune-study: $(STAMP)
 # to run at 352 px (trained at 320; docs/accuracy.md, "The shipped networks at 352 px"; fp16,
 # operating threshold chosen on val, test scored once) and export. The shipped default
 # was made this way (with --threads 1 beside another run).
+BASELINE ?= assets/models/baseline.safetensors
 default-model: $(STAMP)
-	$(BIN)/polypscope prune --weights assets/models/baseline.safetensors --method taylor --ratio 0.5 \
+	$(BIN)/polypscope prune --weights $(BASELINE) --method taylor --ratio 0.5 \
 		--scope uniform --finetune-epochs 60 --distill 0 --keep last --seed 0 --data $(DATA) --device $(DEVICE) \
 		--threads 2 --workers 1 --resume --out runs/default/pruned.safetensors
 	$(BIN)/python -m training.release.ship --weights runs/default/pruned.safetensors --img 352 \
