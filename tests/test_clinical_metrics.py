@@ -104,6 +104,19 @@ def test_ap_by_size_ignores_the_other_sizes_as_coco_does():
         ap_by_size([ImageResult(dets, scores, np.array([small_gt], float))])
 
 
+def test_ap_by_size_counts_a_duplicate_on_another_sizes_polyp_once_as_coco_does():
+    # A large polyp (33 px square, 10.9% of the frame) found twice: first exactly, then by a
+    # 30 px box inside it (9%, medium; IoU 0.83). The first match ignores the polyp for the
+    # medium class; the duplicate then has nothing left to match and is a medium-sized false
+    # positive, ranked above the medium polyp's own hit (0.7).
+    large_gt, medium_gt = _box(0, 0, 33), _box(60, 60, 20)
+    dets = np.array([large_gt, _box(1, 1, 30), medium_gt], float)
+    r = ImageResult(dets, np.array([0.9, 0.8, 0.7]), np.array([large_gt, medium_gt], float), frame_area=100 * 100)
+    by_size = ap_by_size([r])
+    assert by_size["medium"] == {"ap50": pytest.approx(0.5), "boxes": 1}
+    assert by_size["large"] == {"ap50": pytest.approx(1.0), "boxes": 1}  # the duplicate is not large: ignored
+
+
 def test_clinical_metrics_report_false_alarms_at_each_operating_point():
     results = [ImageResult(r.pred_boxes, r.scores, r.gt_boxes, frame_area=100 * 100) for r in _two_images()]
     out = clinical_metrics(results, FRAMES, {"app default": 0.25})

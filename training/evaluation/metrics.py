@@ -219,7 +219,9 @@ def size_class_matches(results: list[ImageResult], lo: float, hi: float,
                        iou: float = IOU_OPERATING) -> tuple[np.ndarray, np.ndarray, int]:
     """(scores, tp) of the detections that count for the size class ``[lo, hi)`` and its
     ground-truth count, as COCO's area ranges do: boxes of other sizes are ignored, and so
-    are detections that match one of them or that are unmatched and of another size."""
+    are detections that match one of them or that are unmatched and of another size. As in
+    COCO, a box of another size is matched once: a second detection on it (a duplicate) is
+    unmatched, so it counts as a false positive when its own size is in the class."""
     scores_out, tp_out, num_gt = [], [], 0
     for r in results:
         if r.frame_area <= 0:
@@ -238,8 +240,9 @@ def size_class_matches(results: list[ImageResult], lo: float, hi: float,
                 taken[candidates[np.argmax(ious[d, candidates])]] = True
                 scores_out.append(scores[d])
                 tp_out.append(True)
-            elif len(r.gt_boxes) and (ious[d, ~kept] >= iou).any():
-                continue  # found a polyp of another size
+            elif len(r.gt_boxes) and len(other := np.flatnonzero(~kept & ~taken & (ious[d] >= iou))):
+                taken[other[np.argmax(ious[d, other])]] = True  # found a polyp of another size: ignored
+                continue
             elif lo <= det_share[d] < hi:
                 scores_out.append(scores[d])
                 tp_out.append(False)
