@@ -57,8 +57,11 @@ def test_the_written_set_reads_back_with_the_same_boxes(tmp_path):
     root = write_kvasir_like(tmp_path / "kv", n=6, size=(240, 300))
     samples = open_dataset(root).samples
     manifest = write_zoom_out_set(samples, tmp_path / "zoom", seed=1)
-    again = write_zoom_out_set(samples, tmp_path / "zoom2", seed=1)
+    for stale in (tmp_path / "zoom" / "images" / "old.png", tmp_path / "zoom" / "labels" / "old.txt"):
+        stale.write_bytes(b"from an earlier set")  # a set written into this folder before
+    again = write_zoom_out_set(samples, tmp_path / "zoom", seed=1)
     assert manifest == again  # deterministic for a seed
+    assert not (tmp_path / "zoom" / "images" / "old.png").exists() and not (tmp_path / "zoom" / "labels" / "old.txt").exists()
     index = open_dataset(tmp_path / "zoom")
     assert index.format == "yolo labels" and len(index.samples) == len(manifest["images"]) >= 5
     for s in index.samples:

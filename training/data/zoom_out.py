@@ -134,9 +134,9 @@ def ensure_zoom_out_set(data: Path, out: Path, seed: int = 0) -> Path:
     """``out``, made from ``data``'s val split unless a set is already there (runs that are
     resumed or compared must be scored on one and the same set)."""
     if not (Path(out) / MANIFEST).is_file():
-        from training.data.datasets import open_dataset
+        from training.data.data_check import open_checked  # leaves out (and names) unreadable frames
 
-        write_zoom_out_set(open_dataset(Path(data), "val").samples, out, seed=seed)
+        write_zoom_out_set(open_checked(Path(data), "val").samples, out, seed=seed)
     return Path(out)
 
 
@@ -145,7 +145,8 @@ def write_zoom_out_set(samples: list[Sample], out: str | os.PathLike[str], *, se
     """For each sample with a polyp: the frame shrunk onto a canvas mined from ANOTHER
     frame of ``samples``, written as ``out/images/<id>.png`` and ``out/labels/<id>.txt``
     (YOLO: class cx cy w h, normalised), plus ``out/zoom_out.json`` recording how each was
-    made. Deterministic for a seed. Returns the manifest."""
+    made. Deterministic for a seed. Files of an earlier set in ``out`` that this one does not
+    write are removed. Returns the manifest."""
     out = Path(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(exist_ok=True)
@@ -171,5 +172,9 @@ def write_zoom_out_set(samples: list[Sample], out: str | os.PathLike[str], *, se
                 for c, (x1b, y1b, x2b, y2b) in zip(made.labels, b)]
         (out / "labels" / f"{s.id}.txt").write_text("\n".join(rows) + "\n")
         manifest["images"][s.id] = {"canvas_from": source.id.split("#")[0], "boxes": np.round(b, 3).tolist()}
+    for folder, suffix in (("images", ".png"), ("labels", ".txt")):  # an earlier set written here
+        for stale in (out / folder).iterdir():                         # must not be scored with this one
+            if stale.is_file() and (stale.suffix != suffix or stale.stem not in manifest["images"]):
+                stale.unlink()
     (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
     return manifest

@@ -423,8 +423,8 @@ class Trainer:
         self.sampler.set_negative_weights(weights)
         if self.dist.is_main:
             save_weights(self.out, epoch + 1, ids, weights)
-            self._say(f"hard negatives (epoch {epoch + 1}): {int((scores >= 0.25).sum())} of {len(ids)} "
-                      f"polyp-free items score >= 0.25; highest {scores.max():.2f}")
+            self._say(f"hard negatives (epoch {epoch + 1}): {int((scores > 0.25).sum())} of {len(ids)} "
+                      f"polyp-free items score > 0.25 (the app's default threshold); highest {scores.max():.2f}")
 
     def _hard_negative_epoch(self, epoch: int) -> bool:
         cfg = self.cfg
