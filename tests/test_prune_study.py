@@ -109,6 +109,10 @@ def test_default_is_the_best_mean_val_pruned_cell_never_scratch_never_test():
                          ["random-uniform-0.5-s3"])
     assert note.startswith("**Interim: 8 of 10 runs finished.**") and "20 epochs so far" in note
     assert "random-uniform-0.5-s3: not started" in note and progress_note(10, [], []) == ""
+    assert "no default is chosen until every pruned run has finished" in note
+    control_only = progress_note(10, [{"name": "scratch-uniform-0.5-s0", "epochs_done": 20, "val_ap50_last_epoch": 0.5}],
+                                 [])
+    assert "the rule's default stands" in control_only  # the control takes no part in the rule
     comparisons = {(c["a"], c["b"]): c for c in compare(results)}
     assert comparisons[("taylor", "random")]["difference"]["mean"] == pytest.approx(-0.02)
     assert comparisons[("taylor", "scratch")]["verdict"].startswith("scratch is better")

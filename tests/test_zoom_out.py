@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -57,11 +59,18 @@ def test_the_written_set_reads_back_with_the_same_boxes(tmp_path):
     root = write_kvasir_like(tmp_path / "kv", n=6, size=(240, 300))
     samples = open_dataset(root).samples
     manifest = write_zoom_out_set(samples, tmp_path / "zoom", seed=1)
-    for stale in (tmp_path / "zoom" / "images" / "old.png", tmp_path / "zoom" / "labels" / "old.txt"):
-        stale.write_bytes(b"from an earlier set")  # a set written into this folder before
+    # Written again into the same folder: an earlier set's frames go, the user's files stay.
+    recorded = json.loads((tmp_path / "zoom" / "zoom_out.json").read_text())
+    recorded["images"]["old"] = {}  # a frame of an earlier set that the new one does not make
+    (tmp_path / "zoom" / "zoom_out.json").write_text(json.dumps(recorded))
+    (tmp_path / "zoom" / "images" / "old.png").write_bytes(b"from an earlier set")
+    (tmp_path / "zoom" / "notes.txt").write_text("the user's")
     again = write_zoom_out_set(samples, tmp_path / "zoom", seed=1)
     assert manifest == again  # deterministic for a seed
-    assert not (tmp_path / "zoom" / "images" / "old.png").exists() and not (tmp_path / "zoom" / "labels" / "old.txt").exists()
+    assert not (tmp_path / "zoom" / "images" / "old.png").exists() and (tmp_path / "zoom" / "notes.txt").is_file()
+    with pytest.raises(ValueError, match="not a zoom-out set"):  # --out pointed at the dataset by mistake
+        write_zoom_out_set(samples, root, seed=1)
+    assert len(list((root / "images").iterdir())) == 6
     index = open_dataset(tmp_path / "zoom")
     assert index.format == "yolo labels" and len(index.samples) == len(manifest["images"]) >= 5
     for s in index.samples:

@@ -145,9 +145,10 @@ def write_zoom_out_set(samples: list[Sample], out: str | os.PathLike[str], *, se
     """For each sample with a polyp: the frame shrunk onto a canvas mined from ANOTHER
     frame of ``samples``, written as ``out/images/<id>.png`` and ``out/labels/<id>.txt``
     (YOLO: class cx cy w h, normalised), plus ``out/zoom_out.json`` recording how each was
-    made. Deterministic for a seed. Files of an earlier set in ``out`` that this one does not
-    write are removed. Returns the manifest."""
+    made. Deterministic for a seed. An earlier set in ``out`` is removed first
+    (:func:`remove_previous_set`). Returns the manifest."""
     out = Path(out)
+    remove_previous_set(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
     (out / "labels").mkdir(exist_ok=True)
     positives = [s for s in samples if not s.is_negative]
@@ -172,9 +173,23 @@ def write_zoom_out_set(samples: list[Sample], out: str | os.PathLike[str], *, se
                 for c, (x1b, y1b, x2b, y2b) in zip(made.labels, b)]
         (out / "labels" / f"{s.id}.txt").write_text("\n".join(rows) + "\n")
         manifest["images"][s.id] = {"canvas_from": source.id.split("#")[0], "boxes": np.round(b, 3).tolist()}
-    for folder, suffix in (("images", ".png"), ("labels", ".txt")):  # an earlier set written here
-        for stale in (out / folder).iterdir():                         # must not be scored with this one
-            if stale.is_file() and (stale.suffix != suffix or stale.stem not in manifest["images"]):
-                stale.unlink()
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))  # last: a set without it is incomplete
     return manifest
+
+
+def remove_previous_set(out: Path) -> None:
+    """Clear ``out`` for a new set: the files an earlier set recorded in its manifest go (a
+    frame of it left behind would be scored with the new one), and nothing else is touched.
+    A folder that holds anything but such a set is refused: ``--out`` pointed at a dataset
+    by mistake must not lose a file."""
+    if not out.exists() or not any(out.iterdir()):
+        return
+    manifest_file = out / MANIFEST
+    if not manifest_file.is_file():
+        raise ValueError(f"{out}: not empty and not a zoom-out set (no {MANIFEST}; an interrupted build leaves none): "
+                         "write the set into a new or empty folder")
+    ids = json.loads(manifest_file.read_text())["images"]
+    manifest_file.unlink()  # from here the folder reads as incomplete until the new set is written
+    for image_id in ids:
+        for stale in (out / "images" / f"{image_id}.png", out / "labels" / f"{image_id}.txt"):
+            stale.unlink(missing_ok=True)

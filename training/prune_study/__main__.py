@@ -94,7 +94,8 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
     plot_curves(docs / "pruning_curves.png", results)
     plot_tradeoff(docs / "pruning_tradeoff.png", {**baseline, "val": baseline["val"]}, cells)
     print(text)
-    chosen_text = f"none yet ({len(unfinished)} runs unfinished)" if unfinished else study["default"]
+    pruned_unfinished = [v for v in unfinished if v.method != SCRATCH]
+    chosen_text = f"none yet ({len(pruned_unfinished)} pruned runs unfinished)" if pruned_unfinished else study["default"]
     print(f"default by the rule ({study['selection']}): {chosen_text}")
     return study
 
@@ -153,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
                              archive=args.archive)
     cells = [Variant.parse(t) for t in args.variants] if args.variants else GRIDS[args.grid]
     scratch_seeds = args.scratch_seeds if args.scratch_seeds is not None else args.seeds
-    variants = [v for v in expand(cells, sorted(set(args.seeds) | set(scratch_seeds)))  # seed-major, as expand
+    variants = [v for v in expand(cells, list(dict.fromkeys([*args.seeds, *scratch_seeds])))  # seed-major, in order
                 if v.seed in (scratch_seeds if v.method == SCRATCH else args.seeds)]
     settings.out.mkdir(parents=True, exist_ok=True)
     for folder in _study_folders(settings):  # the archive keeps the record when the work folder is lost

@@ -83,8 +83,11 @@ def progress_note(total: int, waiting: list[dict[str, Any]], not_started: list[s
     if not waiting and not not_started:
         return ""
     done = total - len(waiting) - len(not_started)
-    lines = [f"**Interim: {done} of {total} runs finished.** Only finished runs are scored below; no default "
-             "is chosen and test cannot be scored until every run has finished.", ""]
+    pruned_waiting = any(not name.startswith(SCRATCH) for name in [w["name"] for w in waiting] + not_started)
+    default = ("no default is chosen until every pruned run has finished" if pruned_waiting else
+               "every pruned run has finished, so the rule's default stands (the control does not take part in it)")
+    lines = [f"**Interim: {done} of {total} runs finished.** Only finished runs are scored below; {default}; "
+             "test cannot be scored until every run has finished.", ""]
     lines += [f"- {w['name']}: training, {w['epochs_done']} epochs so far (val AP50 at its last epoch "
               f"{w['val_ap50_last_epoch']:.3f}, EMA weights, not used)" for w in waiting]
     lines += [f"- {name}: not started" for name in not_started]
