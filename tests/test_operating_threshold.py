@@ -93,10 +93,14 @@ def test_the_app_uses_the_model_threshold_until_the_user_chooses_one(qtbot, thre
     again.conf_reset.click()
     assert again.detector.conf == pytest.approx(0.137) and not settings.contains(threshold_key(onnx_path))
     again.close()
-    # A threshold saved by an older version, for whichever model was loaded then, is dropped.
+    # A threshold saved by an older version, for whichever model was loaded then, is dropped;
+    # the choices made per model stay.
+    settings.setValue(threshold_key(tiny_onnx), 40)
     settings.setValue("conf", 60)
     third = MainWindow(None, str(onnx_path), settings=settings, backend="onnxruntime-cpu")
     qtbot.addWidget(third)
+    assert not third.conf_slider.isEnabled() and not third.conf_reset.isEnabled()  # no model yet: nothing to set
     qtbot.waitUntil(lambda: third.detector is not None, timeout=30000)
     assert third.detector.conf == pytest.approx(0.137) and not settings.contains("conf")
+    assert int(settings.value(threshold_key(tiny_onnx))) == 40 and third.conf_slider.isEnabled()
     third.close()

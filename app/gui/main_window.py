@@ -46,7 +46,7 @@ from app.cpu_budget import CpuBudget, app_budget, apply_opencv_threads
 from app.gui.display.canvas import BOX_SHAPES, COLOURS, DEFAULT_STALE_AFTER_S, BoxStyle, VideoCanvas
 from app.gui.display.picture import Picture
 from app.gui.review.controller import ReviewController
-from app.gui.threshold_memory import ThresholdMemory
+from app.gui.threshold_memory import ThresholdMemory, threshold_key
 from app.gui.worker import StreamWorker
 from app.streaming.alerts import DEFAULT_MIN_INTERVAL_S, AlertLimiter
 from app.streaming.persistence import PersistenceFilter, PersistenceSettings
@@ -86,6 +86,7 @@ class MainWindow(QMainWindow):
         self.setWindowTitle("PolypScope")
         self.settings = settings or QSettings(ORGANISATION, APPLICATION)
         self.thresholds = ThresholdMemory(self.settings)
+        self._threshold_key = ""  # the loaded model's (threshold_memory.threshold_key)
         self.detector: Detector | None = None
         self.worker: StreamWorker | None = None
         self.source = None
@@ -199,6 +200,8 @@ class MainWindow(QMainWindow):
         self.conf_reset.setToolTip("Forget the threshold chosen for this model and use the operating threshold "
                                    "it was validated at (written into the model at export)")
         self.conf_reset.clicked.connect(self._on_conf_reset)
+        self.conf_slider.setEnabled(False)  # a threshold belongs to a model: none is loaded yet
+        self.conf_reset.setEnabled(False)
         form.addRow("", self.conf_source)
         form.addRow("", self.conf_reset)
         form.addRow("NMS IoU", self.iou_slider)
@@ -283,21 +286,27 @@ class MainWindow(QMainWindow):
         """Load on a background thread (it runs warm-up inference), then (re)start."""
         self.statusBar().showMessage(f"loading {Path(path).name} …")
         backend = self.backend_box.currentText()
-        # A threshold the user chose for THIS model is kept; otherwise its operating point is used.
-        conf = self.thresholds.chosen(path)
         iou = self.iou_slider.value() / 100
 
         def load() -> None:
             try:
-                self.model_ready.emit(Detector(path, backend, conf=conf, iou=iou,
-                                               threads=self.cpu_budget.inference_threads, spin=self.cpu_budget.spin))
+                key = threshold_key(path)  # hashes the file: off the GUI thread, once per load
+                detector = Detector(path, backend, iou=iou, threads=self.cpu_budget.inference_threads,
+                                    spin=self.cpu_budget.spin)
+                self.model_ready.emit((detector, key))
             except Exception as exc:  # any failure is shown, not raised into Qt
                 self.model_failed.emit(f"cannot load model {path}: {exc}")
 
         threading.Thread(target=load, name="model-loader", daemon=True).start()
 
     @Slot(object)
-    def _on_model_ready(self, detector: Detector) -> None:
+    def _on_model_ready(self, loaded: tuple[Detector, str]) -> None:
+        detector, self._threshold_key = loaded
+        # A threshold the user chose for THIS model replaces its operating point (read now, not
+        # when loading began: the slider may have moved during a reload).
+        chosen = self.thresholds.chosen(self._threshold_key)
+        if chosen is not None:
+            detector.conf = chosen
         old, self.detector = self.detector, detector
         self.settings.setValue("model", str(detector.model_path))
         self._show_threshold()
@@ -568,7 +577,7 @@ class MainWindow(QMainWindow):
         if self.detector is None:
             return  # no model to choose it for; the next one shows its own
         self.detector.conf = self.conf_slider.value() / 100
-        self.thresholds.choose(self.detector.model_path, self.conf_slider.value())
+        self.thresholds.choose(self._threshold_key, self.conf_slider.value())
         self._show_threshold()
         self.review.schedule_refresh()
 
@@ -576,7 +585,7 @@ class MainWindow(QMainWindow):
         """Back to the model's own operating threshold, and forget the choice."""
         if self.detector is None:
             return
-        self.thresholds.forget(self.detector.model_path)
+        self.thresholds.forget(self._threshold_key)
         self.detector.conf = self.detector.info.operating_threshold or DEFAULT_CONF
         self._show_threshold()
         self.review.schedule_refresh()
@@ -591,14 +600,16 @@ class MainWindow(QMainWindow):
         self.conf_slider.setValue(round(detector.conf * 100))
         self.conf_slider.blockSignals(False)
         own = detector.info.operating_threshold
-        if self.thresholds.chosen(detector.model_path) is not None:
+        chosen = self.thresholds.chosen(self._threshold_key) is not None
+        if chosen:
             text = f"{detector.conf:.2f}: your choice for this model" + (f" (its own: {own:.3f})" if own else "")
         elif own:
             text = f"{detector.conf:.3f}: the model's operating threshold (chosen on val)"
         else:
             text = f"{detector.conf:.2f}: generic default (the model carries no operating threshold)"
         self.conf_source.setText(text)
-        self.conf_reset.setEnabled(self.thresholds.chosen(detector.model_path) is not None)
+        self.conf_slider.setEnabled(True)
+        self.conf_reset.setEnabled(chosen)
 
     def _on_iou(self) -> None:
         if self.detector is not None:

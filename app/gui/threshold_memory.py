@@ -17,39 +17,32 @@ from PySide6.QtCore import QSettings
 from engine.model_info import sha256_file
 
 LEGACY_GLOBAL_KEY = "conf"  # before session 15 one threshold served every model
+GROUP = "thresholds"        # not under "conf/": removing the legacy key removes that group too
 
 
 def threshold_key(model_path: str | Path) -> str:
-    """The settings key of the threshold chosen for this model file."""
-    return f"conf/{sha256_file(model_path)[:16]}"
+    """The settings key of the threshold chosen for this model file (reads the whole file:
+    compute it once per model load, not per slider step)."""
+    return f"{GROUP}/{sha256_file(model_path)[:16]}"
 
 
 class ThresholdMemory:
-    """Per-model thresholds in ``QSettings``, in hundredths (the slider's unit)."""
+    """Per-model thresholds in ``QSettings``, in hundredths (the slider's unit), by the key
+    :func:`threshold_key` gives a model file."""
 
     def __init__(self, settings: QSettings) -> None:
         self.settings = settings
-        self._keys: dict[tuple[str, int, int], str] = {}  # a slider drag must not hash the model each step
         if settings.contains(LEGACY_GLOBAL_KEY):  # it belonged to whichever model was loaded then
             settings.remove(LEGACY_GLOBAL_KEY)
 
-    def chosen(self, model_path: str | Path) -> float | None:
-        """The threshold the user chose for this model, or ``None`` (use the model's own)."""
-        try:
-            key = self._key(model_path)
-        except OSError:
-            return None  # loading the model will report the file's problem
-        return self.settings.value(key, type=int) / 100 if self.settings.contains(key) else None
+    def chosen(self, key: str | None) -> float | None:
+        """The threshold chosen under ``key``, or ``None`` (use the model's own)."""
+        if key is None or not self.settings.contains(key):
+            return None
+        return self.settings.value(key, type=int) / 100
 
-    def choose(self, model_path: str | Path, hundredths: int) -> None:
-        self.settings.setValue(self._key(model_path), int(hundredths))
+    def choose(self, key: str, hundredths: int) -> None:
+        self.settings.setValue(key, int(hundredths))
 
-    def forget(self, model_path: str | Path) -> None:
-        self.settings.remove(self._key(model_path))
-
-    def _key(self, model_path: str | Path) -> str:
-        stat = Path(model_path).stat()
-        ident = (str(Path(model_path).resolve()), stat.st_mtime_ns, stat.st_size)
-        if ident not in self._keys:
-            self._keys[ident] = threshold_key(model_path)
-        return self._keys[ident]
+    def forget(self, key: str) -> None:
+        self.settings.remove(key)
