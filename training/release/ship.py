@@ -102,15 +102,19 @@ def main() -> None:
         meta["trained_input_size"] = trained
     else:
         meta.pop("trained_input_size", None)
-    save_checkpoint(out, model, meta, half=True)
-    val, _ = score(out, Path(args.data), "val", bootstrap=0)
+    # Scored as it will ship (fp16), from a staging file beside --out: the file already there
+    # (the committed model, for make ship-baseline) stays until the new one has its figures.
+    staging = out.with_name(f".{out.stem}.staging{out.suffix}")
+    save_checkpoint(staging, model, meta, half=True)
     try:
+        val, _ = score(staging, Path(args.data), "val", bootstrap=0)
         point = operating_point(val)
+        named = {"operating threshold": point["threshold"], "app default": APP_DEFAULT_CONF}
+        test, evaluator = score(staging, Path(args.data), "test", thresholds=named)
     except NotShippable as exc:
-        out.unlink()
-        raise SystemExit(f"error: {args.weights}: {exc}") from None
-    named = {"operating threshold": point["threshold"], "app default": APP_DEFAULT_CONF}
-    test, evaluator = score(out, Path(args.data), "test", thresholds=named)
+        raise SystemExit(f"error: {args.weights}: {exc}; {out} is left as it was") from None
+    finally:
+        staging.unlink(missing_ok=True)
     print(format_table(val, f"{out.name} on val"))
     print(format_clinical(val))
     print(format_table(test, f"{out.name} on test"))
