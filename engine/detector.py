@@ -144,8 +144,8 @@ class Detector:
         self.model_path = Path(model)
         self.backend, self.selection = open_backend(self.model_path, backend, threads, spin, no_sidecar)
         self.info: ModelInfo = self.backend.info  # type: ignore[attr-defined]
-        if conf is None:  # the model's validated operating point, else the generic default
-            self.conf = self.info.operating_threshold or DEFAULT_CONF
+        if conf is None:
+            self.conf = self.model_conf
         self.merge_iou, self.merge_score_ratio = check_merge(
             self.info.box_merge_iou if merge_iou is None else merge_iou,
             self.info.box_merge_score_ratio or DEFAULT_MERGE_SCORE_RATIO)
@@ -153,6 +153,12 @@ class Detector:
         self.last_times = StageTimes()
         if warmup:
             self.warm_up(warmup)
+
+    @property
+    def model_conf(self) -> float:
+        """The threshold the model comes with: its validated operating point, else the
+        generic default (what ``conf=None`` uses, and what the app goes back to)."""
+        return self.info.operating_threshold or DEFAULT_CONF
 
     @property
     def conf(self) -> float:

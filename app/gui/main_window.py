@@ -586,7 +586,7 @@ class MainWindow(QMainWindow):
         if self.detector is None:
             return
         self.thresholds.forget(self._threshold_key)
-        self.detector.conf = self.detector.info.operating_threshold or DEFAULT_CONF
+        self.detector.conf = self.detector.model_conf
         self._show_threshold()
         self.review.schedule_refresh()
 

@@ -85,7 +85,7 @@ def parity_on_frames(reference: str | Path, candidate: str | Path, frames: list[
 
     ref = Detector(reference, "onnxruntime-cpu", conf=conf, warmup=0)
     cand = Detector(candidate, "onnxruntime-cpu", conf=conf, warmup=0)
-    threshold = ref.info.operating_threshold or 0.25
+    threshold = ref.model_conf
     pairs = []
     for path in frames:
         image = cv2.imread(str(path), cv2.IMREAD_COLOR)

@@ -26,6 +26,7 @@ from training.prune_study.report import (
     plot_curves,
     plot_tradeoff,
     progress_note,
+    pruned_among,
     summarise_cells,
 )
 from training.prune_study.runner import StudySettings, archive_finished, check_baseline, finished, run_all
@@ -94,7 +95,7 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
     plot_curves(docs / "pruning_curves.png", results)
     plot_tradeoff(docs / "pruning_tradeoff.png", {**baseline, "val": baseline["val"]}, cells)
     print(text)
-    pruned_unfinished = [v for v in unfinished if v.method != SCRATCH]
+    pruned_unfinished = pruned_among(v.name for v in unfinished)
     chosen_text = f"none yet ({len(pruned_unfinished)} pruned runs unfinished)" if pruned_unfinished else study["default"]
     print(f"default by the rule ({study['selection']}): {chosen_text}")
     return study

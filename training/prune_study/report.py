@@ -10,6 +10,7 @@ for the final table.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -65,13 +66,18 @@ def compare(results: list[dict[str, Any]], split: str = "val", key: str = "ap50"
     return out
 
 
+def pruned_among(run_names: Iterable[str]) -> list[str]:
+    """The pruned runs among ``run_names`` (the from-scratch control takes no part in the rule)."""
+    return [name for name in run_names if not name.startswith(SCRATCH)]
+
+
 def choose_default(baseline_gflops: float, cells: dict[str, dict[str, Any]],
-                   unfinished: list[str] | tuple[str, ...] = ()) -> dict[str, Any] | None:
+                   unfinished: Iterable[str] = ()) -> dict[str, Any] | None:
     """The rule (module docstring). ``None`` while any pruned run of the study is
     ``unfinished``: a cell with a seed still training is not "left out" of the choice, the
     choice waits for it (an early report would otherwise pick among whichever cells were
     done)."""
-    if any(not name.startswith(SCRATCH) for name in unfinished):
+    if pruned_among(unfinished):
         return None
     eligible = [c for c in cells.values() if c["method"] != SCRATCH and "val_ap50" in c and c["all_finished"]
                 and c["gflops"] <= (1 - MIN_FLOPS_CUT) * baseline_gflops]
@@ -83,7 +89,7 @@ def progress_note(total: int, waiting: list[dict[str, Any]], not_started: list[s
     if not waiting and not not_started:
         return ""
     done = total - len(waiting) - len(not_started)
-    pruned_waiting = any(not name.startswith(SCRATCH) for name in [w["name"] for w in waiting] + not_started)
+    pruned_waiting = pruned_among([w["name"] for w in waiting] + not_started)
     default = ("no default is chosen until every pruned run has finished" if pruned_waiting else
                "every pruned run has finished, so the rule's default stands (the control does not take part in it)")
     lines = [f"**Interim: {done} of {total} runs finished.** Only finished runs are scored below; {default}; "
