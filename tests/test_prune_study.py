@@ -368,3 +368,64 @@ def test_a_finished_variant_is_archived_compactly_and_outlives_its_work_folder(t
     with pytest.raises(ValueError, match="missing"):
         archive_variant(settings, Variant("random", 0.5, seed=1))
     assert not finished(settings, Variant("random", 0.5, seed=1))
+
+
+def test_an_unfinished_run_is_carried_across_sittings_and_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+    """A sitting ends with the control half-trained and the next one starts on a new checkout
+    (no work folder): with --carry the run resumes at the epoch it had, not at zero."""
+    import shutil
+
+    import torch
+    from safetensors import safe_open
+
+    from training.loop.trainer import TrainConfig, Trainer
+    from training.prune_study.carry import IN_PROGRESS, epochs_done
+
+    data = write_kvasir_like(tmp_path / "kv", n=12)
+    Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.125, img=64, epochs=1, batch=4,
+                        workers=0, threads=1), show_progress=False).run()
+    study, archive = tmp_path / "study", tmp_path / "archive"
+    args = ["--weights", str(tmp_path / "base" / "last.safetensors"), "--data", str(data), "--out", str(study),
+            "--finetune-epochs", "1", "--workers", "0", "--threads", "1", "--quiet", "--archive", str(archive),
+            "--variants", "scratch:0.5", "--seeds", "0", "--phase", "run"]  # the control: 1 + 1 epochs
+    with pytest.raises(SystemExit, match="name it with --archive"):
+        main([a for a in args if a not in ("--archive", str(archive))] + ["--carry"])
+
+    original_end = Trainer._end_epoch
+
+    def killed_after_first_epoch(self, epoch, *rest):
+        original_end(self, epoch, *rest)
+        raise KeyboardInterrupt  # the sitting ends here: the state of epoch 1 is on disk
+    monkeypatch.setattr(Trainer, "_end_epoch", killed_after_first_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--carry"])
+    monkeypatch.setattr(Trainer, "_end_epoch", original_end)
+    record = archive / IN_PROGRESS / "scratch-uniform-0.5-s0"
+    kept = sorted(str(p.relative_to(record)) for p in record.rglob("*") if p.is_file())
+    assert {"carried.json", "init.safetensors", "train/state.safetensors", "train/results.csv",
+            "train/train_config.json"} <= set(kept)
+    assert "train/last.safetensors" not in kept and not any(k.endswith(".png") for k in kept)
+    assert epochs_done(record / "train") == 1
+    with safe_open(str(record / "train" / "state.safetensors"), "pt") as f:  # full precision, or another run
+        assert {f.get_tensor(k).dtype for k in f.keys() if k.startswith("opt.")} == {torch.float32}
+    # Nothing newer to carry: the record is left alone.
+    stamp = (record / "carried.json").stat().st_mtime_ns
+    assert main([*args[:-1], "carry"]) == 0 and (record / "carried.json").stat().st_mtime_ns == stamp
+    assert "none had trained past its record" in capsys.readouterr().out
+
+    shutil.rmtree(study)  # a new checkout: the work folder is gone, the archive (in git) is not
+    trained = []
+    original_epoch = Trainer._train_epoch
+
+    def counted(self, epoch):
+        trained.append(epoch)
+        return original_epoch(self, epoch)
+    monkeypatch.setattr(Trainer, "_train_epoch", counted)
+    assert main(args) == 0
+    assert "restored scratch-uniform-0.5-s0" in capsys.readouterr().out
+    assert trained == [1]  # only the second epoch: the run went on, it did not start again
+    run = json.loads((archive / "scratch-uniform-0.5-s0" / "done.json").read_text())
+    assert run["epochs"] == 2
+    rows = (archive / "scratch-uniform-0.5-s0" / "train" / "results.csv").read_text().strip().splitlines()
+    assert len(rows) == 1 + 2  # header, epoch 1 from the first sitting, epoch 2 from the second
+    assert not record.exists()  # archived as finished: the carried progress is dropped

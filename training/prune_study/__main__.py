@@ -2,7 +2,9 @@
 
 Phases: ``run`` trains every variant (resumable; ``--jobs N`` at once; ``--stop-after-minutes``
 stops in time), ``report`` scores every variant that has trained (val; test only with
-``--score-test``) and writes the tables, curves and trade-off plot, ``all`` does both.
+``--score-test``) and writes the tables, curves and trade-off plot, ``all`` does both,
+``carry`` copies unfinished runs' progress into the archive (``--carry`` does it whenever
+``run`` stops), so that a new checkout resumes them.
 Latency comes from ``python -m engine.study_latency --study OUT`` when it has been run.
 """
 
@@ -107,7 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="the trained (unpruned) baseline checkpoint")
     parser.add_argument("--data", help="dataset folder with train/val(/test) splits (default: Kvasir-SEG if found)")
     parser.add_argument("--out", default="runs/study", help="work folder, one sub-folder per variant and seed")
-    parser.add_argument("--phase", choices=["run", "report", "all"], default="all")
+    parser.add_argument("--phase", choices=["run", "report", "all", "carry"], default="all",
+                        help="run, report, all (both; the default), or carry: copy the unfinished runs' progress "
+                             "into --archive now (see --carry)")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="reduced",
                         help="reduced (default: taylor, taylor-gate, random and scratch at 0.5) or full "
                              "(5 criteria x 3 ratios + scratch at each)")
@@ -139,6 +143,10 @@ def main(argv: list[str] | None = None) -> int:
                         help="folder, committed, that keeps each finished variant's final weights (fp16), curve "
                              "and recipe, so that the study survives the loss of --out; archived variants are "
                              "done and are scored from there (e.g. assets/pruning-study/study60)")
+    parser.add_argument("--carry", action="store_true",
+                        help="when the runner stops (deadline, failure, kill), copy each unfinished run's progress "
+                             "(training state, start checkpoint, curve; about 20 MB for the control) into "
+                             "--archive/in-progress, to commit: a later sitting on a new checkout resumes from it")
     parser.add_argument("--docs", default="docs/pruning-study", help="where the table and the plots go "
                                                                      "(default docs/pruning-study)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -147,12 +155,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"{args.scratch_recipe}: no such train_config.json for the from-scratch control "
                          "(make train-baseline writes runs/baseline/train_config.json; the shipped baseline's "
                          "first cycle is docs/pruning/baseline-first-cycle.train_config.json)")
+    if (args.carry or args.phase == "carry") and args.archive is None:
+        raise SystemExit("--carry and --phase carry keep progress in the archive: name it with --archive")
     deadline = time.time() + 60 * args.stop_after_minutes if args.stop_after_minutes else None
     data = Path(args.data) if args.data else default_data_root()
     settings = StudySettings(Path(args.weights), data, Path(args.out), args.finetune_epochs, args.finetune_lr,
                              args.scratch_epochs, args.scratch_recipe, args.distill, args.ema_decay, args.ema_tau,
                              args.threads, args.workers, args.device, show_progress=not args.quiet,
-                             archive=args.archive)
+                             archive=args.archive, carry=args.carry)
     cells = [Variant.parse(t) for t in args.variants] if args.variants else GRIDS[args.grid]
     scratch_seeds = args.scratch_seeds if args.scratch_seeds is not None else args.seeds
     variants = [v for v in expand(cells, list(dict.fromkeys([*args.seeds, *scratch_seeds])))  # seed-major, in order
@@ -160,6 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     settings.out.mkdir(parents=True, exist_ok=True)
     for folder in _study_folders(settings):  # the archive keeps the record when the work folder is lost
         check_baseline(folder, settings.weights)
+    if args.phase == "carry":
+        from training.prune_study.carry import carry_unfinished
+
+        carried = carry_unfinished(settings, variants)
+        print(f"carried {len(carried)} run(s)" + ("" if carried else ": none had trained past its record"))
+        return 0
     if args.phase in ("run", "all"):
         if args.jobs > 1 or deadline is not None:  # the runner of child processes: a kill stops them too
             exit_on_sigterm()

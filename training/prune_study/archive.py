@@ -20,8 +20,9 @@ fp16, so that no cell is scored in another precision than the rest (the report a
 finished ones first; only a run still in progress is scored from the work folder). The
 ``train_config.json`` kept names the work-folder paths the run had (``out``, ``init_weights``);
 they are a record, not read again. The optimiser state
-of a run still in progress is not archived: it is several times larger, and a run cut off
-resumes from the work folder when that survives, else starts again.
+of a run still in progress is not archived here: it is several times larger, and a run cut
+off resumes from the work folder when that survives, else from what ``--carry`` kept
+(``prune_study.carry``, meant for the long control), else starts again.
 """
 
 from __future__ import annotations
@@ -79,6 +80,9 @@ def archive_variant(settings: StudySettings, v: Variant) -> Path:
             shutil.rmtree(final)
         staged.folder.rename(final)
         _flush_folder(settings.archive)
+    from training.prune_study.carry import drop  # carry reads the runner, as this module does
+
+    drop(settings, v)  # its progress, carried across sittings, is not needed any more
     return final
 
 

@@ -63,6 +63,7 @@ class StudySettings:
     device: str = "auto"
     show_progress: bool = False
     archive: Path | None = None   # where finished variants are kept, committed (prune_study.archive)
+    carry: bool = False           # copy unfinished runs' progress into the archive when stopping (prune_study.carry)
 
 
 @dataclass(frozen=True)
@@ -192,6 +193,7 @@ def refuse_archived_under_other_recipe(settings: StudySettings, v: Variant) -> N
 def run_variant(settings: StudySettings, v: Variant) -> None:
     """Prune (or initialise) and train one variant, resuming whatever it had done."""
     from training.prune_study.archive import archive_variant  # it reads this module's paths
+    from training.prune_study.carry import restore
 
     p = paths(settings, v)
     if archived(settings, v):
@@ -201,6 +203,7 @@ def run_variant(settings: StudySettings, v: Variant) -> None:
         if settings.archive is not None:
             archive_variant(settings, v)
         return
+    restore(settings, v)  # progress carried from an earlier sitting, when the work folder has less
     p.folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if v.method == SCRATCH:
@@ -279,19 +282,26 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
     variants that failed (their log says why).
 
     Variants finished but not yet archived are archived first (``archive_finished``); an
-    archived one whose recipe differs from today's flags stops the study."""
+    archived one whose recipe differs from today's flags stops the study. With
+    ``settings.carry`` the unfinished ones' progress is copied into the archive at the end,
+    however the runner ends (``prune_study.carry``)."""
     failed = archive_finished(settings, variants)
     for v in variants:
         refuse_archived_under_other_recipe(settings, v)
     pending = [v for v in variants if not finished(settings, v) and v.name not in failed]
-    if jobs <= 1 and deadline is None:
-        for v in pending:
-            run_variant(settings, v)
-        return failed
+    try:
+        if jobs <= 1 and deadline is None:
+            for v in pending:
+                run_variant(settings, v)
+            return failed
+        return failed + run_queue(pending, lambda v: _start_child(settings, v), lambda v: finished(settings, v),
+                                  name=lambda v: v.name, log=lambda v: paths(settings, v).log, jobs=jobs,
+                                  deadline=deadline, say=lambda m: print(m, flush=True))
+    finally:  # at the deadline, and when the runner itself is stopped (its children stopped first)
+        if settings.carry:
+            from training.prune_study.carry import carry_unfinished
 
-    return failed + run_queue(pending, lambda v: _start_child(settings, v), lambda v: finished(settings, v),
-                              name=lambda v: v.name, log=lambda v: paths(settings, v).log, jobs=jobs,
-                              deadline=deadline, say=lambda m: print(m, flush=True))
+            carry_unfinished(settings, pending)
 
 
 def _start_child(settings: StudySettings, v: Variant) -> subprocess.Popen:

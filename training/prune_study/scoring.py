@@ -68,8 +68,12 @@ def gain_over_last_quarter(points: list[dict[str, float]], tail: float = 0.25) -
 
 def in_progress(settings: StudySettings, v: Variant) -> dict[str, Any] | None:
     """Where an unfinished run stands, from its training log only (it is not scored: a run cut
-    short never enters the study's figures); ``None`` before its first epoch."""
-    points = curve(where(settings, v).run)
+    short never enters the study's figures), or from its carried record (``prune_study.carry``)
+    when the work folder is behind it or gone; ``None`` before its first epoch."""
+    from training.prune_study.carry import carried_paths  # carry imports the runner, as this module does
+
+    carried = carried_paths(settings, v)
+    points = max(curve(where(settings, v).run), curve(carried.run) if carried else [], key=len)
     if not points:
         return None
     return {"name": v.name, "epochs_done": len(points), "val_ap50_last_epoch": points[-1]["val_ap50"]}
