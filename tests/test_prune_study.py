@@ -368,6 +368,14 @@ def test_a_finished_variant_is_archived_compactly_and_outlives_its_work_folder(t
     with pytest.raises(ValueError, match="missing"):
         archive_variant(settings, Variant("random", 0.5, seed=1))
     assert not finished(settings, Variant("random", 0.5, seed=1))
+    # A finished run whose weights went missing stops the report instead of leaving its cell.
+    (child / "finetune" / "last.safetensors").unlink()
+    with pytest.raises(SystemExit, match="missing, though the run is marked finished"):
+        main([*common, "--variants", "random:0.5", "--seeds", "0", "--phase", "report", "--archive", str(archive)])
+    # A report without the archive, over a work folder that never had the runs, points to it.
+    elsewhere = [tmp_path / "other" if a == str(study) else a for a in common]
+    with pytest.raises(SystemExit, match="name the archive with --archive"):
+        main([*map(str, elsewhere), *one, "--phase", "report"])
 
 
 def test_an_unfinished_run_is_carried_across_sittings_and_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):

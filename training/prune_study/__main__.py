@@ -31,7 +31,7 @@ from training.prune_study.report import (
     pruned_among,
     summarise_cells,
 )
-from training.prune_study.runner import StudySettings, archive_finished, check_baseline, finished, run_all
+from training.prune_study.runner import StudySettings, archive_finished, check_baseline, finished, run_all, where
 from training.prune_study.scoring import evaluate, in_progress, score_variant
 from training.prune_study.variants import GRIDS, SCRATCH, SEEDS, Variant, expand
 from training.pruning.prune import summary
@@ -66,9 +66,16 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
                                  f"({(folder / TEST_MARK).read_text().strip()}); it is scored once, for the final "
                                  "table. Report without --score-test, or delete the mark knowingly.")
     splits = ("val", "test") if score_test else ("val",)
-    results = [r for r in (score_variant(settings, v, splits) for v in done) if r is not None]
+    scored = [(v, score_variant(settings, v, splits)) for v in done]
+    unscorable = [where(settings, v).run / "last.safetensors" for v, r in scored if r is None]
+    if unscorable:  # a finished run left out of its cell would change the cell's mean silently
+        raise SystemExit(f"{', '.join(map(str, unscorable))}: missing, though the run is marked finished; restore "
+                         "the weights, or delete its done.json to train it again")
+    results = [r for _, r in scored]
     if not results:
-        raise SystemExit(f"{settings.out}: no run has finished yet; run --phase run first")
+        hint = ("" if settings.archive is not None else
+                "; if its runs were archived, name the archive with --archive (e.g. assets/pruning-study/study60)")
+        raise SystemExit(f"{settings.out}: no run has finished yet; run --phase run first{hint}")
     waiting = [w for w in (in_progress(settings, v) for v in unfinished) if w is not None]
     not_started = sorted({v.name for v in unfinished} - {w["name"] for w in waiting})
     baseline = {**summary(load_checkpoint(settings.weights).model_at_trained_size()),
