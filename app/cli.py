@@ -122,6 +122,11 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="do not mine polyp-free crops from the training images")
     p.add_argument("--negative-fraction", type=float, help="polyp-free draws per epoch as a share of the "
                                                              "polyp images (default 0.25; 0 turns negatives off)")
+    p.add_argument("--hard-crops", dest="hard_crops", type=int, metavar="N",
+                   help="hard-negative crops: at each hard-negative pass, run the model over the polyp frames and "
+                        "cut up to N squares a frame around its confident boxes clear of the polyp, trained on as "
+                        "polyp-free items until the next pass (default 0: off; only the crops mined beside the "
+                        "polyp are re-weighted)")
     p.add_argument("--precision", choices=["auto", "fp32", "bf16", "fp16"],
                    help="autocast precision (default auto: fp16 on CUDA, bf16 on CPUs with native bf16 such as "
                         "AVX-512 BF16, else fp32)")

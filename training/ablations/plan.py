@@ -53,6 +53,9 @@ def issue11_runs() -> list[Run]:
         Run("abl-copy-paste", "copy-paste added (p 0.5: 1-2 training polyps cut along their masks, shrunk to "
             "0.15-0.6, pasted into frames, polyp-free ones included)",
             {"augment": dataclasses.replace(other, copy_paste=0.5)}, ABLATION),
+        Run("abl-hard-crops", "hard-negative crops added (at each hard-negative pass, a square cut around the "
+            "strongest detection clear of the polyp in each polyp frame, trained on as polyp-free)",
+            {"hard_crops": 1}, ABLATION),
         Run("abl-256px", "input 256 px instead of 320", {"img": 256}, ABLATION),
         Run("abl-no-negatives", "no polyp-free samples (no mined crops, no hard negatives)",
             {"mine_negatives": False, "negative_fraction": 0.0}, ABLATION),

@@ -94,6 +94,14 @@ class ImageCache:
         for i in range(len(self)):
             self[i]
 
+    def replace_tail(self, start: int, samples: list[Sample]) -> None:
+        """Items ``start:`` become ``samples``, decoded afresh; the ones before keep their
+        decoded images (the trainer swaps its pool of hard-negative crops this way). Views
+        made before see the old list: make them again."""
+        for key in [k for k in self._store if k >= self._offset + start]:
+            del self._store[key]
+        self.samples = self.samples[:start] + list(samples)
+
 
 @dataclass
 class Batch:

@@ -55,6 +55,7 @@ from training.data.sampling import EpochPlan
 from training.evaluation.evaluate import evaluate_model
 from training.loop.distill import DistillationLoss
 from training.loop.ema import ModelEMA
+from training.loop.hard_crops import HARD_SUFFIX, load_crops, mine_hard_crops, save_crops
 from training.loop.hard_negatives import hardness_weights, highest_scores, load_weights, save_weights
 from training.loop.loss import LossConfig, YoloLoss
 from training.loop.precision import autocast_dtype
@@ -133,6 +134,7 @@ class TrainConfig:
     negative_fraction: float = 0.25  # polyp-free draws per epoch, as a share of the polyp images
     hard_negatives_from: float = 0.3  # share of the epochs after which hard-negative mining starts
     hard_negatives_every: int = 5    # epochs between re-scoring the negatives
+    hard_crops: int = 0              # at each re-scoring, crops cut per polyp frame where the model fires (0: off)
     multi_scale: float = 0.0         # each batch at a random size in img*(1 -/+ this), stride 32 (0: off)
     augment: AugmentConfig = field(default_factory=AugmentConfig.other_scopes)
     loss: LossConfig = field(default_factory=LossConfig)
@@ -277,6 +279,10 @@ class Trainer:
     def _prepare(self) -> None:
         cfg = self.cfg
         size_choices(cfg.img, cfg.multi_scale)  # a bad spread fails here, not at the first batch
+        if cfg.hard_crops < 0:
+            raise ValueError(f"hard_crops must be >= 0 (crops per polyp frame), not {cfg.hard_crops}")
+        if cfg.hard_crops and self.dist.world > 1:
+            raise ValueError("hard_crops: the crop pool is mined on one process; train it on one GPU or the CPU")
         torch.manual_seed(cfg.seed)
         np.random.seed(cfg.seed)
         self.train_index = self._open_split(cfg.train_split)
@@ -375,22 +381,13 @@ class Trainer:
         # Validation mines its crops whatever training does: the false-alarm figures of a run
         # trained without negatives must be measured like everyone else's (issue 11's ablation).
         self.val_negative_cache = ImageCache(self._polyp_free(self.val_index, None, mine=True), cfg.img)
-        share = cfg.negative_fraction / (1 + cfg.negative_fraction) if negatives else 0.0
-        self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed,
-                                    positives=len(positives), negative_share=share)
-        self.sampler = EpochPlan(len(positives), len(negatives), negative_fraction=cfg.negative_fraction,
-                                 seed=cfg.seed, mosaic_epochs=cfg.epochs - cfg.close_mosaic,
-                                 rank=self.dist.rank, world=self.dist.world)
+        self.positive_count, self.fixed_negative_count = len(positives), len(negatives)
         if self.dist.world > 1:
-            per_rank = max(1, cfg.batch // self.dist.world)
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         else:
-            per_rank = cfg.batch
             self.ddp = None
-        self.loader = DataLoader(self.dataset, batch_size=per_rank, sampler=self.sampler, drop_last=True,
-                                 num_workers=cfg.workers, collate_fn=collate,
-                                 persistent_workers=cfg.workers > 0, worker_init_fn=quiet_opencv_threads)
+        self._make_loader()
         self.steps_per_epoch = len(self.loader)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.warmup_steps = warmup_steps(cfg.warmup_epochs, self.steps_per_epoch, self.total_steps)
@@ -398,6 +395,36 @@ class Trainer:
             self._say(f"training on {len(positives)} polyp images and {len(negatives)} polyp-free items "
                       f"({self.sampler.negatives_per_epoch} drawn per epoch); validating on "
                       f"{len(self.val_cache)} images and {len(self.val_negative_cache)} polyp-free frames")
+
+    def _make_loader(self, negative_weights: np.ndarray | None = None) -> None:
+        """Dataset, epoch plan and loader over the training cache as it stands: made once,
+        and again when the pool of hard-negative crops changes (new loader workers, which
+        hold a copy of the cache made when they start, so that they see the new crops).
+        The steps per epoch do not change: the draws per epoch depend on the polyp images."""
+        cfg = self.cfg
+        positives, negatives = self.positive_count, len(self.train_cache) - self.positive_count
+        share = cfg.negative_fraction / (1 + cfg.negative_fraction) if negatives else 0.0
+        self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed,
+                                    positives=positives, negative_share=share)
+        self.sampler = EpochPlan(positives, negatives, negative_fraction=cfg.negative_fraction,
+                                 seed=cfg.seed, mosaic_epochs=cfg.epochs - cfg.close_mosaic,
+                                 rank=self.dist.rank, world=self.dist.world)
+        if negative_weights is not None:
+            self.sampler.set_negative_weights(negative_weights)
+        per_rank = max(1, cfg.batch // self.dist.world) if self.dist.world > 1 else cfg.batch
+        self.loader = DataLoader(self.dataset, batch_size=per_rank, sampler=self.sampler, drop_last=True,
+                                 num_workers=cfg.workers, collate_fn=collate,
+                                 persistent_workers=cfg.workers > 0, worker_init_fn=quiet_opencv_threads)
+
+    def _set_hard_crops(self, crops: list[tuple[Sample, float]], weights: np.ndarray | None = None) -> None:
+        """Swap the pool of hard-negative crops (:mod:`training.loop.hard_crops`) at the end
+        of the training cache, decode it, and remake the loader that draws from it."""
+        start = self.positive_count + self.fixed_negative_count
+        self.train_cache.replace_tail(start, [c for c, _ in crops])
+        self.train_cache.fill()  # only the new crops are decoded; before the workers fork
+        self.negative_cache = self.train_cache.view(self.positive_count, len(self.train_cache))
+        self._make_loader(weights)
+        self.dataset.fill()
 
     def _polyp_free(self, index: DatasetIndex, folder: str | None, mine: bool | None = None) -> list[Sample]:
         """The split's polyp-free samples (:func:`~training.data.negatives.polyp_free_frames`),
@@ -409,22 +436,36 @@ class Trainer:
         return frames
 
     def _mine_hard_negatives(self, epoch: int) -> None:
-        """Re-weight the polyp-free items by how strongly the EMA model fires on them."""
-        ids = [s.id for s in self.negative_cache.samples]
+        """Re-weight the polyp-free items by how strongly the EMA model fires on them; with
+        ``hard_crops``, first cut a new pool of crops where it fires on the polyp frames'
+        background (``hard_crops`` is refused with several processes, so rank 0 is alone)."""
+        cfg = self.cfg
+        fixed = self.train_cache.view(self.positive_count, self.positive_count + self.fixed_negative_count)
         if self.dist.is_main:
-            scores = highest_scores(self.ema.module, self.negative_cache, self.cfg.img)
+            scores = highest_scores(self.ema.module, fixed, cfg.img)
         else:
-            scores = np.zeros(len(ids))
+            scores = np.zeros(len(fixed))
         if self.dist.world > 1:  # every rank must draw the same epoch order: rank 0's scores
             shared = torch.from_numpy(scores).to(self.device)
             dist.broadcast(shared, src=0)
             scores = shared.cpu().numpy()
         weights = hardness_weights(scores)
-        self.sampler.set_negative_weights(weights)
+        crops_note = ""
+        if cfg.hard_crops > 0:
+            crops = mine_hard_crops(self.ema.module, self.train_cache.view(0, self.positive_count), cfg.img,
+                                    per_frame=cfg.hard_crops)
+            weights = np.concatenate([weights, hardness_weights(np.array([score for _, score in crops]))])
+            save_crops(self.out, epoch + 1, crops)  # before the weights, whose ids name the crops
+            self._set_hard_crops(crops, weights)
+            frames = len({s.id.rsplit(HARD_SUFFIX, 1)[0] for s, _ in crops})
+            crops_note = f"; {len(crops)} hard crops cut from {frames} polyp frames' background"
+        else:
+            self.sampler.set_negative_weights(weights)
         if self.dist.is_main:
-            save_weights(self.out, epoch + 1, ids, weights)
-            self._say(f"hard negatives (epoch {epoch + 1}): {int((scores > 0.25).sum())} of {len(ids)} "
-                      f"polyp-free items score > 0.25 (the app's default threshold); highest {scores.max():.2f}")
+            save_weights(self.out, epoch + 1, [s.id for s in self.negative_cache.samples], weights)
+            self._say(f"hard negatives (epoch {epoch + 1}): {int((scores > 0.25).sum())} of {len(scores)} "
+                      f"polyp-free items score > 0.25 (the app's default threshold); highest {scores.max():.2f}"
+                      + crops_note)
 
     def _hard_negative_epoch(self, epoch: int) -> bool:
         cfg = self.cfg
@@ -450,6 +491,10 @@ class Trainer:
         self.val_cache.fill()
         self.val_negative_cache.fill()
         metrics: dict[str, Any] = {}
+        if self.start_epoch and cfg.hard_crops > 0:
+            pool = load_crops(self.out, self.start_epoch)
+            if pool:
+                self._set_hard_crops(pool)
         if self.start_epoch and len(self.negative_cache):
             saved = load_weights(self.out, [s.id for s in self.negative_cache.samples], self.start_epoch)
             if saved is not None:

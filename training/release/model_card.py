@@ -151,7 +151,7 @@ once, after selection). Nothing was tuned on test.
 - Multi-scale training: {f"each batch at a random input size, {1 - recipe['multi_scale']:g}-{1 + recipe['multi_scale']:g}x the training size in steps of 32" if recipe.get('multi_scale') else "off (one input size)"}.
 - Polyp-free samples: {"a crop mined from each training frame (clear of the grown mask and the black border)" if recipe.get("mine_negatives") else "none mined"}{", plus " + str(recipe["negatives"]) if recipe.get("negatives") else ""};
   {recipe.get('negative_fraction', 0)} x the polyp images drawn per epoch, hard negatives (the crops the model
-  fires on) drawn more often from {recipe.get('hard_negatives_from', 0):.0%} of the epochs on, re-scored every {recipe.get('hard_negatives_every', 0)} epochs.
+  fires on) drawn more often from {recipe.get('hard_negatives_from', 0):.0%} of the epochs on, re-scored every {recipe.get('hard_negatives_every', 0)} epochs{f"; at each re-scoring, up to {recipe['hard_crops']} crops a polyp frame cut where the model fires on its background, trained on until the next" if recipe.get('hard_crops') else ""}.
 - Arithmetic: {recipe.get('precision', 'fp32')} autocast (bfloat16 on CPUs with native support), channels-last {recipe.get('channels_last', False)}.
 - Seed {recipe['seed']}; images decoded once and cached.
 - Selected epoch: {best['epoch']} of {len(rows)} (best val AP50 {float(best['val_ap50']):.4f}).
