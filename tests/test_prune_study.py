@@ -410,18 +410,34 @@ def test_an_unfinished_run_is_carried_across_sittings_and_resumes_where_it_stopp
     monkeypatch.setattr(Trainer, "_end_epoch", original_end)
     record = archive / IN_PROGRESS / "scratch-uniform-0.5-s0"
     kept = sorted(str(p.relative_to(record)) for p in record.rglob("*") if p.is_file())
-    assert {"carried.json", "init.safetensors", "train/state.safetensors", "train/results.csv",
+    assert {"carried.json", "train/state.safetensors", "train/best.safetensors", "train/results.csv",
             "train/train_config.json"} <= set(kept)
     assert "train/last.safetensors" not in kept and not any(k.endswith(".png") for k in kept)
+    assert "init.safetensors" not in kept  # the control's random start is made again from its seed
     assert epochs_done(record / "train") == 1
     with safe_open(str(record / "train" / "state.safetensors"), "pt") as f:  # full precision, or another run
         assert {f.get_tensor(k).dtype for k in f.keys() if k.startswith("opt.")} == {torch.float32}
+    with safe_open(str(record / "train" / "best.safetensors"), "pt") as f:  # never read by the study: fp16
+        assert torch.float32 not in {f.get_tensor(k).dtype for k in f.keys()}
+    # A work folder as far along as the record is left alone.
+    from training.prune_study.carry import restore
+    from training.prune_study.runner import StudySettings
+
+    settings = StudySettings(tmp_path / "base" / "last.safetensors", data, study, finetune_epochs=1, archive=archive)
+    work_state = study / "scratch-uniform-0.5-s0" / "train" / "state.safetensors"
+    stamp = work_state.stat().st_mtime_ns
+    assert not restore(settings, Variant("scratch", 0.5, seed=0), lambda start: pytest.fail("no recipe needed"))
+    assert work_state.stat().st_mtime_ns == stamp
     # Nothing newer to carry: the record is left alone.
     stamp = (record / "carried.json").stat().st_mtime_ns
     assert main([*args[:-1], "carry"]) == 0 and (record / "carried.json").stat().st_mtime_ns == stamp
     assert "none had trained past its record" in capsys.readouterr().out
 
     shutil.rmtree(study)  # a new checkout: the work folder is gone, the archive (in git) is not
+    # Asked for another recipe, the run stops and names the record rather than mixing the two.
+    with pytest.raises(SystemExit, match="carried progress of scratch-uniform-0.5-s0.*delete that folder"):
+        main([*args, "--scratch-epochs", "3"])
+    assert not (study / "scratch-uniform-0.5-s0" / "train" / "state.safetensors").exists()
     trained = []
     original_epoch = Trainer._train_epoch
 

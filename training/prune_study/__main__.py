@@ -184,7 +184,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"carried {len(carried)} run(s)" + ("" if carried else ": none had trained past its record"))
         return 0
     if args.phase in ("run", "all"):
-        if args.jobs > 1 or deadline is not None:  # the runner of child processes: a kill stops them too
+        if args.jobs > 1 or deadline is not None or args.carry:  # a kill stops the children, and carries
             exit_on_sigterm()
         failed = run_all(settings, variants, args.jobs, deadline)
         if failed:

@@ -75,28 +75,29 @@ def archive_variant(settings: StudySettings, v: Variant) -> Path:
             before = {"val": evaluate(source.start, settings.data, "val")}
             (staged.folder / BEFORE_TRAINING).write_text(json.dumps(before, indent=2))
         shutil.copy2(source.done, staged.done)  # last: the marker of a complete record
-        _flush(staged.folder)
+        flush_tree(staged.folder)
         if final.exists():  # an incomplete earlier copy: it has no done.json, so it never counted
             shutil.rmtree(final)
         staged.folder.rename(final)
-        _flush_folder(settings.archive)
-    from training.prune_study.carry import drop  # carry reads the runner, as this module does
+        flush_folder(settings.archive)
+    from training.prune_study.carry import drop  # carry imports this module
 
     drop(settings, v)  # its progress, carried across sittings, is not needed any more
     return final
 
 
-def _flush(folder: Path) -> None:
+def flush_tree(folder: Path) -> None:
     """Every file under ``folder`` (and the folders) on disk, before the rename publishes them."""
     for f in folder.rglob("*"):
         if f.is_file():
             with open(f, "rb+") as handle:
                 os.fsync(handle.fileno())
     for d in [folder, *(d for d in folder.rglob("*") if d.is_dir())]:
-        _flush_folder(d)
+        flush_folder(d)
 
 
-def _flush_folder(folder: Path) -> None:
+def flush_folder(folder: Path) -> None:
+    """A folder's entries (a rename into it, a file made in it) on disk."""
     fd = os.open(folder, os.O_RDONLY)
     try:
         os.fsync(fd)

@@ -193,17 +193,19 @@ def refuse_archived_under_other_recipe(settings: StudySettings, v: Variant) -> N
 def run_variant(settings: StudySettings, v: Variant) -> None:
     """Prune (or initialise) and train one variant, resuming whatever it had done."""
     from training.prune_study.archive import archive_variant  # it reads this module's paths
-    from training.prune_study.carry import restore
+    from training.prune_study.carry import drop, restore
 
     p = paths(settings, v)
     if archived(settings, v):
         refuse_archived_under_other_recipe(settings, v)
+        drop(settings, v)  # progress carried before it was archived (in another sitting) is not needed
         return
     if p.done.is_file():
         if settings.archive is not None:
             archive_variant(settings, v)
         return
-    restore(settings, v)  # progress carried from an earlier sitting, when the work folder has less
+    # Progress carried from an earlier sitting, when the work folder has less.
+    restore(settings, v, lambda start: _config(settings, v, start, p.run))
     p.folder.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if v.method == SCRATCH:
