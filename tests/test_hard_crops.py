@@ -11,6 +11,7 @@ from training.data.datasets import Sample
 from training.data.negatives import polyp_region
 from training.evaluation.evaluate import ImageDetections
 from training.loop.hard_crops import CROPS_FILE, HARD_SUFFIX, crop_around, crops_of_frame, mine_hard_crops
+from training.loop.hard_negatives import hardness_weights
 
 from .synthetic import write_kvasir_like
 
@@ -24,22 +25,26 @@ def _clear(region, window) -> bool:
     return not region[y1:y2, x1:x2].any()
 
 
-def test_a_window_is_centred_on_the_false_box_sized_by_it_and_kept_clear_of_the_polyp():
+def test_a_window_is_centred_on_the_false_box_moved_before_shrunk_and_kept_clear_of_the_polyp():
     region = np.zeros((200, 300), bool)
     region[:100, :120] = True  # the grown polyp, top left
-    # Far from the polyp: side max(2 x 30, 0.3 x 200) = 60, centred on the box.
-    assert crop_around(np.array([200, 120, 230, 150]), region) == (185, 105, 245, 165)
+    # Far from the polyp: side max(2 x 30, 0.5 x 200) = 100, centred on the box.
+    assert crop_around(np.array([200, 120, 230, 150]), region) == (165, 85, 265, 185)
     # A box on the grown polyp is a mislocalised polyp box, not a false alarm on mucosa.
     assert crop_around(np.array([100, 50, 130, 80]), region) is None
-    # Beside it: the 60-px window would reach into the polyp, so it shrinks until clear.
+    # Beside it: the centred square would reach into the polyp; moved right, the same size is
+    # clear, at the nearest such place (not shrunk into a magnified close-up).
     near = np.array([130, 40, 150, 60])
-    window = crop_around(near, region)
-    assert window is not None and _holds(window, near) and _clear(region, window)
-    assert 20 <= window[2] - window[0] == window[3] - window[1] < 60
-    # Near the frame's edge the window moves inside the frame, still holding the box.
-    edge = np.array([285, 180, 300, 200])
-    window = crop_around(edge, region)
-    assert window == (240, 140, 300, 200) and _holds(window, edge)
+    assert crop_around(near, region) == (120, 0, 220, 100)
+    # Near the frame's edge the square moves inside the frame, still holding the box.
+    assert crop_around(np.array([285, 180, 300, 200]), region) == (200, 100, 300, 200)
+    # Hemmed in on three sides, no square of 100 holds the box clear: it shrinks until one does.
+    hemmed = region.copy()
+    hemmed[:, 160:] = True
+    hemmed[70:, :] = True
+    window = crop_around(near, hemmed)
+    assert window is not None and _holds(window, near) and _clear(hemmed, window)
+    assert window[2] - window[0] == window[3] - window[1] < 100
     # Squeezed between two polyps, no square that holds the tall box is clear: none.
     region[:100, 130:] = True
     assert crop_around(np.array([121, 10, 125, 90]), region) is None
@@ -88,7 +93,8 @@ def test_the_trainer_swaps_in_the_crops_draws_them_and_keeps_them_across_resume(
     original_epoch, original_end = Trainer._train_epoch, Trainer._end_epoch
 
     def counted(self, epoch):
-        seen.append((epoch, len(self.train_cache), self.sampler.negatives))
+        seen.append((epoch, len(self.train_cache), self.sampler.negatives, self.sampler.negative_weights.copy(),
+                     [s.crop for s in self.train_cache.samples]))
         return original_epoch(self, epoch)
 
     def stopped_after_two(self, epoch, *rest):
@@ -102,11 +108,11 @@ def test_the_trainer_swaps_in_the_crops_draws_them_and_keeps_them_across_resume(
     with pytest.raises(KeyboardInterrupt):
         first.run()
     fixed = first.positive_count + first.fixed_negative_count
-    saved = json.loads((tmp_path / "run" / CROPS_FILE).read_text())
-    assert saved["epoch"] == 2 and saved["crops"]  # an untrained network fires all over the mucosa
+    saved, before = json.loads((tmp_path / "run" / CROPS_FILE).read_text())["pools"]
+    assert (saved["epoch"], before["epoch"]) == (2, 1) and saved["crops"]  # an untrained network fires all over the mucosa
     crops = first.train_cache.samples[fixed:]
     assert [c.id for c in crops] == [r["id"] for r in saved["crops"]]
-    assert seen[0] == (0, fixed, first.fixed_negative_count)  # before the first pass: no crops
+    assert seen[0][:3] == (0, fixed, first.fixed_negative_count)  # before the first pass: no crops
     # Epoch 2 drew from the pool of the first pass: the epoch plan covers the crops too.
     assert seen[1][1] > fixed and seen[1][2] == seen[1][1] - first.positive_count
     # Each crop lies on its frame's background, clear of the grown polyp, and trains as polyp-free.
@@ -117,18 +123,49 @@ def test_the_trainer_swaps_in_the_crops_draws_them_and_keeps_them_across_resume(
     index = fixed  # the first crop, as the loader's workers would augment it
     _, item = first.dataset[TrainKey(1, index, False)]
     assert item.boxes.shape[0] == 0 and item.image.shape[:2] == (64, 64)
-    weights = json.loads((tmp_path / "run" / "negative_weights.json").read_text())["weights"]
+    weights = json.loads((tmp_path / "run" / "negative_weights.json").read_text())["sets"][0]["weights"]
     assert set(weights) == {s.id for s in first.negative_cache.samples} and len(weights) == len(first.sampler.negative_weights)
-    assert min(weights[c.id] for c in crops) > 1.0  # drawn more often than a negative nobody fires on
+    # The weights follow the cache's order: each crop's is the re-weighting's for its score.
+    order = [s.id for s in first.negative_cache.samples]
+    np.testing.assert_allclose(first.sampler.negative_weights, [weights[i] for i in order])
+    scores = {r["id"]: r["score"] for r in saved["crops"]}
+    np.testing.assert_allclose([weights[c.id] for c in crops], [hardness_weights(np.array([scores[c.id]]))[0]
+                                                                 for c in crops])
+    # The loader's worker (a new process since the pass) augments the crops: drawn by weight
+    # alone, almost every draw is one.
+    first.sampler.set_negative_weights(np.r_[np.full(first.fixed_negative_count, 1e-9), np.ones(len(crops))])
+    first.sampler.set_epoch(2)
+    drawn = [i for batch in first.loader for i in batch.indices]
+    assert any(i >= fixed for i in drawn)
 
     seen.clear()
     monkeypatch.setattr(Trainer, "_end_epoch", original_end)
     resumed = Trainer(cfg, resume=True, show_progress=False)
     resumed.run()
-    # The resumed epoch 3 trains on the pool mined after epoch 2, by the weights saved with it.
-    assert seen[0][0] == 2 and seen[0][1] > fixed
-    pool_after_resume = seen[0][1] - fixed
-    assert pool_after_resume == len(saved["crops"])
+    # The resumed epoch 3 trains on the pool mined after epoch 2 (the same windows), by the
+    # weights saved with it, in the same order.
+    epoch, size, _, resumed_weights, windows = seen[0]
+    assert epoch == 2 and size == fixed + len(saved["crops"])
+    assert windows[fixed:] == [tuple(r["crop"]) for r in saved["crops"]]
+    np.testing.assert_allclose(resumed_weights, [weights[i] for i in order])
+
+
+def test_a_run_stopped_between_a_pass_and_its_state_resumes_with_the_pool_it_had(tmp_path):
+    from training.loop.hard_crops import load_crops, save_crops
+
+    frame = _frame(tmp_path)
+    crops = crops_of_frame(frame, ImageDetections(np.array([[150, 110, 170, 130]], np.float32), np.array([0.5]),
+                                                  np.zeros(1, np.int64)), (160, 200), per_frame=1)
+    later = crops_of_frame(frame, ImageDetections(np.array([[150, 10, 170, 30]], np.float32), np.array([0.3]),
+                                                  np.zeros(1, np.int64)), (160, 200), per_frame=1)
+    save_crops(tmp_path, 2, crops)
+    save_crops(tmp_path, 3, later)  # mined after epoch 3, whose state was never written
+    frames = {"f": frame}
+    assert [(c.crop, s) for c, s in load_crops(tmp_path, 2, frames)] == [(c.crop, s) for c, s in crops]
+    assert [(c.crop, s) for c, s in load_crops(tmp_path, 3, frames)] == [(c.crop, s) for c, s in later]
+    assert load_crops(tmp_path, 1, frames) is None  # before the first pass: no pool
+    with pytest.raises(RuntimeError, match="does not have"):
+        load_crops(tmp_path, 3, {})
 
 
 def test_mining_with_a_real_network_cuts_crops_only_on_background(tmp_path):

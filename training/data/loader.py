@@ -144,11 +144,16 @@ class TrainDataset(Dataset):
     index augments as epoch 0 with mosaic on (tests, previews)."""
 
     def __init__(self, cache: ImageCache, size: int, cfg: AugmentConfig, seed: int, *,
-                 positives: int | None = None, negative_share: float = 0.0) -> None:
+                 positives: int | None = None, negative_share: float = 0.0,
+                 tile_negatives: int | None = None) -> None:
         self.cache = cache
         self.positives = len(cache) if positives is None else positives
-        self.negative_share = negative_share if self.positives < len(cache) else 0.0
-        canvas = self._canvas if self.positives < len(cache) else None
+        # Mosaic tiles and zoom-out canvases come from the first ``tile_negatives`` polyp-free
+        # items (default all): the trainer's hard crops, which follow them, enter whole only.
+        negatives = len(cache) - self.positives
+        self.tile_negatives = negatives if tile_negatives is None else min(tile_negatives, negatives)
+        self.negative_share = negative_share if self.tile_negatives else 0.0
+        canvas = self._canvas if self.tile_negatives else None
         self.bank = None
         if cfg.copy_paste > 0:
             from training.data.copy_paste import CutoutBank
@@ -159,14 +164,13 @@ class TrainDataset(Dataset):
         self.seed = seed
 
     def _canvas(self, rng: np.random.Generator) -> Item:
-        return self.cache[self.positives + int(rng.integers(0, len(self.cache) - self.positives))]
+        return self.cache[self.positives + int(rng.integers(0, self.tile_negatives))]
 
     def _partners(self, rng: np.random.Generator, n: int) -> list[int]:
-        negatives = len(self.cache) - self.positives
         out = []
         for _ in range(n):
             if rng.random() < self.negative_share:
-                out.append(self.positives + int(rng.integers(0, negatives)))
+                out.append(self.positives + int(rng.integers(0, self.tile_negatives)))
             else:
                 out.append(int(rng.integers(0, self.positives)))
         return out

@@ -14,24 +14,30 @@ Each mining pass (the same epochs as the re-weighting) runs the EMA model over t
 frames at the training size, keeps detections scoring at least ``min_score`` that do not
 touch the polyp grown by :data:`~training.data.negatives.MARGIN_FRACTION` of the frame's
 shorter side (a mislocalised box on the polyp is not a false alarm on mucosa), and cuts a
-square around each: :data:`CONTEXT` times the box's longer side, and at least
-:data:`~training.data.negatives.MIN_SIDE_FRACTION` of the frame's shorter side (the mined
-crops' minimum), shrunk until it clears the grown polyp, or dropped when even a tight window
-would not. At most ``per_frame`` crops a frame, the highest-scoring first, no two
+square that holds each (:func:`crop_around`): :data:`CONTEXT` times the box's longer side
+and at least :data:`MIN_SIDE_FRACTION` of the frame's shorter side, centred on the box,
+else moved, else shrunk, until it clears the grown polyp; dropped when no square holding
+the box does. At most ``per_frame`` crops a frame, the highest-scoring first, no two
 overlapping by more than half. The pool of one pass replaces the last one's: the crops the
 model still fires on come back, the ones it has learnt drop out. A crop is drawn with the
-re-weighting's weight for the score that found it, so the hardest come first.
+re-weighting's weight for the score that found it, so the hardest come first; crops enter
+as whole training items only (mosaic tiles and zoom-out canvases stay the mined crops and
+the ``--negatives`` frames, so that the hard crops are the one thing they change).
 
-The crops live in the run folder (``hard_crops.json``, written atomically): ``--resume``
-trains on the same pool.
+The pools live in the run folder (``hard_crops.json``, written atomically, by frame id and
+window, so a dataset moved between sittings still resolves): the newest and the one before,
+because a pass is written before its epoch's state, and a run stopped in between resumes
+that epoch with the pool it had.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 
@@ -39,7 +45,7 @@ from models.checkpoint import atomic_write_bytes
 from training.data.datasets import Sample
 from training.data.image_files import read_image
 from training.data.loader import ImageCache
-from training.data.negatives import MARGIN_FRACTION, MIN_SIDE_FRACTION, polyp_region
+from training.data.negatives import MARGIN_FRACTION, polyp_region
 from training.evaluation.evaluate import ImageDetections, run_inference
 
 HARD_SUFFIX = "#hard"
@@ -49,47 +55,65 @@ CROPS_FILE = "hard_crops.json"
 MIN_SCORE = 0.1
 #: The crop's side as a multiple of the false box's longer side: the box and its surroundings.
 CONTEXT = 2.0
+#: ... and at least this share of the frame's shorter side: a crop is shown at the input size,
+#: so a smaller one is a magnified close-up (at half the frame, twice the runtime's scale;
+#: the polyp-free crops mined beside the polyp have at least 0.3).
+MIN_SIDE_FRACTION = 0.5
 #: Windows are shrunk by this factor per step while they touch the polyp.
 SHRINK = 0.85
 #: Two crops of one frame may overlap by at most this IoU.
 MAX_OVERLAP = 0.5
 
 
-def _touches(region: np.ndarray, box: tuple[float, float, float, float]) -> bool:
-    h, w = region.shape
-    x1, y1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
-    x2, y2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-    return x2 > x1 and y2 > y1 and bool(region[y1:y2, x1:x2].any())
+def _clear_counter(region: np.ndarray) -> Callable[[int, int, int, int], bool]:
+    """``clear(x1, y1, x2, y2)``: whether that pixel rectangle holds no ``region`` pixel, in
+    constant time (a summed-area table)."""
+    table = cv2.integral(region.astype(np.uint8))
+    return lambda x1, y1, x2, y2: int(table[y2, x2] - table[y1, x2] - table[y2, x1] + table[y1, x1]) == 0
+
+
+def _positions(lo: int, hi: int, preferred: int) -> list[int]:
+    """Up to 9 offsets spread over ``[lo, hi]`` and the preferred one, nearest to it first."""
+    spread = np.linspace(lo, hi, num=min(hi - lo + 1, 9)).round().astype(int).tolist()
+    return sorted({*spread, preferred}, key=lambda v: (abs(v - preferred), v))
 
 
 def crop_around(box: np.ndarray, region: np.ndarray, *, context: float = CONTEXT,
                 min_side_fraction: float = MIN_SIDE_FRACTION) -> tuple[int, int, int, int] | None:
-    """A square ``(x1, y1, x2, y2)`` in image pixels around ``box`` (xyxy) that holds it whole
-    and is clear of ``region`` (the grown polyp, boolean ``[H, W]``); ``None`` when the box
-    itself touches the region or no window that holds it clears the region.
+    """A square ``(x1, y1, x2, y2)`` in image pixels that holds ``box`` (xyxy) whole and is
+    clear of ``region`` (the grown polyp, boolean ``[H, W]``); ``None`` when the box itself
+    touches the region or no such square clears it.
 
-    The window is centred on the box and moved inside the frame; it starts at the larger of
-    ``context`` times the box's longer side and ``min_side_fraction`` of the frame's shorter
-    side, and shrinks until it is clear, never below the box's own longer side."""
+    The square's side starts at the larger of ``context`` times the box's longer side and
+    ``min_side_fraction`` of the frame's shorter side. At each side the square is centred on
+    the box if that is clear, else moved (within the frame, still holding the box) to the
+    clear place nearest the centre; only when none is clear does it shrink, down to the box's
+    own longer side. Moving before shrinking keeps a false alarm beside the polyp at about
+    the scale the runtime sees it at, instead of a magnified close-up."""
     h, w = region.shape
-    x1, y1, x2, y2 = (float(v) for v in box)
-    x1, y1, x2, y2 = max(0.0, x1), max(0.0, y1), min(float(w), x2), min(float(h), y2)
-    if x2 <= x1 or y2 <= y1 or _touches(region, (x1, y1, x2, y2)):
+    bx1, by1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
+    bx2, by2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
+    clear = _clear_counter(region)
+    if bx2 <= bx1 or by2 <= by1 or not clear(bx1, by1, bx2, by2):
         return None
-    longer = max(x2 - x1, y2 - y1)
+    longer = max(bx2 - bx1, by2 - by1)
     side = min(float(min(h, w)), max(context * longer, min_side_fraction * min(h, w)))
-    cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-    while side >= longer:
-        s = int(np.ceil(side))
-        left = int(np.clip(round(cx - s / 2), 0, w - s))
-        top = int(np.clip(round(cy - s / 2), 0, h - s))
-        # Moved inside the frame, the window must still hold the box.
-        if left <= x1 and top <= y1 and left + s >= x2 and top + s >= y2:
-            window = (left, top, left + s, top + s)
-            if not _touches(region, window):
-                return window
+    cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
+    while True:
+        s = max(longer, int(np.ceil(side)))
+        lo_x, hi_x = max(0, bx2 - s), min(bx1, w - s)
+        lo_y, hi_y = max(0, by2 - s), min(by1, h - s)
+        if lo_x <= hi_x and lo_y <= hi_y:
+            centre_x = int(np.clip(round(cx - s / 2), lo_x, hi_x))
+            centre_y = int(np.clip(round(cy - s / 2), lo_y, hi_y))
+            places = sorted(((x, y) for x in _positions(lo_x, hi_x, centre_x) for y in _positions(lo_y, hi_y, centre_y)),
+                            key=lambda p: (abs(p[0] - centre_x) + abs(p[1] - centre_y), p))
+            for x, y in places:
+                if clear(x, y, x + s, y + s):
+                    return x, y, x + s, y + s
+        if s == longer:
+            return None
         side *= SHRINK
-    return None
 
 
 def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
@@ -98,6 +122,13 @@ def _iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
     inter = iw * ih
     union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
     return inter / union if union > 0 else 0.0
+
+
+def as_crop(frame: Sample, window: tuple[int, int, int, int], k: int, frame_hw: tuple[int, int]) -> Sample:
+    """The ``k``-th hard crop of ``frame``: a polyp-free sample of the window (image pixels)."""
+    return replace(frame, id=f"{frame.id}{HARD_SUFFIX}{k}", boxes=np.zeros((0, 4), np.float32),
+                   labels=np.zeros(0, np.int64), mask_path=None, size=frame_hw, boxes_from_mask=False,
+                   crop=tuple(int(v) for v in window))
 
 
 def crops_of_frame(sample: Sample, dets: ImageDetections, frame_hw: tuple[int, int], *, per_frame: int,
@@ -116,9 +147,7 @@ def crops_of_frame(sample: Sample, dets: ImageDetections, frame_hw: tuple[int, i
         if window is None or any(_iou(window, other) > MAX_OVERLAP for other in windows):
             continue
         windows.append(window)
-        chosen.append((replace(sample, id=f"{sample.id}{HARD_SUFFIX}{len(chosen)}",
-                               boxes=np.zeros((0, 4), np.float32), labels=np.zeros(0, np.int64), mask_path=None,
-                               size=frame_hw, boxes_from_mask=False, crop=window), float(dets.scores[i])))
+        chosen.append((as_crop(sample, window, len(chosen), frame_hw), float(dets.scores[i])))
         if len(chosen) == per_frame:
             break
     return chosen
@@ -139,25 +168,40 @@ def mine_hard_crops(model: torch.nn.Module, positives: ImageCache, size: int, *,
     return out
 
 
+def frame_of(crop: Sample) -> str:
+    """The id of the polyp frame a hard crop was cut from."""
+    return crop.id.rsplit(HARD_SUFFIX, 1)[0]
+
+
 def save_crops(out: Path, epoch: int, crops: list[tuple[Sample, float]]) -> None:
-    """Write the pool mined after ``epoch`` epochs: frame, window and score of each crop."""
-    rows = [{"id": s.id, "image": str(s.image_path), "size": list(s.size or ()), "crop": list(s.crop or ()),
+    """Write the pool mined after ``epoch`` epochs (frame id, window, score of each crop),
+    keeping the pool before it."""
+    rows = [{"frame": frame_of(s), "id": s.id, "size": list(s.size or ()), "crop": list(s.crop or ()),
              "score": score} for s, score in crops]
-    atomic_write_bytes(out / CROPS_FILE, json.dumps({"epoch": epoch, "crops": rows}, indent=1).encode())
+    pools = [{"epoch": epoch, "crops": rows}] + [p for p in _read_pools(out)[:1] if p["epoch"] < epoch]
+    atomic_write_bytes(out / CROPS_FILE, json.dumps({"pools": pools}, indent=1).encode())
 
 
-def load_crops(out: Path, epochs_done: int) -> list[tuple[Sample, float]] | None:
-    """The pool in use after ``epochs_done`` epochs; ``None`` when there is none or it was
-    mined after that epoch (a stop between mining and the state write: the run then trains
-    without hard crops until the next pass, as it did before that pass)."""
+def _read_pools(out: Path) -> list[dict]:
     try:
-        data = json.loads((out / CROPS_FILE).read_text())
-        if int(data["epoch"]) > epochs_done:
-            return None
-        return [(Sample(r["id"], Path(r["image"]), np.zeros((0, 4), np.float32), np.zeros(0, np.int64),
-                        size=tuple(r["size"]) or None, crop=tuple(r["crop"])), float(r["score"]))
-                for r in data["crops"]]
+        return list(json.loads((out / CROPS_FILE).read_text())["pools"])
     except FileNotFoundError:
-        return None
+        return []
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise RuntimeError(f"{out / CROPS_FILE}: cannot read the hard-negative crops ({exc})") from None
+
+
+def load_crops(out: Path, epochs_done: int, frames: dict[str, Sample]) -> list[tuple[Sample, float]] | None:
+    """The pool in use after ``epochs_done`` epochs (the newest mined no later), its crops
+    cut from ``frames`` (the training split's polyp frames by id); ``None`` before the first
+    pass. A crop whose frame is not in ``frames`` stops the run, naming the file."""
+    for pool in _read_pools(out):
+        if int(pool["epoch"]) > epochs_done:
+            continue
+        try:
+            return [(as_crop(frames[r["frame"]], tuple(r["crop"]), int(r["id"].rsplit(HARD_SUFFIX, 1)[1]),
+                             tuple(r["size"])), float(r["score"])) for r in pool["crops"]]
+        except KeyError as exc:
+            raise RuntimeError(f"{out / CROPS_FILE}: crop of frame {exc} that the training split does not "
+                               "have (another dataset?)") from None
+    return None

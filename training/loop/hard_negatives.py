@@ -6,7 +6,8 @@ polyp-free training item, un-augmented, and gives each a sampling weight
 ``1 + HARD_GAIN x (its highest detection score)``: a crop the model calls a polyp with
 0.9 is drawn 4.6 times as often as one it leaves empty. Weights never reach zero, so easy
 negatives keep being seen (and stay easy). The weights live in the run folder
-(``negative_weights.json``, written atomically), so ``--resume`` keeps them.
+(``negative_weights.json``, written atomically, the newest set and the one before), so
+``--resume`` keeps them.
 """
 
 from __future__ import annotations
@@ -37,22 +38,36 @@ def hardness_weights(scores: np.ndarray, gain: float = HARD_GAIN) -> np.ndarray:
 
 
 def save_weights(out: Path, epoch: int, ids: list[str], weights: np.ndarray) -> None:
-    """Write the weights mined after ``epoch`` epochs (full precision: a resumed run draws
-    exactly what an uninterrupted one would)."""
-    data = {"epoch": epoch, "gain": HARD_GAIN, "weights": dict(zip(ids, weights.tolist()))}
-    atomic_write_bytes(out / WEIGHTS_FILE, json.dumps(data, indent=1).encode())
+    """Write the weights mined after ``epoch`` epochs (full precision), keeping the set before
+    them: a pass is written before its epoch's state, and a run stopped in between resumes
+    that epoch with the weights it had, drawing what an uninterrupted run would."""
+    entry = {"epoch": epoch, "gain": HARD_GAIN, "weights": dict(zip(ids, weights.tolist()))}
+    before = _read(out)
+    previous = [before[0]] if before and int(before[0]["epoch"]) < epoch else []
+    atomic_write_bytes(out / WEIGHTS_FILE, json.dumps({"sets": [entry, *previous]}, indent=1).encode())
+
+
+def _read(out: Path) -> list[dict]:
+    """The saved sets, newest first (a file from before the sets held one, at the top level)."""
+    try:
+        data = json.loads((out / WEIGHTS_FILE).read_text())
+        return list(data["sets"]) if "sets" in data else [data]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def load_weights(out: Path, ids: list[str], epochs_done: int) -> np.ndarray | None:
-    """The weights in use after ``epochs_done`` epochs, in the order of ``ids``; ``None``
-    when there are none, they were made for other negatives, or they were mined after the
-    epoch the run resumes from (a stop between mining and the state write): then the
-    negatives are drawn uniformly until the next mining pass."""
-    try:
-        data = json.loads((out / WEIGHTS_FILE).read_text())
-        saved = data["weights"]
-        if int(data["epoch"]) > epochs_done or set(saved) != set(ids):
+    """The weights in use after ``epochs_done`` epochs (the newest set mined no later), in
+    the order of ``ids``; ``None`` when there are none or they were made for other
+    negatives: then the negatives are drawn uniformly until the next mining pass."""
+    for entry in _read(out):
+        try:
+            saved = entry["weights"]
+            if int(entry["epoch"]) > epochs_done:
+                continue
+            if set(saved) != set(ids):
+                return None
+            return np.array([float(saved[i]) for i in ids])
+        except (ValueError, KeyError, TypeError):
             return None
-        return np.array([float(saved[i]) for i in ids])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
+    return None

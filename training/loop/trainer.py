@@ -55,7 +55,7 @@ from training.data.sampling import EpochPlan
 from training.evaluation.evaluate import evaluate_model
 from training.loop.distill import DistillationLoss
 from training.loop.ema import ModelEMA
-from training.loop.hard_crops import HARD_SUFFIX, load_crops, mine_hard_crops, save_crops
+from training.loop.hard_crops import frame_of, load_crops, mine_hard_crops, save_crops
 from training.loop.hard_negatives import hardness_weights, highest_scores, load_weights, save_weights
 from training.loop.loss import LossConfig, YoloLoss
 from training.loop.precision import autocast_dtype
@@ -382,6 +382,9 @@ class Trainer:
         # trained without negatives must be measured like everyone else's (issue 11's ablation).
         self.val_negative_cache = ImageCache(self._polyp_free(self.val_index, None, mine=True), cfg.img)
         self.positive_count, self.fixed_negative_count = len(positives), len(negatives)
+        if cfg.hard_crops and not (negatives and cfg.negative_fraction > 0 and cfg.hard_negatives_every > 0):
+            self._say("warning: --hard-crops needs polyp-free draws and hard-negative passes (mined crops or "
+                      "--negatives, --negative-fraction > 0); no crops will be cut")
         if self.dist.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
@@ -404,14 +407,17 @@ class Trainer:
         cfg = self.cfg
         positives, negatives = self.positive_count, len(self.train_cache) - self.positive_count
         share = cfg.negative_fraction / (1 + cfg.negative_fraction) if negatives else 0.0
-        self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed,
-                                    positives=positives, negative_share=share)
+        self.dataset = TrainDataset(self.train_cache, cfg.img, cfg.augment, cfg.seed, positives=positives,
+                                    negative_share=share, tile_negatives=self.fixed_negative_count)
         self.sampler = EpochPlan(positives, negatives, negative_fraction=cfg.negative_fraction,
                                  seed=cfg.seed, mosaic_epochs=cfg.epochs - cfg.close_mosaic,
                                  rank=self.dist.rank, world=self.dist.world)
         if negative_weights is not None:
             self.sampler.set_negative_weights(negative_weights)
         per_rank = max(1, cfg.batch // self.dist.world) if self.dist.world > 1 else cfg.batch
+        workers = getattr(getattr(self, "loader", None), "_iterator", None)
+        if workers is not None and hasattr(workers, "_shutdown_workers"):
+            workers._shutdown_workers()  # the old loader's persistent workers: stopped now, not at GC
         self.loader = DataLoader(self.dataset, batch_size=per_rank, sampler=self.sampler, drop_last=True,
                                  num_workers=cfg.workers, collate_fn=collate,
                                  persistent_workers=cfg.workers > 0, worker_init_fn=quiet_opencv_threads)
@@ -457,7 +463,7 @@ class Trainer:
             weights = np.concatenate([weights, hardness_weights(np.array([score for _, score in crops]))])
             save_crops(self.out, epoch + 1, crops)  # before the weights, whose ids name the crops
             self._set_hard_crops(crops, weights)
-            frames = len({s.id.rsplit(HARD_SUFFIX, 1)[0] for s, _ in crops})
+            frames = len({frame_of(s) for s, _ in crops})
             crops_note = f"; {len(crops)} hard crops cut from {frames} polyp frames' background"
         else:
             self.sampler.set_negative_weights(weights)
@@ -492,7 +498,7 @@ class Trainer:
         self.val_negative_cache.fill()
         metrics: dict[str, Any] = {}
         if self.start_epoch and cfg.hard_crops > 0:
-            pool = load_crops(self.out, self.start_epoch)
+            pool = load_crops(self.out, self.start_epoch, {f.id: f for f in self.train_index.positives})
             if pool:
                 self._set_hard_crops(pool)
         if self.start_epoch and len(self.negative_cache):
