@@ -84,7 +84,9 @@ zoom-out-set: $(STAMP)
 # first cycle's recipe (SCRATCH_RECIPE: make train-baseline writes it to runs/baseline; the
 # shipped baseline's is rebuilt in docs/pruning/) for 150 + 60 epochs. Each finished run is
 # archived (fp16 weights, curve, recipe) in STUDY_ARCHIVE, which is committed: the work
-# folder has been lost with a new checkout, the archive is what the report reads.
+# folder has been lost with a new checkout, the archive is what the report reads. The control
+# (about three hours of both cores) also carries its progress there when stopped (--carry,
+# about 18 MB in STUDY_ARCHIVE/in-progress/: commit it), and a new checkout resumes from it.
 STUDY_WEIGHTS ?= assets/models/baseline.safetensors
 STUDY_OUT ?= runs/study60
 STUDY_ARCHIVE ?= assets/pruning-study/study60
@@ -102,7 +104,7 @@ prune-study: $(STAMP)
 	$(STUDY) --variants $(STUDY_CELLS) --seeds 0 1 2 --finetune-epochs 60 --distill 0 \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
 	$(STUDY) --variants scratch:0.5 --seeds $(SCRATCH_SEEDS) --finetune-epochs 60 \
-		--scratch-recipe $(SCRATCH_RECIPE) --scratch-epochs $(SCRATCH_EPOCHS) \
+		--scratch-recipe $(SCRATCH_RECIPE) --scratch-epochs $(SCRATCH_EPOCHS) --carry \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
 	$(STUDY_REPORT)
 	$(BIN)/python -m engine.study_latency --study $(STUDY_OUT)
