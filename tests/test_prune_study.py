@@ -434,6 +434,10 @@ def test_an_unfinished_run_is_carried_across_sittings_and_resumes_where_it_stopp
     assert "none had trained past its record" in capsys.readouterr().out
 
     shutil.rmtree(study)  # a new checkout: the work folder is gone, the archive (in git) is not
+    # The sitting was cut off while that record was being replaced: it is found under its
+    # previous name, and used.
+    previous = record.with_name(record.name + ".previous")
+    record.rename(previous)
     # Asked for another recipe, the run stops and names the record rather than mixing the two.
     with pytest.raises(SystemExit, match="carried progress of scratch-uniform-0.5-s0.*delete that folder"):
         main([*args, "--scratch-epochs", "3"])
@@ -452,4 +456,4 @@ def test_an_unfinished_run_is_carried_across_sittings_and_resumes_where_it_stopp
     assert run["epochs"] == 2
     rows = (archive / "scratch-uniform-0.5-s0" / "train" / "results.csv").read_text().strip().splitlines()
     assert len(rows) == 1 + 2  # header, epoch 1 from the first sitting, epoch 2 from the second
-    assert not record.exists()  # archived as finished: the carried progress is dropped
+    assert not record.exists() and not previous.exists()  # archived as finished: the carried progress is dropped

@@ -16,8 +16,8 @@ touch the polyp grown by :data:`~training.data.negatives.MARGIN_FRACTION` of the
 shorter side (a mislocalised box on the polyp is not a false alarm on mucosa), and cuts a
 square that holds each (:func:`crop_around`): :data:`CONTEXT` times the box's longer side
 and at least :data:`MIN_SIDE_FRACTION` of the frame's shorter side, centred on the box,
-else moved, else shrunk, until it clears the grown polyp; dropped when no square holding
-the box does. At most ``per_frame`` crops a frame, the highest-scoring first, no two
+else moved, else shrunk (not below :data:`MIN_SIDE_FLOOR` of the shorter side), until it
+clears the grown polyp; dropped when no such square holding the box does. At most ``per_frame`` crops a frame, the highest-scoring first, no two
 overlapping by more than half. The pool of one pass replaces the last one's: the crops the
 model still fires on come back, the ones it has learnt drop out. A crop is drawn with the
 re-weighting's weight for the score that found it, so the hardest come first; crops enter
@@ -59,8 +59,11 @@ CONTEXT = 2.0
 #: so a smaller one is a magnified close-up (at half the frame, twice the runtime's scale;
 #: the polyp-free crops mined beside the polyp have at least 0.3).
 MIN_SIDE_FRACTION = 0.5
-#: Windows are shrunk by this factor per step while they touch the polyp.
+#: Windows are shrunk by this factor per step while no place for them is clear ...
 SHRINK = 0.85
+#: ... down to this share of the frame's shorter side (the mined crops' minimum: shown at
+#: most 3.3 times the runtime's scale); a false box with no clear square that large is left.
+MIN_SIDE_FLOOR = 0.3
 #: Two crops of one frame may overlap by at most this IoU.
 MAX_OVERLAP = 0.5
 
@@ -79,7 +82,8 @@ def _positions(lo: int, hi: int, preferred: int) -> list[int]:
 
 
 def crop_around(box: np.ndarray, region: np.ndarray, *, context: float = CONTEXT,
-                min_side_fraction: float = MIN_SIDE_FRACTION) -> tuple[int, int, int, int] | None:
+                min_side_fraction: float = MIN_SIDE_FRACTION, min_side_floor: float = MIN_SIDE_FLOOR,
+                clear: Callable[[int, int, int, int], bool] | None = None) -> tuple[int, int, int, int] | None:
     """A square ``(x1, y1, x2, y2)`` in image pixels that holds ``box`` (xyxy) whole and is
     clear of ``region`` (the grown polyp, boolean ``[H, W]``); ``None`` when the box itself
     touches the region or no such square clears it.
@@ -87,20 +91,25 @@ def crop_around(box: np.ndarray, region: np.ndarray, *, context: float = CONTEXT
     The square's side starts at the larger of ``context`` times the box's longer side and
     ``min_side_fraction`` of the frame's shorter side. At each side the square is centred on
     the box if that is clear, else moved (within the frame, still holding the box) to the
-    clear place nearest the centre; only when none is clear does it shrink, down to the box's
-    own longer side. Moving before shrinking keeps a false alarm beside the polyp at about
-    the scale the runtime sees it at, instead of a magnified close-up."""
+    clear place nearest the centre (among up to 9 offsets a side); only when none is clear
+    does it shrink, down to ``min_side_floor`` of the frame's shorter side (or the box's
+    longer side, if larger). Moving before shrinking, and the floor, keep a false alarm beside
+    the polyp near the scale the runtime sees it at, not a magnified close-up. ``clear``: the
+    region's test (:func:`_clear_counter`), made once per frame by a caller with many boxes."""
     h, w = region.shape
     bx1, by1 = max(0, int(np.floor(box[0]))), max(0, int(np.floor(box[1])))
     bx2, by2 = min(w, int(np.ceil(box[2]))), min(h, int(np.ceil(box[3])))
-    clear = _clear_counter(region)
+    clear = clear or _clear_counter(region)
     if bx2 <= bx1 or by2 <= by1 or not clear(bx1, by1, bx2, by2):
         return None
     longer = max(bx2 - bx1, by2 - by1)
+    smallest = max(longer, int(np.ceil(min_side_floor * min(h, w))))
+    if smallest > min(h, w):
+        return None
     side = min(float(min(h, w)), max(context * longer, min_side_fraction * min(h, w)))
     cx, cy = (bx1 + bx2) / 2, (by1 + by2) / 2
     while True:
-        s = max(longer, int(np.ceil(side)))
+        s = max(smallest, int(np.ceil(side)))
         lo_x, hi_x = max(0, bx2 - s), min(bx1, w - s)
         lo_y, hi_y = max(0, by2 - s), min(by1, h - s)
         if lo_x <= hi_x and lo_y <= hi_y:
@@ -111,7 +120,7 @@ def crop_around(box: np.ndarray, region: np.ndarray, *, context: float = CONTEXT
             for x, y in places:
                 if clear(x, y, x + s, y + s):
                     return x, y, x + s, y + s
-        if s == longer:
+        if s == smallest:
             return None
         side *= SHRINK
 
@@ -140,10 +149,11 @@ def crops_of_frame(sample: Sample, dets: ImageDetections, frame_hw: tuple[int, i
     if not order or per_frame < 1:
         return []
     region = polyp_region(sample, frame_hw, margin_fraction)  # reads the mask: only frames that need it
+    clear = _clear_counter(region)
     chosen: list[tuple[Sample, float]] = []
     windows: list[tuple[int, int, int, int]] = []
     for i in order:
-        window = crop_around(dets.boxes[i], region)
+        window = crop_around(dets.boxes[i], region, clear=clear)
         if window is None or any(_iou(window, other) > MAX_OVERLAP for other in windows):
             continue
         windows.append(window)
@@ -178,13 +188,16 @@ def save_crops(out: Path, epoch: int, crops: list[tuple[Sample, float]]) -> None
     keeping the pool before it."""
     rows = [{"frame": frame_of(s), "id": s.id, "size": list(s.size or ()), "crop": list(s.crop or ()),
              "score": score} for s, score in crops]
-    pools = [{"epoch": epoch, "crops": rows}] + [p for p in _read_pools(out)[:1] if p["epoch"] < epoch]
+    # The newest pool mined before this pass (a pass repeated after a stop rewrites its own).
+    pools = [{"epoch": epoch, "crops": rows}] + [p for p in _read_pools(out) if int(p["epoch"]) < epoch][:1]
     atomic_write_bytes(out / CROPS_FILE, json.dumps({"pools": pools}, indent=1).encode())
 
 
 def _read_pools(out: Path) -> list[dict]:
     try:
-        return list(json.loads((out / CROPS_FILE).read_text())["pools"])
+        data = json.loads((out / CROPS_FILE).read_text())
+        pools = data["pools"] if "pools" in data else [data]  # the first form held one pool
+        return [{"epoch": int(p["epoch"]), "crops": list(p["crops"])} for p in pools]
     except FileNotFoundError:
         return []
     except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -199,7 +212,8 @@ def load_crops(out: Path, epochs_done: int, frames: dict[str, Sample]) -> list[t
         if int(pool["epoch"]) > epochs_done:
             continue
         try:
-            return [(as_crop(frames[r["frame"]], tuple(r["crop"]), int(r["id"].rsplit(HARD_SUFFIX, 1)[1]),
+            return [(as_crop(frames[r.get("frame") or r["id"].rsplit(HARD_SUFFIX, 1)[0]], tuple(r["crop"]),
+                             int(r["id"].rsplit(HARD_SUFFIX, 1)[1]),
                              tuple(r["size"])), float(r["score"])) for r in pool["crops"]]
         except KeyError as exc:
             raise RuntimeError(f"{out / CROPS_FILE}: crop of frame {exc} that the training split does not "

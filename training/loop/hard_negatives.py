@@ -42,9 +42,16 @@ def save_weights(out: Path, epoch: int, ids: list[str], weights: np.ndarray) -> 
     them: a pass is written before its epoch's state, and a run stopped in between resumes
     that epoch with the weights it had, drawing what an uninterrupted run would."""
     entry = {"epoch": epoch, "gain": HARD_GAIN, "weights": dict(zip(ids, weights.tolist()))}
-    before = _read(out)
-    previous = [before[0]] if before and int(before[0]["epoch"]) < epoch else []
+    # The newest set mined before this pass (a pass repeated after a stop rewrites its own).
+    previous = [e for e in _read(out) if isinstance(e, dict) and _epoch(e) < epoch][:1]
     atomic_write_bytes(out / WEIGHTS_FILE, json.dumps({"sets": [entry, *previous]}, indent=1).encode())
+
+
+def _epoch(entry: dict) -> int:
+    try:
+        return int(entry["epoch"])
+    except (KeyError, TypeError, ValueError):
+        return 1 << 62  # unreadable: never chosen, never kept
 
 
 def _read(out: Path) -> list[dict]:

@@ -29,6 +29,7 @@ is meant for the one long run, carried once at the end of each sitting it trains
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -40,7 +41,7 @@ from pathlib import Path
 from safetensors import safe_open
 
 from models import load_checkpoint, save_checkpoint
-from training.loop.recipe import CHECKPOINT_PATH_FIELDS, PLACE_FIELDS, refuse_other_recipe
+from training.loop.recipe import PLACE_FIELDS, refuse_other_recipe
 from training.loop.train_state import STATE_FILE
 from training.loop.trainer import LAST_FILE, TrainConfig, checkpoint_epoch
 from training.prune_study.archive import flush_folder, flush_tree
@@ -179,7 +180,10 @@ def restore(settings: StudySettings, v: Variant, recipe_for: Callable[[Path], Tr
     if not carried_epochs or epochs_done(work.run) >= carried_epochs:
         return False
     try:
-        refuse_other_recipe(record.run, recipe_for(record.start), PLACE_FIELDS + CHECKPOINT_PATH_FIELDS)
+        # As strict as the trainer's own check on resume: the record's start stands in for
+        # loading (a new checkout has no pruned network yet), the work folder's is compared.
+        asked = dataclasses.replace(recipe_for(record.start), init_weights=str(work.start))
+        refuse_other_recipe(record.run, asked, PLACE_FIELDS)
     except SystemExit as stop:
         raise SystemExit(f"{stop} (it is the carried progress of {v.name}, {record.folder}: delete that "
                          "folder knowingly to start the run afresh under today's settings)") from None

@@ -193,12 +193,11 @@ def refuse_archived_under_other_recipe(settings: StudySettings, v: Variant) -> N
 def run_variant(settings: StudySettings, v: Variant) -> None:
     """Prune (or initialise) and train one variant, resuming whatever it had done."""
     from training.prune_study.archive import archive_variant  # it reads this module's paths
-    from training.prune_study.carry import drop, restore
+    from training.prune_study.carry import restore
 
     p = paths(settings, v)
     if archived(settings, v):
         refuse_archived_under_other_recipe(settings, v)
-        drop(settings, v)  # progress carried before it was archived (in another sitting) is not needed
         return
     if p.done.is_file():
         if settings.archive is not None:
@@ -287,9 +286,13 @@ def run_all(settings: StudySettings, variants: list[Variant], jobs: int = 1,
     archived one whose recipe differs from today's flags stops the study. With
     ``settings.carry`` the unfinished ones' progress is copied into the archive at the end,
     however the runner ends (``prune_study.carry``)."""
+    from training.prune_study.carry import drop
+
     failed = archive_finished(settings, variants)
     for v in variants:
         refuse_archived_under_other_recipe(settings, v)
+        if archived(settings, v):
+            drop(settings, v)  # progress carried before it was archived (a failed delete, a merge) is not needed
     pending = [v for v in variants if not finished(settings, v) and v.name not in failed]
     try:
         if jobs <= 1 and deadline is None:
