@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
                              "done and are scored from there (e.g. assets/pruning-study/study60)")
     parser.add_argument("--carry", action="store_true",
                         help="when the runner stops (deadline, failure, kill), copy each unfinished run's progress "
-                             "(training state, start checkpoint, curve; about 20 MB for the control) into "
+                             "(full-precision training state, curve, recipe; about 18 MB for the control) into "
                              "--archive/in-progress, to commit: a later sitting on a new checkout resumes from it")
     parser.add_argument("--docs", default="docs/pruning-study", help="where the table and the plots go "
                                                                      "(default docs/pruning-study)")
