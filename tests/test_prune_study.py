@@ -150,7 +150,8 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
     pruned = load_checkpoint(tmp_path / "study" / "taylor-gate-uniform-0.5-s0" / "pruned.safetensors").config
     control = load_checkpoint(tmp_path / "study" / "scratch-uniform-0.5-s1" / "init.safetensors").config
     assert control.channels == pruned.channels  # the control has the pruned network's widths, layer by layer
-    assert [c["difference"]["n"] for c in study["comparisons"]] == [2]  # taylor-gate - scratch, paired over 2 seeds
+    # taylor-gate - scratch, paired over 2 seeds, on AP50 and AP50-95
+    assert [(c["metric"], c["difference"]["n"]) for c in study["comparisons"]] == [("ap50", 2), ("ap50_95", 2)]
     assert study["default"] == "taylor-gate-uniform-0.5"
     for name in ("pruning_table.md", "pruning_curves.png", "pruning_tradeoff.png", "study.json"):
         assert (tmp_path / "docs" / name).stat().st_size > 500, name

@@ -81,7 +81,7 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
     baseline = {**summary(load_checkpoint(settings.weights).model_at_trained_size()),
                 **{s: evaluate(settings.weights, settings.data, s) for s in splits}}
     cells = summarise_cells(results)
-    comparisons = compare(results, "val") + (compare(results, "test") if score_test else [])
+    comparisons = [c for split in splits for key in ("ap50", "ap50_95") for c in compare(results, split, key)]
     chosen = choose_default(baseline["gflops"], cells, [v.name for v in unfinished])
     latency_file = settings.out / "latency.json"
     latency = json.loads(latency_file.read_text()) if latency_file.is_file() else None
