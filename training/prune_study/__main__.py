@@ -89,7 +89,7 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
              "comparisons": comparisons, "in_progress": waiting, "not_started": not_started, "latency": latency,
              "complete": not unfinished, "default": chosen["cell"] if chosen else None, "test_scored": score_test,
              "selection": f"highest mean val AP50 over seeds among pruned cells with >= {MIN_FLOPS_CUT:.0%} fewer "
-                          "FLOPs, once every run has finished"}
+                          "FLOPs, once every pruned run has finished"}
     docs.mkdir(parents=True, exist_ok=True)
     for folder in (settings.out, docs):  # docs/ is committed: the record outlives the work folder
         (folder / "study.json").write_text(json.dumps(study, indent=2))
