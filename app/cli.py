@@ -133,6 +133,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", help="Darknet .weights to start from (yolov3.weights or darknet53.conv.74; "
                                         "needs --width 1.0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+    p.add_argument("--stop-after-minutes", dest="stop_after_minutes", type=float, metavar="M",
+                   help="stop before an epoch that would end more than M minutes from now (at least one epoch "
+                        "is trained); go on later with --resume")
+    p.add_argument("--carry", metavar="DIR",
+                   help="for a run longer than a sitting: when training stops, copy what a resume needs into "
+                        "DIR (a folder to commit: the full-precision state of an unfinished run, fp16 "
+                        "checkpoints of a finished one); with --resume, a record in DIR further along than "
+                        "--out is restored into it first (a new checkout has no runs/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("training.cli", "run_train"))
 

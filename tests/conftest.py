@@ -55,3 +55,19 @@ def restore_torch_threads():
     threads = torch.get_num_threads()
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture()
+def trained_epochs(monkeypatch) -> list[int]:
+    """The 0-based epochs the trainer trains from here on, in order (to tell a run that
+    went on from one that started again)."""
+    from training.loop.trainer import Trainer
+
+    trained: list[int] = []
+    original = Trainer._train_epoch
+
+    def counted(self, epoch):
+        trained.append(epoch)
+        return original(self, epoch)
+    monkeypatch.setattr(Trainer, "_train_epoch", counted)
+    return trained

@@ -379,7 +379,8 @@ def test_a_finished_variant_is_archived_compactly_and_outlives_its_work_folder(t
         main([*map(str, elsewhere), *one, "--phase", "report"])
 
 
-def test_an_unfinished_run_is_carried_across_sittings_and_resumes_where_it_stopped(tmp_path, monkeypatch, capsys):
+def test_an_unfinished_run_is_carried_across_sittings_and_resumes_where_it_stopped(tmp_path, monkeypatch, capsys,
+                                                                                     request):
     """A sitting ends with the control half-trained and the next one starts on a new checkout
     (no work folder): with --carry the run resumes at the epoch it had, not at zero."""
     import shutil
@@ -443,13 +444,7 @@ def test_an_unfinished_run_is_carried_across_sittings_and_resumes_where_it_stopp
     with pytest.raises(SystemExit, match="carried progress of scratch-uniform-0.5-s0.*delete that folder"):
         main([*args, "--scratch-epochs", "3"])
     assert not (study / "scratch-uniform-0.5-s0" / "train" / "state.safetensors").exists()
-    trained = []
-    original_epoch = Trainer._train_epoch
-
-    def counted(self, epoch):
-        trained.append(epoch)
-        return original_epoch(self, epoch)
-    monkeypatch.setattr(Trainer, "_train_epoch", counted)
+    trained = request.getfixturevalue("trained_epochs")  # counted from here on
     assert main(args) == 0
     assert "restored scratch-uniform-0.5-s0" in capsys.readouterr().out
     assert trained == [1]  # only the second epoch: the run went on, it did not start again

@@ -185,7 +185,7 @@ def test_resume_says_which_flags_it_ignores(tmp_path, monkeypatch, capsys):
     used = []
 
     class Recorded:
-        def __init__(self, cfg, resume, show_progress):
+        def __init__(self, cfg, resume, show_progress, deadline=None):
             used.append(cfg)
 
         def run(self):

@@ -260,8 +260,14 @@ def fit_anchor_config(model_config: YoloConfig, train: DatasetIndex, size: int, 
 class Trainer:
     """Owns one training run; ``run()`` trains to the last epoch (or resumes there)."""
 
-    def __init__(self, cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True) -> None:
+    def __init__(self, cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True,
+                 deadline: float | None = None) -> None:
+        """``deadline`` (a ``time.time()``): stop before an epoch that would end after it,
+        having trained at least one epoch in this call; ``stopped_early`` then says so and
+        the run resumes with ``resume=True``."""
         self.cfg = cfg
+        self.deadline = deadline
+        self.stopped_early = False
         self.out = Path(cfg.out)
         self.show_progress = show_progress
         if cfg.threads:
@@ -505,16 +511,33 @@ class Trainer:
             saved = load_weights(self.out, [s.id for s in self.negative_cache.samples], self.start_epoch)
             if saved is not None:
                 self.sampler.set_negative_weights(saved)
+        last_seconds = 0.0
         for epoch in range(self.start_epoch, cfg.epochs):
+            if epoch > self.start_epoch and self._out_of_time(last_seconds):
+                self.stopped_early = True
+                self._say(f"stopped at the deadline after epoch {epoch} of {cfg.epochs}: "
+                          f"go on with --resume (--out {self.out})")
+                break
             started = time.time()
             losses = self._train_epoch(epoch)
             if self._hard_negative_epoch(epoch):
                 self._mine_hard_negatives(epoch)
             if self.dist.is_main:
                 metrics = self._end_epoch(epoch, losses, time.time() - started)
+            last_seconds = time.time() - started
         if self.dist.world > 1:
             dist.barrier()
         return metrics
+
+    def _out_of_time(self, epoch_seconds: float) -> bool:
+        """Whether another epoch as long as the last would end past the deadline (one
+        decision for every process of a distributed run)."""
+        if self.deadline is None:
+            return False
+        stop = torch.tensor([float(time.time() + epoch_seconds > self.deadline)], device=self.device)
+        if self.dist.world > 1:
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+        return bool(stop.item())
 
     def _train_epoch(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg

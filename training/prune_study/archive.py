@@ -28,12 +28,12 @@ off resumes from the work folder when that survives, else from what ``--carry`` 
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from models import load_checkpoint, save_checkpoint
+from training.durable import flush_folder, flush_tree
 from training.prune_study.runner import StudySettings, VariantPaths, paths
 from training.prune_study.variants import SCRATCH, Variant
 
@@ -80,26 +80,7 @@ def archive_variant(settings: StudySettings, v: Variant) -> Path:
             shutil.rmtree(final)
         staged.folder.rename(final)
         flush_folder(settings.archive)
-    from training.prune_study.carry import drop  # carry imports this module
+    from training.prune_study.carry import drop  # lazily, as the runner imports both
 
     drop(settings, v)  # its progress, carried across sittings, is not needed any more
     return final
-
-
-def flush_tree(folder: Path) -> None:
-    """Every file under ``folder`` (and the folders) on disk, before the rename publishes them."""
-    for f in folder.rglob("*"):
-        if f.is_file():
-            with open(f, "rb+") as handle:
-                os.fsync(handle.fileno())
-    for d in [folder, *(d for d in folder.rglob("*") if d.is_dir())]:
-        flush_folder(d)
-
-
-def flush_folder(folder: Path) -> None:
-    """A folder's entries (a rename into it, a file made in it) on disk."""
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
