@@ -3,7 +3,12 @@ itself between epochs, is carried into a committed folder, and goes on from it o
 checkout (no ``runs/``) exactly as if it had never stopped."""
 
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -12,8 +17,8 @@ from safetensors import safe_open
 from app.cli import main
 from models import load_checkpoint
 from training.loop.carry import RECORD, epochs_done
-from training.loop.trainer import Trainer
 
+from .conftest import REPO
 from .synthetic import write_kvasir_like
 
 RECIPE = ["--width", "0.125", "--img", "64", "--epochs", "3", "--batch", "4", "--close-mosaic", "1",
@@ -22,8 +27,9 @@ PLACE = ["--workers", "0", "--threads", "1", "--quiet"]
 
 
 def _dtypes(path, prefix=""):
+    """The floating-point dtypes of a file's tensors (BatchNorm's batch counters are integers)."""
     with safe_open(str(path), "pt") as f:
-        return {f.get_tensor(k).dtype for k in f.keys() if k.startswith(prefix)}
+        return {t.dtype for t in (f.get_tensor(k) for k in f.keys() if k.startswith(prefix)) if t.is_floating_point()}
 
 
 def test_a_run_stops_at_its_deadline_is_carried_and_finishes_on_a_new_checkout(tmp_path, capsys, trained_epochs):
@@ -32,45 +38,56 @@ def test_a_run_stops_at_its_deadline_is_carried_and_finishes_on_a_new_checkout(t
     assert main(["train", "--data", str(data), "--out", str(straight), *RECIPE, *PLACE]) == 0
     trained_epochs.clear()
 
-    # A deadline already due still trains one epoch per call, then stops and carries it.
+    # A deadline already due still trains one epoch per call, then stops (status 3) and carries it.
     first = ["train", "--data", str(data), "--out", str(out), *RECIPE, *PLACE, "--carry", str(record)]
-    assert main([*first, "--stop-after-minutes", "0"]) == 0
+    assert main([*first, "--stop-after-minutes", "0"]) == 3
     captured = capsys.readouterr()
     assert "stopped at the deadline after epoch 1 of 3" in captured.err
-    assert "carried" in captured.out and trained_epochs == [0]
+    assert "carried" in captured.out and "not finished: go on with" in captured.out and trained_epochs == [0]
     assert epochs_done(record) == 1 and not json.loads((record / RECORD).read_text())["finished"]
     assert not (record / "last.safetensors").exists()  # rewritten from the state on resume
     assert _dtypes(record / "state.safetensors", "opt.") == {torch.float32}  # else another run
-    assert torch.float32 not in _dtypes(record / "best.safetensors")
+    assert _dtypes(record / "best.safetensors") == {torch.float16}
+    after_one_epoch = tmp_path / "after-one-epoch"
+    shutil.copytree(out, after_one_epoch)
     # Starting again without --resume would throw the carried epochs away: refused.
-    assert main(first) == 2
-    assert "holds a carried run (1 epochs); add --resume" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match=r"holds a carried run \(1 epochs\); add --resume"):
+        main(first)
+    resume = ["train", "--out", str(out), "--resume", "--carry", str(record), *PLACE]
+    with pytest.raises(SystemExit, match="--epochs 1: the run has done 1 epochs already"):
+        main([*resume, "--epochs", "1"])
 
     # New checkouts: the work folder is gone each time, the committed record is not.
-    resume = ["train", "--out", str(out), "--resume", "--carry", str(record), *PLACE]
     for expected_epoch in (1, 2):
         shutil.rmtree(out)
         trained_epochs.clear()
-        assert main([*resume, "--stop-after-minutes", "0"]) == 0
+        assert main([*resume, "--stop-after-minutes", "0"]) == (3 if expected_epoch == 1 else 0)
         assert f"({expected_epoch} epochs done)" in capsys.readouterr().out
         assert trained_epochs == [expected_epoch]  # went on; did not start again
     # Finished: the record keeps fp16 checkpoints and no state; the run equals the straight one.
     assert epochs_done(record) == 3 and json.loads((record / RECORD).read_text())["finished"]
     assert not (record / "state.safetensors").exists()
-    assert torch.float32 not in _dtypes(record / "last.safetensors")
+    assert _dtypes(record / "last.safetensors") == {torch.float16}
     a = load_checkpoint(straight / "last.safetensors").model.state_dict()
     b = load_checkpoint(out / "last.safetensors").model.state_dict()
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
-    # A finished record restores into a new checkout and trains nothing more.
+    with pytest.raises(SystemExit, match="finished at 3 epochs and keeps no training state"):
+        main([*resume, "--epochs", "5"])
+    # Restored over a work folder left at epoch 1, the finished record wins: the old state is
+    # removed, nothing is trained again and the final checkpoint stays the final one.
     shutil.rmtree(out)
+    shutil.copytree(after_one_epoch, out)
     trained_epochs.clear()
     assert main(resume) == 0 and trained_epochs == []
+    assert not (out / "state.safetensors").exists()
     assert load_checkpoint(out / "last.safetensors").metadata["epoch"] == 3
 
 
 def test_an_interrupted_run_is_carried_and_another_run_is_never_mixed_in(tmp_path, capsys, monkeypatch):
+    from training.loop.trainer import Trainer
+
     data = write_kvasir_like(tmp_path / "kv", n=12)
     out, record = tmp_path / "runs" / "a", tmp_path / "assets" / "a"
     original_end = Trainer._end_epoch
@@ -79,14 +96,49 @@ def test_an_interrupted_run_is_carried_and_another_run_is_never_mixed_in(tmp_pat
         original_end(self, epoch, *rest)
         raise KeyboardInterrupt  # the sitting ends here: the state of epoch 1 is on disk
     monkeypatch.setattr(Trainer, "_end_epoch", interrupted_after_first_epoch)
-    assert main(["train", "--data", str(data), "--out", str(out), *RECIPE, *PLACE, "--carry", str(record)]) == 130
+    fresh = ["train", "--data", str(data), "--out", str(out), *RECIPE, *PLACE]
+    assert main([*fresh, "--carry", str(record)]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert epochs_done(record) == 1
-    # A work folder started as another run (another learning rate) is not overwritten with it.
-    other = tmp_path / "runs" / "b"
-    other.mkdir()
-    recipe = json.loads((record / "train_config.json").read_text())
+    # A fresh --carry run into a folder that holds a run would record that run under its recipe.
+    with pytest.raises(SystemExit, match="holds a run \\(1 epochs\\) that --carry would record"):
+        main([*fresh, "--carry", str(tmp_path / "assets" / "b")])
+    # A work folder holding another run (another learning rate), as far along as the record, is
+    # neither overwritten with it nor recorded over it.
+    other = tmp_path / "runs" / "other"
+    shutil.copytree(out, other)
+    recipe = json.loads((other / "train_config.json").read_text())
     (other / "train_config.json").write_text(json.dumps({**recipe, "out": str(other), "lr": 0.01}))
+    stamp = (record / RECORD).stat().st_mtime_ns
     with pytest.raises(SystemExit, match="other settings.*carried record"):
         main(["train", "--out", str(other), "--resume", "--carry", str(record), *PLACE])
-    assert epochs_done(other) == 0 and json.loads((other / "train_config.json").read_text())["lr"] == 0.01
+    assert (record / RECORD).stat().st_mtime_ns == stamp
+    with pytest.raises(SystemExit, match="must lie outside --out"):
+        main(["train", "--out", str(out), "--resume", "--carry", str(out / "record"), *PLACE])
+
+
+def test_a_killed_run_with_loader_workers_is_carried(tmp_path):
+    """A time limit kills the whole process group, data-loading workers included: the carry
+    must still happen (torch's "worker killed" error once stopped every carry)."""
+    data = write_kvasir_like(tmp_path / "kv", n=12)
+    out, record = tmp_path / "runs" / "k", tmp_path / "assets" / "k"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen([sys.executable, "-m", "app", "train", "--data", str(data), "--out", str(out),
+                             *RECIPE[:4], "--epochs", "200", *RECIPE[6:], "--workers", "1", "--threads", "1",
+                             "--quiet", "--carry", str(record)],
+                            env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        waited = 0.0
+        while not (out / "state.safetensors").is_file():  # written whole (atomically) at each epoch's end
+            assert proc.poll() is None, proc.stdout.read().decode()
+            assert waited < 300, "no epoch finished in five minutes"
+            time.sleep(0.5)
+            waited += 0.5
+        os.killpg(proc.pid, signal.SIGTERM)
+        output = proc.communicate(timeout=120)[0].decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 128 + signal.SIGTERM, output
+    assert "could not carry" not in output and "carried" in output, output
+    assert epochs_done(record) >= 1

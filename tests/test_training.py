@@ -185,6 +185,8 @@ def test_resume_says_which_flags_it_ignores(tmp_path, monkeypatch, capsys):
     used = []
 
     class Recorded:
+        stopped_early = False
+
         def __init__(self, cfg, resume, show_progress, deadline=None):
             used.append(cfg)
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
+import signal
 import sys
 import time
 from pathlib import Path
@@ -17,6 +19,8 @@ from training.data.augment import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.loop.trainer import TrainConfig, Trainer
 from training.processes import exit_on_sigterm
+
+STOPPED_EARLY = 3  # exit status of a run stopped at --stop-after-minutes (so a chain of steps stops too)
 
 
 def run_data_check(args: argparse.Namespace) -> int:
@@ -75,8 +79,10 @@ def run_train(args: argparse.Namespace) -> int:
                  if k in {f.name for f in dataclasses.fields(TrainConfig)} and v is not None}
     out = Path(overrides.get("out", TrainConfig.out))
     carry_dir = Path(args.carry) if getattr(args, "carry", None) else None
-    if carry_dir is not None and not _restore_carried(carry_dir, out, args.resume):
-        return 2
+    if carry_dir is not None:
+        from training.loop.carry import restore_before_run
+
+        restore_before_run(carry_dir, out, resume=args.resume, epochs_asked=args.epochs)
     if args.resume:
         saved = out / "train_config.json"
         if not saved.is_file():
@@ -103,66 +109,27 @@ def run_train(args: argparse.Namespace) -> int:
         overrides["augment"] = augment
         cfg = TrainConfig(**overrides)
     minutes = getattr(args, "stop_after_minutes", None)
+    if minutes is not None and not (math.isfinite(minutes) and minutes >= 0):
+        raise ValueError(f"--stop-after-minutes {minutes}: give a number of minutes, 0 or more")
     trainer = Trainer(cfg, resume=args.resume, show_progress=not args.quiet,
-                      deadline=None if minutes is None else time.time() + 60 * minutes)
-    if carry_dir is not None:
-        exit_on_sigterm()  # a time limit's SIGTERM still carries what the run has done
+                      deadline=None if minutes is None else time.monotonic() + 60 * minutes)
+    previous_handler = exit_on_sigterm() if carry_dir is not None else None  # a kill still carries
     try:
         metrics = trainer.run()
     finally:
         if carry_dir is not None:
-            _carry(out, carry_dir, cfg.epochs)
+            from training.loop.carry import carry_after_run
+
+            carry_after_run(out, carry_dir, cfg.epochs)
+            signal.signal(signal.SIGTERM, previous_handler)
     if metrics:
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}, indent=2))
     print(f"checkpoints in {cfg.out}: best.safetensors (by val AP50), last.safetensors")
+    if trainer.stopped_early:
+        carried = f" --carry {carry_dir}" if carry_dir is not None else ""
+        print(f"not finished: go on with 'polypscope train --out {out} --resume{carried}'")
+        return STOPPED_EARLY
     return 0
-
-
-def _restore_carried(carry_dir: Path, out: Path, resume: bool) -> bool:
-    """Before a ``--carry`` run: put a carried record into ``out`` when it is further along.
-    False (after one line on stderr) when the run must not start: a record exists and
-    ``--resume`` was not asked for (starting afresh would replace it at the next carry)."""
-    from training.loop.carry import epochs_done, find_record, record_epochs, restore_record
-    from training.loop.recipe import PLACE_FIELDS, refuse_other_recipe
-
-    record = find_record(carry_dir)
-    if record is None:
-        return True
-    carried = record_epochs(record)
-    if not resume:
-        print(f"error: {record}: holds a carried run ({carried} epochs); add --resume to go on with it, "
-              "or delete that folder knowingly to start afresh", file=sys.stderr)
-        return False
-    if carried <= epochs_done(out):
-        return True
-    saved = record / "train_config.json"
-    if not saved.is_file():
-        raise SystemExit(f"{record}: the carried record has no train_config.json; it cannot be resumed")
-    recipe = TrainConfig.from_dict(json.loads(saved.read_text()))
-    try:
-        refuse_other_recipe(out, dataclasses.replace(recipe, out=str(out)), PLACE_FIELDS)
-    except SystemExit as stop:
-        raise SystemExit(f"{stop} (the carried record {record} is another run: use another --out, or "
-                         "another --carry)") from None
-    restore_record(record, out)
-    print(f"restored {out} from {record} ({carried} epochs done)", flush=True)
-    return True
-
-
-def _carry(out: Path, carry_dir: Path, epochs: int) -> None:
-    """After a ``--carry`` run, however it ended: the record follows the run folder (the
-    training state while unfinished, fp16 checkpoints once finished). A failure is reported,
-    never allowed to hide why training stopped."""
-    from training.loop.carry import epochs_done, write_record
-
-    try:
-        done = epochs_done(out)
-        if write_record(carry_dir, out, finished=done >= epochs):
-            state = "finished" if done >= epochs else "to resume with --resume --carry"
-            print(f"carried {out} ({done} of {epochs} epochs, {state}) into {carry_dir}: commit that folder",
-                  flush=True)
-    except (OSError, RuntimeError, ValueError) as err:
-        print(f"could not carry {out} into {carry_dir}: {err}", file=sys.stderr, flush=True)
 
 
 def run_val(args: argparse.Namespace) -> int:

@@ -27,9 +27,11 @@ and is found under that name if the copy is cut off in between.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -39,8 +41,9 @@ from safetensors import safe_open
 
 from models import load_checkpoint, save_checkpoint
 from training.durable import flush_folder, flush_tree
+from training.loop.recipe import PLACE_FIELDS, refuse_other_recipe
 from training.loop.train_state import STATE_FILE
-from training.loop.trainer import BEST_FILE, LAST_FILE, checkpoint_epoch
+from training.loop.trainer import BEST_FILE, LAST_FILE, TrainConfig, checkpoint_epoch
 
 RECORD = "carried.json"
 PREVIOUS = ".previous"  # the record being replaced, until its successor is in place
@@ -124,7 +127,9 @@ def write_record(folder: Path, run_dir: Path, *, run_subdir: str = "", finished:
             {"run": str(run_dir), "epochs_done": done, "finished": finished,
              "carried_at": time.strftime("%Y-%m-%d %H:%M:%S %Z")}))
         flush_tree(staged)
-        if folder.exists():
+        if before == aside and folder.exists():  # a broken record where the whole one was aside
+            shutil.rmtree(folder)
+        elif folder.exists():
             if aside.exists():
                 shutil.rmtree(aside)
             folder.rename(aside)
@@ -135,10 +140,12 @@ def write_record(folder: Path, run_dir: Path, *, run_subdir: str = "", finished:
     return True
 
 
-def restore_record(record: Path, target: Path) -> None:
+def restore_record(record: Path, target: Path, run_subdir: str = "") -> None:
     """Copy the record's files over (not in place of) ``target``: a log open there stays
     open. Each is copied under a temporary name and renamed when whole, the training state
-    last: a restore cut off half-way leaves the folder's own state, and is simply done again."""
+    last: a restore cut off half-way leaves the folder's own state, and is simply done again.
+    A finished record has no state: the work folder's older one is deleted, or a resume
+    would go on from it instead of from the restored checkpoints."""
     files = [f for f in record.rglob("*") if f.is_file() and f.name != RECORD]
     files.sort(key=lambda f: f.name == STATE_FILE)  # the state last: it says how far the folder is
     for f in files:
@@ -149,6 +156,9 @@ def restore_record(record: Path, target: Path) -> None:
         staged = destination.with_name(RESTORING + destination.name)
         shutil.copy2(f, staged)
         os.replace(staged, destination)
+    stale_state = target / run_subdir / STATE_FILE  # last, as the state would be: it says how far
+    if not (record / run_subdir / STATE_FILE).is_file() and stale_state.is_file():
+        stale_state.unlink()
 
 
 def drop_record(folder: Path) -> None:
@@ -159,3 +169,69 @@ def drop_record(folder: Path) -> None:
                 shutil.rmtree(candidate)
             except OSError as err:
                 print(f"warning: could not delete {candidate} ({err})", flush=True)
+
+
+# -- one training run (``polypscope train --carry DIR``) ---------------------------------------
+
+def restore_before_run(carry_dir: Path, out: Path, *, resume: bool, epochs_asked: int | None) -> None:
+    """Before a ``--carry`` run: put the record into ``out`` when it is further along.
+    Stops with one line (``SystemExit``) where going on would lose or mix runs: a record, or a
+    run in ``out``, without ``--resume`` (starting afresh would replace it at the next carry);
+    a record of another recipe than the run in ``out``; an ``--epochs`` that would end the
+    run before where it is, or lengthen a finished record, which keeps no state to go on from."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise SystemExit("--carry: a run of several processes is not carried; carry a one-process run")
+    if carry_dir.resolve() == out.resolve() or out.resolve() in carry_dir.resolve().parents:
+        raise SystemExit(f"--carry {carry_dir}: must lie outside --out {out} (the record is kept apart, "
+                         "to be committed)")
+    record = find_record(carry_dir)
+    done = epochs_done(out)
+    if not resume:
+        if record is not None:
+            raise SystemExit(f"{record}: holds a carried run ({record_epochs(record)} epochs); add --resume to "
+                             "go on with it, or delete that folder knowingly to start afresh")
+        if done:
+            raise SystemExit(f"{out}: holds a run ({done} epochs) that --carry would record; add --resume to "
+                             "go on with it, or use another --out")
+        return
+    if record is None:
+        return
+    carried = record_epochs(record)
+    saved = record / "train_config.json"
+    try:
+        recipe = TrainConfig.from_dict(json.loads(saved.read_text()))
+    except (OSError, ValueError, TypeError) as err:
+        raise SystemExit(f"{saved}: cannot read the carried run's recipe ({err})") from None
+    try:  # one record, one run: checked whichever is further along
+        refuse_other_recipe(out, dataclasses.replace(recipe, out=str(out)), PLACE_FIELDS + ("epochs",))
+    except SystemExit as stop:
+        raise SystemExit(f"{stop} (the carried record {record} is another run: use another --out or "
+                         "another --carry)") from None
+    finished = record_is_finished(record)
+    if epochs_asked is not None:
+        furthest = max(carried, done)
+        if finished and epochs_asked > carried:
+            raise SystemExit(f"{record}: the carried run finished at {carried} epochs and keeps no training "
+                             "state to go on from; train a warm restart from its last.safetensors "
+                             "(--init-weights) instead")
+        if epochs_asked < furthest or (epochs_asked == furthest and not finished):
+            raise SystemExit(f"--epochs {epochs_asked}: the run has done {furthest} epochs already")
+    if carried > done:
+        restore_record(record, out)
+        print(f"restored {out} from {record} ({carried} epochs done)", flush=True)
+
+
+def carry_after_run(out: Path, carry_dir: Path, epochs: int) -> None:
+    """After a ``--carry`` run, however it ended: the record follows the run folder (the
+    training state while unfinished, fp16 checkpoints once finished, that is once ``last``
+    holds the final epoch). A failure is reported, never allowed to hide why training
+    stopped."""
+    try:
+        done = epochs_done(out)
+        finished = done >= epochs and checkpoint_epoch(out / LAST_FILE) == done
+        if write_record(carry_dir, out, finished=finished):
+            state = "finished" if finished else "to go on with --resume --carry"
+            print(f"carried {out} ({done} of {epochs} epochs, {state}) into {carry_dir}: commit that folder",
+                  flush=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        print(f"could not carry {out} into {carry_dir}: {err}", file=sys.stderr, flush=True)

@@ -262,9 +262,10 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, *, resume: bool = False, show_progress: bool = True,
                  deadline: float | None = None) -> None:
-        """``deadline`` (a ``time.time()``): stop before an epoch that would end after it,
-        having trained at least one epoch in this call; ``stopped_early`` then says so and
-        the run resumes with ``resume=True``."""
+        """``deadline`` (a ``time.monotonic()``): stop before an epoch that would end after
+        it, judged by the longest epoch of this call (one with a hard-negative pass or a
+        validation is longer), having trained at least one epoch; ``stopped_early`` then
+        says so and the run resumes with ``resume=True``."""
         self.cfg = cfg
         self.deadline = deadline
         self.stopped_early = False
@@ -511,30 +512,30 @@ class Trainer:
             saved = load_weights(self.out, [s.id for s in self.negative_cache.samples], self.start_epoch)
             if saved is not None:
                 self.sampler.set_negative_weights(saved)
-        last_seconds = 0.0
+        longest = 0.0
         for epoch in range(self.start_epoch, cfg.epochs):
-            if epoch > self.start_epoch and self._out_of_time(last_seconds):
+            if epoch > self.start_epoch and self._out_of_time(longest):
                 self.stopped_early = True
                 self._say(f"stopped at the deadline after epoch {epoch} of {cfg.epochs}: "
                           f"go on with --resume (--out {self.out})")
                 break
-            started = time.time()
+            started, clock = time.time(), time.monotonic()
             losses = self._train_epoch(epoch)
             if self._hard_negative_epoch(epoch):
                 self._mine_hard_negatives(epoch)
             if self.dist.is_main:
                 metrics = self._end_epoch(epoch, losses, time.time() - started)
-            last_seconds = time.time() - started
+            longest = max(longest, time.monotonic() - clock)
         if self.dist.world > 1:
             dist.barrier()
         return metrics
 
     def _out_of_time(self, epoch_seconds: float) -> bool:
-        """Whether another epoch as long as the last would end past the deadline (one
+        """Whether another epoch as long as ``epoch_seconds`` would end past the deadline (one
         decision for every process of a distributed run)."""
         if self.deadline is None:
             return False
-        stop = torch.tensor([float(time.time() + epoch_seconds > self.deadline)], device=self.device)
+        stop = torch.tensor([float(time.monotonic() + epoch_seconds > self.deadline)], device=self.device)
         if self.dist.world > 1:
             dist.all_reduce(stop, op=dist.ReduceOp.MAX)
         return bool(stop.item())

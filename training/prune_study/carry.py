@@ -101,7 +101,7 @@ def restore(settings: StudySettings, v: Variant, recipe_for: Callable[[Path], Tr
     except SystemExit as stop:
         raise SystemExit(f"{stop} (it is the carried progress of {v.name}, {record.folder}: delete that "
                          "folder knowingly to start the run afresh under today's settings)") from None
-    restore_record(record.folder, work.folder)
+    restore_record(record.folder, work.folder, record.run.name)
     print(f"restored {v.name} from {record.folder} ({carried_epochs} epochs done)", flush=True)
     return True
 
