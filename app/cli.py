@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable, Sequence
 
@@ -133,9 +134,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pretrained", help="Darknet .weights to start from (yolov3.weights or darknet53.conv.74; "
                                         "needs --width 1.0)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
-    p.add_argument("--stop-after-minutes", dest="stop_after_minutes", type=float, metavar="M",
+    p.add_argument("--stop-after-minutes", dest="stop_after_minutes", type=_minutes, metavar="M",
                    help="stop before an epoch that would end more than M minutes from now (at least one epoch "
-                        "is trained); go on later with --resume")
+                        "is trained) and exit with status 3, so that a chain of steps stops too (commit a "
+                        "--carry folder with ';', not '&&'); go on later with --resume")
     p.add_argument("--carry", metavar="DIR",
                    help="for a run longer than a sitting: when training stops, copy what a resume needs into "
                         "DIR (a folder to commit: the full-precision state of an unfinished run, fp16 "
@@ -143,6 +145,16 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "--out is restored into it first (a new checkout has no runs/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("training.cli", "run_train"))
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"{text}: give a number of minutes, 0 or more")
+    return value
 
 
 def _probability(text: str) -> float:

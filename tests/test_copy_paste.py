@@ -154,7 +154,9 @@ def test_the_command_line_turns_it_on_inside_the_recipe(monkeypatch, tmp_path, c
     seen = []
 
     class Capture:
-        def __init__(self, cfg, resume, show_progress):
+        stopped_early = False
+
+        def __init__(self, cfg, resume, show_progress, deadline=None):
             seen.append(cfg)
 
         def run(self):

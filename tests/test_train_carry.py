@@ -73,12 +73,13 @@ def test_a_run_stops_at_its_deadline_is_carried_and_finishes_on_a_new_checkout(t
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
-    with pytest.raises(SystemExit, match="finished at 3 epochs and keeps no training state"):
-        main([*resume, "--epochs", "5"])
     # Restored over a work folder left at epoch 1, the finished record wins: the old state is
-    # removed, nothing is trained again and the final checkpoint stays the final one.
+    # removed, nothing is trained again and the final checkpoint stays the final one. It
+    # cannot be lengthened: it keeps no state to go on from.
     shutil.rmtree(out)
     shutil.copytree(after_one_epoch, out)
+    with pytest.raises(SystemExit, match="finished at 3 epochs and keeps no training state"):
+        main([*resume, "--epochs", "5"])
     trained_epochs.clear()
     assert main(resume) == 0 and trained_epochs == []
     assert not (out / "state.safetensors").exists()
@@ -100,6 +101,7 @@ def test_an_interrupted_run_is_carried_and_another_run_is_never_mixed_in(tmp_pat
     assert main([*fresh, "--carry", str(record)]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert epochs_done(record) == 1
+    monkeypatch.setattr(Trainer, "_end_epoch", original_end)
     # A fresh --carry run into a folder that holds a run would record that run under its recipe.
     with pytest.raises(SystemExit, match="holds a run \\(1 epochs\\) that --carry would record"):
         main([*fresh, "--carry", str(tmp_path / "assets" / "b")])
@@ -113,8 +115,26 @@ def test_an_interrupted_run_is_carried_and_another_run_is_never_mixed_in(tmp_pat
     with pytest.raises(SystemExit, match="other settings.*carried record"):
         main(["train", "--out", str(other), "--resume", "--carry", str(record), *PLACE])
     assert (record / RECORD).stat().st_mtime_ns == stamp
-    with pytest.raises(SystemExit, match="must lie outside --out"):
-        main(["train", "--out", str(out), "--resume", "--carry", str(out / "record"), *PLACE])
+    # A folder that is, holds or lies in the work folder, or holds anything else, is never
+    # made a record: a carry replaces the folder it is given.
+    for wrong in (out / "record", out, out.parent):
+        with pytest.raises(SystemExit, match="must lie outside --out"):
+            main(["train", "--out", str(out), "--resume", "--carry", str(wrong), *PLACE])
+    notes = tmp_path / "assets" / "notes"
+    notes.mkdir()
+    (notes / "keep.txt").write_text("not a record")
+    with pytest.raises(SystemExit, match="holds files that are not a carried run"):
+        main(["train", "--out", str(out), "--resume", "--carry", str(notes), *PLACE])
+    assert (notes / "keep.txt").read_text() == "not a record"
+    # A record caught half-way through its replacement: the broken new one is thrown away,
+    # the whole previous one is used and replaced.
+    previous = record.with_name("a.previous")
+    record.rename(previous)
+    record.mkdir()
+    (record / "train_config.json").write_text("{")  # a copy cut off: no carried.json yet
+    assert main(["train", "--out", str(out), "--resume", "--carry", str(record), *PLACE,
+                 "--stop-after-minutes", "0"]) == 3
+    assert epochs_done(record) == 2 and (record / RECORD).is_file() and not previous.exists()
 
 
 def test_a_killed_run_with_loader_workers_is_carried(tmp_path):
@@ -128,17 +148,17 @@ def test_a_killed_run_with_loader_workers_is_carried(tmp_path):
                              "--quiet", "--carry", str(record)],
                             env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        waited = 0.0
+        give_up = time.monotonic() + 300
         while not (out / "state.safetensors").is_file():  # written whole (atomically) at each epoch's end
             assert proc.poll() is None, proc.stdout.read().decode()
-            assert waited < 300, "no epoch finished in five minutes"
+            assert time.monotonic() < give_up, "no epoch finished in five minutes"
             time.sleep(0.5)
-            waited += 0.5
         os.killpg(proc.pid, signal.SIGTERM)
         output = proc.communicate(timeout=120)[0].decode()
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
     assert proc.returncode == 128 + signal.SIGTERM, output
     assert "could not carry" not in output and "carried" in output, output
     assert epochs_done(record) >= 1

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import signal
 import sys
 import time
@@ -21,6 +20,7 @@ from training.loop.trainer import TrainConfig, Trainer
 from training.processes import exit_on_sigterm
 
 STOPPED_EARLY = 3  # exit status of a run stopped at --stop-after-minutes (so a chain of steps stops too)
+CARRY_FAILED = 4  # exit status when --carry could not write its record (the message says why)
 
 
 def run_data_check(args: argparse.Namespace) -> int:
@@ -109,19 +109,23 @@ def run_train(args: argparse.Namespace) -> int:
         overrides["augment"] = augment
         cfg = TrainConfig(**overrides)
     minutes = getattr(args, "stop_after_minutes", None)
-    if minutes is not None and not (math.isfinite(minutes) and minutes >= 0):
-        raise ValueError(f"--stop-after-minutes {minutes}: give a number of minutes, 0 or more")
     trainer = Trainer(cfg, resume=args.resume, show_progress=not args.quiet,
                       deadline=None if minutes is None else time.monotonic() + 60 * minutes)
     previous_handler = exit_on_sigterm() if carry_dir is not None else None  # a kill still carries
+    carried = True
     try:
         metrics = trainer.run()
     finally:
         if carry_dir is not None:
             from training.loop.carry import carry_after_run
 
-            carry_after_run(out, carry_dir, cfg.epochs)
-            signal.signal(signal.SIGTERM, previous_handler)
+            try:
+                carried = carry_after_run(out, carry_dir, cfg.epochs)
+            finally:
+                if previous_handler is not None:
+                    signal.signal(signal.SIGTERM, previous_handler)
+    if not carried:
+        return CARRY_FAILED
     if metrics:
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}, indent=2))
     print(f"checkpoints in {cfg.out}: best.safetensors (by val AP50), last.safetensors")

@@ -69,9 +69,11 @@ def exit_on_sigterm() -> Any:
     A kill of the whole process group also stops the trainer's data-loading workers, and
     torch's SIGCHLD handler would then raise "DataLoader worker killed" in the middle of
     those ``finally`` blocks (measured: it stopped every carry of a killed run). So once
-    SIGTERM has arrived, the death of a child is no longer an error."""
+    SIGTERM has arrived, the death of a child is no longer an error, and a second SIGTERM
+    (a scheduler that insists) is ignored while they run."""
     def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
         raise SystemExit(128 + signum)
 
     return signal.signal(signal.SIGTERM, handler)

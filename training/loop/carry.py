@@ -99,6 +99,8 @@ def write_record(folder: Path, run_dir: Path, *, run_subdir: str = "", finished:
     as far already. ``finished`` keeps the checkpoints instead of the training state."""
     done = epochs_done(run_dir)
     before = find_record(folder)
+    if before is None and folder.is_dir() and any(folder.iterdir()):
+        raise RuntimeError(f"{folder}: holds files that are not a carried run; not replaced")
     if not done or (before is not None and record_epochs(before, run_subdir) >= done
                     and record_is_finished(before) >= finished):
         return False
@@ -177,14 +179,20 @@ def restore_before_run(carry_dir: Path, out: Path, *, resume: bool, epochs_asked
     """Before a ``--carry`` run: put the record into ``out`` when it is further along.
     Stops with one line (``SystemExit``) where going on would lose or mix runs: a record, or a
     run in ``out``, without ``--resume`` (starting afresh would replace it at the next carry);
-    a record of another recipe than the run in ``out``; an ``--epochs`` that would end the
-    run before where it is, or lengthen a finished record, which keeps no state to go on from."""
+    a record of another recipe than the run in ``out``; a ``DIR`` that is ``--out``, holds it
+    or lies in it, or holds other files (a carry replaces the folder); an ``--epochs`` that
+    would end the run before where it is, or lengthen a finished run that has no state left
+    to go on from."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise SystemExit("--carry: a run of several processes is not carried; carry a one-process run")
-    if carry_dir.resolve() == out.resolve() or out.resolve() in carry_dir.resolve().parents:
-        raise SystemExit(f"--carry {carry_dir}: must lie outside --out {out} (the record is kept apart, "
-                         "to be committed)")
+    here, work = carry_dir.resolve(), out.resolve()
+    if here == work or work in here.parents or here in work.parents:
+        raise SystemExit(f"--carry {carry_dir}: must lie outside --out {out}, and not hold it (the record "
+                         "is a folder of its own, to be committed)")
     record = find_record(carry_dir)
+    if record is None and carry_dir.is_dir() and any(carry_dir.iterdir()):
+        raise SystemExit(f"--carry {carry_dir}: holds files that are not a carried run; a carry would replace "
+                         "them: name a new folder")
     done = epochs_done(out)
     if not resume:
         if record is not None:
@@ -194,38 +202,55 @@ def restore_before_run(carry_dir: Path, out: Path, *, resume: bool, epochs_asked
             raise SystemExit(f"{out}: holds a run ({done} epochs) that --carry would record; add --resume to "
                              "go on with it, or use another --out")
         return
-    if record is None:
-        return
-    carried = record_epochs(record)
+    carried = 0 if record is None else record_epochs(record)
+    if record is not None and carried:  # an unreadable record is replaced, not obeyed
+        _refuse_another_run(record, out)
+    restoring = carried > done
+    if epochs_asked is not None:
+        _refuse_epochs(epochs_asked, out, done, carried, restoring, record)
+    if restoring:
+        restore_record(record, out)
+        print(f"restored {out} from {record} ({carried} epochs done)", flush=True)
+
+
+def _refuse_another_run(record: Path, out: Path) -> None:
+    """One record, one run: the record's recipe against the work folder's, whichever is
+    further along (only where they run, and their length, may differ)."""
     saved = record / "train_config.json"
     try:
         recipe = TrainConfig.from_dict(json.loads(saved.read_text()))
     except (OSError, ValueError, TypeError) as err:
         raise SystemExit(f"{saved}: cannot read the carried run's recipe ({err})") from None
-    try:  # one record, one run: checked whichever is further along
+    try:
         refuse_other_recipe(out, dataclasses.replace(recipe, out=str(out)), PLACE_FIELDS + ("epochs",))
     except SystemExit as stop:
         raise SystemExit(f"{stop} (the carried record {record} is another run: use another --out or "
                          "another --carry)") from None
-    finished = record_is_finished(record)
-    if epochs_asked is not None:
-        furthest = max(carried, done)
-        if finished and epochs_asked > carried:
-            raise SystemExit(f"{record}: the carried run finished at {carried} epochs and keeps no training "
-                             "state to go on from; train a warm restart from its last.safetensors "
-                             "(--init-weights) instead")
-        if epochs_asked < furthest or (epochs_asked == furthest and not finished):
-            raise SystemExit(f"--epochs {epochs_asked}: the run has done {furthest} epochs already")
-    if carried > done:
-        restore_record(record, out)
-        print(f"restored {out} from {record} ({carried} epochs done)", flush=True)
 
 
-def carry_after_run(out: Path, carry_dir: Path, epochs: int) -> None:
+def _refuse_epochs(asked: int, out: Path, done: int, carried: int, restoring: bool, record: Path | None) -> None:
+    """``--epochs`` on resume may lengthen a run, never cut it at or before where it is (a
+    finished record would replace the state), and may lengthen a finished run only from a
+    training state: a finished record keeps none."""
+    furthest = max(done, carried)
+    if restoring:
+        finished, has_state = record_is_finished(record), not record_is_finished(record)
+    else:
+        saved = out / "train_config.json"
+        planned = json.loads(saved.read_text()).get("epochs") if saved.is_file() else None
+        finished, has_state = planned == done, (out / STATE_FILE).is_file()
+    if asked < furthest or (asked == furthest and not finished):
+        raise SystemExit(f"--epochs {asked}: the run has done {furthest} epochs already")
+    if asked > furthest and finished and not has_state:
+        raise SystemExit(f"{record or out}: the run finished at {furthest} epochs and keeps no training state "
+                         "to go on from; train a warm restart from its last.safetensors (--init-weights) instead")
+
+
+def carry_after_run(out: Path, carry_dir: Path, epochs: int) -> bool:
     """After a ``--carry`` run, however it ended: the record follows the run folder (the
     training state while unfinished, fp16 checkpoints once finished, that is once ``last``
-    holds the final epoch). A failure is reported, never allowed to hide why training
-    stopped."""
+    holds the final epoch). Returns False when the carry failed: that is reported, never
+    allowed to hide why training stopped."""
     try:
         done = epochs_done(out)
         finished = done >= epochs and checkpoint_epoch(out / LAST_FILE) == done
@@ -233,5 +258,7 @@ def carry_after_run(out: Path, carry_dir: Path, epochs: int) -> None:
             state = "finished" if finished else "to go on with --resume --carry"
             print(f"carried {out} ({done} of {epochs} epochs, {state}) into {carry_dir}: commit that folder",
                   flush=True)
+        return True
     except (OSError, RuntimeError, ValueError) as err:
         print(f"could not carry {out} into {carry_dir}: {err}", file=sys.stderr, flush=True)
+        return False
