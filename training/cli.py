@@ -130,8 +130,8 @@ def run_train(args: argparse.Namespace) -> int:
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, list)}, indent=2))
     print(f"checkpoints in {cfg.out}: best.safetensors (by val AP50), last.safetensors")
     if trainer.stopped_early:
-        carried = f" --carry {carry_dir}" if carry_dir is not None else ""
-        print(f"not finished: go on with 'polypscope train --out {out} --resume{carried}'")
+        carry_flag = f" --carry {carry_dir}" if carry_dir is not None else ""
+        print(f"not finished: go on with 'polypscope train --out {out} --resume{carry_flag}'")
         return STOPPED_EARLY
     return 0
 

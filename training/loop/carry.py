@@ -114,8 +114,8 @@ def write_record(folder: Path, run_dir: Path, *, run_subdir: str = "", finished:
         (staged / run_subdir).mkdir(parents=True)
         for f in extra:
             shutil.copy2(f, staged / f.name)
+        skipped = (STATE_FILE,) if finished else (LAST_FILE,)
         for f in sorted(run_dir.iterdir()):
-            skipped = (STATE_FILE,) if finished else (LAST_FILE,)
             if not f.is_file() or f.name in skipped or f.suffix in SKIPPED_SUFFIXES:
                 continue
             if f.name in HALVED:
@@ -234,7 +234,8 @@ def _refuse_epochs(asked: int, out: Path, done: int, carried: int, restoring: bo
     training state: a finished record keeps none."""
     furthest = max(done, carried)
     if restoring:
-        finished, has_state = record_is_finished(record), not record_is_finished(record)
+        finished = record_is_finished(record)
+        has_state = not finished  # a record keeps the state exactly while it is unfinished
     else:
         saved = out / "train_config.json"
         planned = json.loads(saved.read_text()).get("epochs") if saved.is_file() else None

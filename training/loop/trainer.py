@@ -519,13 +519,13 @@ class Trainer:
                 self._say(f"stopped at the deadline after epoch {epoch} of {cfg.epochs}: "
                           f"go on with --resume (--out {self.out})")
                 break
-            started, clock = time.time(), time.monotonic()
+            started = time.monotonic()
             losses = self._train_epoch(epoch)
             if self._hard_negative_epoch(epoch):
                 self._mine_hard_negatives(epoch)
             if self.dist.is_main:
-                metrics = self._end_epoch(epoch, losses, time.time() - started)
-            longest = max(longest, time.monotonic() - clock)
+                metrics = self._end_epoch(epoch, losses, time.monotonic() - started)
+            longest = max(longest, time.monotonic() - started)
         if self.dist.world > 1:
             dist.barrier()
         return metrics
