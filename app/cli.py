@@ -217,6 +217,9 @@ def _add_val(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--review-sheet", metavar="PNG", help="write a contact sheet of the false alarms on polyp-free "
                                                         "frames and the missed polyps at the recall-0.90 "
                                                         "threshold here")
+    p.add_argument("--false-alarms-out", metavar="JSON",
+                   help="write every polyp-free frame's boxes (score >= 0.05) and the recall-0.90 threshold here; "
+                        "compare models with 'python -m training.evaluation.alarm_overlap'")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the AP50 interval")
     p.add_argument("--negatives", metavar="DIR", help="a folder of polyp-free frames to count false alarms on, "
                                                       "beside the crops mined from the scored images")

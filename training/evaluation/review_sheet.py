@@ -55,7 +55,7 @@ def _best_overlapping_box(result: ImageResult, g: int) -> int | None:
     return int(touching[np.argmax(result.scores[touching])]) if len(touching) else None
 
 
-def _tile(image: np.ndarray, boxes: list[tuple[np.ndarray, tuple[int, int, int], str]]) -> np.ndarray:
+def draw_tile(image: np.ndarray, boxes: list[tuple[np.ndarray, tuple[int, int, int], str]]) -> np.ndarray:
     """``image`` scaled to the tile size with ``boxes`` (xyxy in its pixels, BGR colour, label) drawn."""
     h, w = image.shape[:2]
     scale = THUMB / max(h, w)
@@ -70,12 +70,34 @@ def _tile(image: np.ndarray, boxes: list[tuple[np.ndarray, tuple[int, int, int],
     return canvas
 
 
-def _frame_pixels(sample: Sample) -> np.ndarray:
+def frame_pixels(sample: Sample) -> np.ndarray:
+    """What ``sample`` shows: its image, cut to its crop where it has one."""
     image = read_image(sample.image_path)
     if sample.crop is not None:
         x1, y1, x2, y2 = sample.crop
         image = image[y1:y2, x1:x2]
     return image
+
+
+def save_tile_grid(path: str | Path, tiles: list[np.ndarray], captions: list[str], title: str,
+                   columns: int = 6) -> None:
+    """Tiles from :func:`draw_tile` in a grid with a caption each, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = max(1, -(-len(tiles) // columns))
+    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.2, rows * 2.5 + 0.6), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for ax, tile, caption in zip(axes.ravel(), tiles, captions):
+        ax.imshow(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
+        ax.set_title(caption, fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def save_review_sheet(path: str | Path, threshold: float, negatives: list[Sample],
@@ -84,11 +106,6 @@ def save_review_sheet(path: str | Path, threshold: float, negatives: list[Sample
     """Write the sheet (PNG): false alarms on polyp-free frames (red, with scores) and
     missed polyps (green: the polyp; yellow: the best box near it, below the threshold).
     Returns how many of each there were (the sheet shows at most 24 and 12)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     t = np.float32(threshold)
     alarms = false_alarm_frames(negative_detections, threshold)
     misses = missed_polyps(results, threshold)
@@ -96,27 +113,17 @@ def save_review_sheet(path: str | Path, threshold: float, negatives: list[Sample
     for i, best in alarms[:MAX_ALARMS]:
         det = negative_detections[i]
         keep = np.asarray(det.scores, np.float32) > t
-        tiles.append(_tile(_frame_pixels(negatives[i]),
-                           [(b, (0, 0, 255), f"{s:.2f}") for b, s in zip(det.boxes[keep], det.scores[keep])]))
+        tiles.append(draw_tile(frame_pixels(negatives[i]),
+                               [(b, (0, 0, 255), f"{s:.2f}") for b, s in zip(det.boxes[keep], det.scores[keep])]))
         captions.append(f"false alarm {best:.2f}\n{negatives[i].id[:22]}")
     for i, g, near, near_score in misses[:MAX_MISSES]:
         r = results[i]
         boxes = [(r.gt_boxes[g], (0, 200, 0), "polyp")]
         if near is not None:
             boxes.append((r.pred_boxes[near], (0, 220, 255), f"{near_score:.2f}"))
-        tiles.append(_tile(_frame_pixels(samples[i]), boxes))
+        tiles.append(draw_tile(frame_pixels(samples[i]), boxes))
         captions.append(f"missed (best near {near_score:.2f})\n{samples[i].id[:22]}")
-    columns = 6
-    rows = max(1, -(-len(tiles) // columns))
-    fig, axes = plt.subplots(rows, columns, figsize=(columns * 2.2, rows * 2.5 + 0.6), squeeze=False)
-    for ax in axes.ravel():
-        ax.axis("off")
-    for ax, tile, caption in zip(axes.ravel(), tiles, captions):
-        ax.imshow(cv2.cvtColor(tile, cv2.COLOR_BGR2RGB))
-        ax.set_title(caption, fontsize=7)
-    fig.suptitle(f"{title}\nthreshold {threshold:.3f}: {len(alarms)} of {len(negatives)} polyp-free frames with a box "
-                 f"(red), {len(misses)} polyps missed (green; yellow: the best box near it)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_tile_grid(path, tiles, captions,
+                   f"{title}\nthreshold {threshold:.3f}: {len(alarms)} of {len(negatives)} polyp-free frames with a box "
+                   f"(red), {len(misses)} polyps missed (green; yellow: the best box near it)")
     return {"false_alarm_frames": len(alarms), "missed_polyps": len(misses)}

@@ -143,6 +143,12 @@ def validate(args: argparse.Namespace) -> int:
         write_json(args.json_out, metrics)
     if args.coco_out:
         write_json(args.coco_out, evaluator.coco_results())
+    if getattr(args, "false_alarms_out", None):
+        from training.evaluation.alarm_overlap import alarm_record
+
+        threshold = metrics["operating_points"]["recall_0.90"]["threshold"]
+        write_json(args.false_alarms_out, alarm_record(negative_cache.samples, evaluator.negative_detections,
+                                                       threshold, str(args.weights)))
     if getattr(args, "review_sheet", None):
         _write_review_sheet(args, metrics, evaluator, negative_cache, name)
     if args.pr_plot:
