@@ -42,7 +42,7 @@ demo: $(STAMP)
 	fi
 
 bench: $(STAMP)
-	$(BIN)/python -m engine.benchmark_report --out docs/performance.md
+	$(BIN)/python -m engine.benchmarks.report --out docs/performance.md
 
 # The baseline recipe (docs/model-card.md, docs/accuracy.md): YOLOv3-SPP, width 0.25, 320 px,
 # polyp-free crops mined from the training frames (hard negatives drawn more often),
@@ -107,7 +107,7 @@ prune-study: $(STAMP)
 		--scratch-recipe $(SCRATCH_RECIPE) --scratch-epochs $(SCRATCH_EPOCHS) --carry \
 		--jobs 1 --threads 2 --workers 1 --device $(DEVICE) --stop-after-minutes $(STUDY_MINUTES) --phase run
 	$(STUDY_REPORT)
-	$(BIN)/python -m engine.study_latency --study $(STUDY_OUT)
+	$(BIN)/python -m engine.benchmarks.study_latency --study $(STUDY_OUT)
 	$(STUDY_REPORT)
 
 # The default model (docs/pruning.md, item 4): Taylor-prune half the channels of every layer

@@ -84,7 +84,7 @@ def run_build_engine(args: argparse.Namespace) -> int:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from engine.benchmark import BenchTarget, bench_frame, format_report, run_bench
+    from engine.benchmarks.latency import BenchTarget, bench_frame, format_report, run_bench
 
     targets = [BenchTarget(Path(args.model), args.backend)]
     if args.vs:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from engine.backends.base import BackendUnavailable
-from engine.benchmark import BenchTarget, bench_frame, run_bench
+from engine.benchmarks.latency import BenchTarget, bench_frame, run_bench
 from engine.detector import Detector, open_backend
 from engine.model_info import ModelFormatError
 
@@ -92,7 +92,7 @@ def test_benchmark_report_fields(tiny_onnx, tiny_checkpoint):
 
 
 def test_performance_page_states_each_bar_from_the_right_run(tiny_onnx):
-    from engine.benchmark_report import render
+    from engine.benchmarks.report import render
 
     alone = run_bench([BenchTarget(tiny_onnx, "onnxruntime-cpu")], iterations=6, warmup=1, show_progress=False)
     pair = run_bench([BenchTarget(tiny_onnx, "onnxruntime-cpu")] * 2, iterations=6, warmup=1, show_progress=False)
@@ -117,7 +117,7 @@ sys.meta_path.insert(0, Block())
 def test_runtime_runs_without_torch(tiny_onnx):
     code = BLOCK_TORCH + f"""
 import json, numpy as np
-import engine.detector, engine.benchmark, engine.backends.onnxruntime_backend, engine.backends.trt
+import engine.detector, engine.benchmarks.latency, engine.backends.onnxruntime_backend, engine.backends.trt
 import engine.trt_engine.build, engine.precision.calibration, engine.trt_engine.engine_file, app.cli
 from engine.detector import Detector
 det = Detector({str(tiny_onnx)!r})
@@ -134,7 +134,7 @@ print(json.dumps({{"backend": det.backend_name, "n": len(dets)}}))
 
 
 def test_make_bench_keeps_the_sections_measured_elsewhere(tmp_path):
-    from engine.benchmark_report import KEEP_MARK, kept_sections
+    from engine.benchmarks.report import KEEP_MARK, kept_sections
 
     page = tmp_path / "performance.md"
     assert kept_sections(page) == ""

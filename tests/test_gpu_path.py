@@ -15,7 +15,7 @@ from .synthetic import draw_sample
 @pytest.mark.parametrize("shape", [(1024, 1280), (120, 150), (300, 200)])
 def test_torch_letterbox_from_uint8_matches_opencv(shape):
     torch = pytest.importorskip("torch")
-    from engine.gpu_preprocess import GpuLetterbox
+    from engine.benchmarks.gpu_letterbox import GpuLetterbox
 
     frame = draw_sample(np.random.default_rng(1), *shape)[0]
     cpu_tensor, cpu_box = Preprocessor(96)(frame)
@@ -46,7 +46,7 @@ def test_the_prepared_gpu_benchmark_runs_what_the_cpu_can_and_says_where_it_stop
     torch = pytest.importorskip("torch")
     if torch.cuda.is_available():
         pytest.skip("a GPU is here: the benchmark would run for minutes")
-    from engine.gpu_bench import main
+    from engine.benchmarks.gpu import main
 
     out = tmp_path / "gpu.json"
     assert main(["--onnx", str(tiny_onnx), "--weights", str(tiny_checkpoint), "--out", str(out),

@@ -162,7 +162,7 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
     assert main([*common, "--variants", "taylor-gate:0.5", "--seeds", "0", "--phase", "run"]) == 0
     assert done.stat().st_mtime_ns == stamp
     # Timed on the runtime side, then shown by the next report.
-    from engine.study_latency import measure
+    from engine.benchmarks.study_latency import measure
 
     latency = measure(tmp_path / "study", iterations=3, show_progress=False)
     assert set(latency) == {"baseline", "ratio-0.5"} and latency["ratio-0.5"]["p50"] > 0

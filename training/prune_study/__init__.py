@@ -13,7 +13,7 @@ the small network from scratch? Stages, one module each:
   t intervals;
 - :mod:`~training.prune_study.report`: the tables, the curves and the trade-off plot.
 
-Latency is measured by the runtime side (``python -m engine.study_latency``), since
+Latency is measured by the runtime side (``python -m engine.benchmarks.study_latency``), since
 training may not import the engine; the report shows it when that file exists.
 
     python -m training.prune_study --weights runs/baseline/best.safetensors \\

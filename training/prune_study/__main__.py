@@ -5,7 +5,7 @@ stops in time), ``report`` scores every variant that has trained (val; test only
 ``--score-test``) and writes the tables, curves and trade-off plot, ``all`` does both,
 ``carry`` copies unfinished runs' progress into the archive (``--carry`` does it whenever
 ``run`` stops), so that a new checkout resumes them.
-Latency comes from ``python -m engine.study_latency --study OUT`` when it has been run.
+Latency comes from ``python -m engine.benchmarks.study_latency --study OUT`` when it has been run.
 """
 
 from __future__ import annotations

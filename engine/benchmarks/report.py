@@ -21,9 +21,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from engine.atomic import atomic_write_text
-from engine.benchmark import BenchTarget, bench_frame, format_report, run_bench
+from engine.benchmarks.latency import BenchTarget, bench_frame, format_report, run_bench
 
-MODELS = Path(__file__).resolve().parent.parent / "assets" / "models"
+MODELS = Path(__file__).resolve().parents[2] / "assets" / "models"
 BARS = {"inference_p50_ms": 8.0, "total_p50_ms": 12.0, "speedup_vs_baseline": 1.7}
 
 

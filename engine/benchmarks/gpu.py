@@ -1,13 +1,13 @@
 """Every GPU measurement of the runtime path in one prepared run, results as JSON as it goes.
 
-    PYTHONPATH=. python -m engine.gpu_bench --onnx assets/models/default.onnx \\
+    PYTHONPATH=. python -m engine.benchmarks.gpu --onnx assets/models/default.onnx \\
         --weights assets/models/default.safetensors --out "$OUT/gpu-bench.json" --time-limit 420
 
 Sections, each timed on the same frame (1280x1024 and 1920x1080), per-stage medians and
 p99 in milliseconds, the GPU synchronised before every clock read:
 
 1. pre-processing: OpenCV letterbox on the CPU against the GPU letterbox from the uint8
-   frame (``engine/gpu_preprocess.py``), upload included;
+   frame (``engine/benchmarks/gpu_letterbox.py``), upload included;
 2. onnxruntime: CPU provider; CUDA provider fed numpy (host-bound, as before); CUDA with
    input and output bound on the device; the same with CUDA graphs;
 3. torch: float32, float16, float16 with a CUDA graph;
@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from engine.atomic import atomic_write_text
-from engine.benchmark import bench_frame, percentiles
+from engine.benchmarks.latency import bench_frame, percentiles
 from engine.model_info import read_onnx_info
 from engine.postprocess import postprocess
 from engine.preprocess import Preprocessor
@@ -120,7 +120,7 @@ def fix_hint(error: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.gpu_bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m engine.benchmarks.gpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--onnx", required=True, help="the exported model")
     parser.add_argument("--weights", help="its .safetensors checkpoint (torch rows; needs torch)")
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     for label, frame in frames.items():
         run.record("preprocess", f"cpu-opencv {label}", timed(lambda f=frame: cpu_pre(f), args.iterations))
     if env["cuda"]:
-        from engine.gpu_preprocess import GpuLetterbox
+        from engine.benchmarks.gpu_letterbox import GpuLetterbox
 
         gpu_pre = GpuLetterbox(info.input_size, info.letterbox_colour, "cuda")
         for label, frame in frames.items():
@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             backend = TorchBackend(args.weights, "cuda", **kw)
             run.record("torch", label, timed(lambda b=backend: b.infer_device(device_tensor), args.iterations, sync))
         if run.time_left():
-            from engine.gpu_preprocess import GpuLetterbox
+            from engine.benchmarks.gpu_letterbox import GpuLetterbox
 
             pre = GpuLetterbox(info.input_size, info.letterbox_colour, "cuda", dtype=torch.float16)
             net = TorchBackend(args.weights, "cuda", half=True, cuda_graph=True)

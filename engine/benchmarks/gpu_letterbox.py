@@ -1,4 +1,4 @@
-"""The letterbox on the GPU, from the uint8 frame: for the GPU path of ``engine.gpu_bench``.
+"""The letterbox on the GPU, from the uint8 frame: for the GPU path of ``engine.benchmarks.gpu``.
 
 On a GPU machine the CPU letterbox (3 ms for a 1280x1024 frame on two cores) costs as much
 as the network. Here the uint8 frame is uploaded as it is (a quarter of the bytes of a

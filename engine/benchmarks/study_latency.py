@@ -1,6 +1,6 @@
 """Latency of the pruning study's architectures, measured side by side on this machine.
 
-    python -m engine.study_latency --study runs/study
+    python -m engine.benchmarks.study_latency --study runs/study
 
 Reads ``study.json`` (written by ``python -m training.prune_study --phase report``), exports
 the baseline and one trained checkpoint per ratio to ONNX (under a uniform prune every
@@ -17,7 +17,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from engine.benchmark import BenchTarget, bench_frame, run_bench
+from engine.benchmarks.latency import BenchTarget, bench_frame, run_bench
 from engine.export import default_check_images, export_onnx
 
 
@@ -53,7 +53,7 @@ def measure(study_dir: Path, iterations: int = 200, show_progress: bool = True) 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m engine.study_latency", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m engine.benchmarks.study_latency", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--study", default="runs/study", help="the study's work folder (holds study.json)")
     parser.add_argument("--iterations", type=int, default=200)
