@@ -113,6 +113,10 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                    help="with probability P, paste 1-2 training polyps (cut along their masks, shrunk to "
                         "0.15-0.6 of their size) into a training frame, polyp-free ones included: small polyps "
                         "on new mucosa (default 0: off)")
+    p.add_argument("--distractors", type=_probability, metavar="P",
+                   help="with probability P, paint 1-4 air bubbles or 1-3 residue blobs into a training frame, "
+                        "clear of its polyps, as background: what every model so far fires on in polyp-free "
+                        "frames (docs/accuracy.md; default 0: off)")
     p.add_argument("--multi-scale", dest="multi_scale", type=_multi_scale_spread, metavar="SPREAD",
                    help="train each batch at a random input size between (1-SPREAD) and (1+SPREAD) times --img, "
                         "in steps of 32 (YOLOv5's --multi-scale is 0.5; default 0: off). Polyps are seen at more "

@@ -71,3 +71,25 @@ def trained_epochs(monkeypatch) -> list[int]:
         return original(self, epoch)
     monkeypatch.setattr(Trainer, "_train_epoch", counted)
     return trained
+
+
+@pytest.fixture()
+def train_configs(monkeypatch) -> list:
+    """The ``TrainConfig`` each ``polypscope train`` in the test hands to the trainer, which
+    is replaced by one that records it and trains nothing: how flags become settings,
+    without a training run."""
+    import training.cli
+
+    seen: list = []
+
+    class Recorded:
+        stopped_early = False
+
+        def __init__(self, cfg, resume, show_progress, deadline=None):
+            seen.append(cfg)
+
+        def run(self):
+            return {}
+
+    monkeypatch.setattr(training.cli, "Trainer", Recorded)
+    return seen

@@ -12,8 +12,8 @@ from training.ablations import campaign
 from training.ablations.campaign import CampaignSettings, run_campaign, status
 from training.ablations.plan import ABLATION, REFERENCE, Run, ablations
 from training.ablations.report import format_markdown, table
+from training.data.augment.zoom_out import write_zoom_out_set
 from training.data.datasets import open_dataset
-from training.data.zoom_out import write_zoom_out_set
 
 from .synthetic import write_kvasir_like
 
@@ -104,7 +104,7 @@ def test_a_campaign_recorded_before_an_augmentation_option_existed_is_continued(
     import dataclasses
 
     from training.ablations.campaign import check_settings, same_override
-    from training.data.augment import AugmentConfig
+    from training.data.augment.pipeline import AugmentConfig
 
     no_zoom = dataclasses.replace(AugmentConfig.other_scopes(), zoom_out=0.0)
     older = str(no_zoom).replace(", copy_paste=0.0, copy_paste_min=0.15, copy_paste_max=0.6", "")

@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data.augment import (
+from training.data.augment.pipeline import (
     AugmentConfig,
     Augmenter,
     Item,

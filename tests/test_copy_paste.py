@@ -4,8 +4,8 @@ and the training pipeline pastes real training polyps into polyp-free frames."""
 import numpy as np
 import pytest
 
-from training.data.augment import LETTERBOX_COLOUR, AugmentConfig, Item
-from training.data.copy_paste import CLEARANCE, Cutout, CutoutBank, copy_paste, cutouts_from, paste
+from training.data.augment.copy_paste import CLEARANCE, Cutout, CutoutBank, copy_paste, cutouts_from, paste
+from training.data.augment.pipeline import LETTERBOX_COLOUR, AugmentConfig, Item
 from training.data.datasets import open_dataset
 from training.data.loader import ImageCache, TrainDataset
 
@@ -147,22 +147,11 @@ def test_a_mask_that_cannot_be_read_gives_the_ellipse_not_a_crash(tmp_path):
     assert all(np.array_equal(a.alpha, b.alpha) for a, b in zip(cuts, ellipse, strict=True))
 
 
-def test_the_command_line_turns_it_on_inside_the_recipe(monkeypatch, tmp_path, capsys):
+def test_the_command_line_turns_it_on_inside_the_recipe(train_configs, tmp_path, capsys):
     import training.cli
     from app.cli import build_parser
 
-    seen = []
-
-    class Capture:
-        stopped_early = False
-
-        def __init__(self, cfg, resume, show_progress, deadline=None):
-            seen.append(cfg)
-
-        def run(self):
-            return {}
-
-    monkeypatch.setattr(training.cli, "Trainer", Capture)
+    seen = train_configs
     args = build_parser().parse_args(["train", "--data", "d", "--out", str(tmp_path / "r"), "--copy-paste", "0.5"])
     assert training.cli.run_train(args) == 0
     aug = seen[0].augment

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from training.data.multi_scale import rescale_batch, size_choices, size_for_step
+from training.data.augment.multi_scale import rescale_batch, size_choices, size_for_step
 from training.loop.loss import YoloLoss
 from training.loop.trainer import TrainConfig, Trainer
 

@@ -47,7 +47,7 @@ def _inputs(size: int) -> torch.Tensor:
     else:
         rng = np.random.default_rng(0)
         images = [cv2.resize(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), (300, 240)) for _ in range(2)]
-    from training.data.augment import Item, letterbox
+    from training.data.augment.pipeline import Item, letterbox
     from training.data.loader import to_tensor
 
     return torch.stack([to_tensor(letterbox(Item(im, np.zeros((0, 4), np.float32), np.zeros(0, np.int64)),

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from training.data.augment import AugmentConfig
+from training.data.augment.pipeline import AugmentConfig
 from training.data.datasets import open_dataset
 from training.data.loader import ImageCache, TrainDataset, collate
 from training.data.negatives import mined_negatives

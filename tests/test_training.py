@@ -175,25 +175,13 @@ def test_hard_negative_weights_mined_after_the_resume_point_are_not_used(tmp_pat
     assert load_weights(tmp_path, ["a", "c"], 6) is None          # other negatives
 
 
-def test_resume_says_which_flags_it_ignores(tmp_path, monkeypatch, capsys):
-    import training.cli as cli
+def test_resume_says_which_flags_it_ignores(tmp_path, train_configs, capsys):
     from app.cli import main
 
     run = tmp_path / "run"
     run.mkdir()
     (run / "train_config.json").write_text(json.dumps(TrainConfig(data="d", out=str(run), epochs=5).to_dict()))
-    used = []
-
-    class Recorded:
-        stopped_early = False
-
-        def __init__(self, cfg, resume, show_progress, deadline=None):
-            used.append(cfg)
-
-        def run(self):
-            return {}
-
-    monkeypatch.setattr(cli, "Trainer", Recorded)
+    used = train_configs
     assert main(["train", "--out", str(run), "--resume", "--epochs", "8", "--lr", "0.1", "--ema-tau", "124"]) == 0
     err = capsys.readouterr().err
     assert "ignored: --lr, --ema-tau" in err

@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from training.data.augment import Item
+from training.data.augment.pipeline import Item
+from training.data.augment.zoom_out import paste_shrunk, write_zoom_out_set, zoom_out
 from training.data.datasets import open_dataset
-from training.data.zoom_out import paste_shrunk, write_zoom_out_set, zoom_out
 
 from .synthetic import write_kvasir_like
 
@@ -86,7 +86,7 @@ def test_the_written_set_reads_back_with_the_same_boxes(tmp_path):
 def test_training_zoom_out_is_built_unlike_the_evaluation_set():
     """Training pastes with a hard edge onto a sharp tiling of four polyp-free crops; the
     evaluation set feathers its paste onto one stretched crop."""
-    from training.data.zoom_out import tiled_canvas
+    from training.data.augment.zoom_out import tiled_canvas
 
     tiles = [Item(np.full((60, 80, 3), 40 * (k + 1), np.uint8), np.zeros((0, 4), np.float32), np.zeros(0, np.int64))
              for k in range(4)]

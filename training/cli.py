@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from training.data.augment import AugmentConfig
+from training.data.augment.pipeline import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.loop.trainer import TrainConfig, Trainer
 from training.processes import exit_on_sigterm
@@ -34,7 +34,7 @@ def run_data_check(args: argparse.Namespace) -> int:
 
 
 def run_zoom_out(args: argparse.Namespace) -> int:
-    from training.data.zoom_out import write_zoom_out_set
+    from training.data.augment.zoom_out import write_zoom_out_set
 
     index = open_checked(args.data, args.split, show_progress=not args.quiet)
     require_samples(index, args.split)
@@ -95,7 +95,7 @@ def run_train(args: argparse.Namespace) -> int:
         ignored = [k for k in overrides if k not in ("out", "epochs") and not (k == "augment"
                                                                             and overrides[k] == "other-scopes")]
         ignored += ["no_mosaic"] if args.no_mosaic else []
-        ignored += ["copy_paste"] if getattr(args, "copy_paste", None) is not None else []
+        ignored += [k for k in ("copy_paste", "distractors") if getattr(args, k, None) is not None]
         if ignored:
             names = ", ".join("--" + k.replace("_", "-") for k in ignored)
             print(f"warning: --resume continues with the settings saved in {saved}; ignored: {names}",
@@ -104,8 +104,9 @@ def run_train(args: argparse.Namespace) -> int:
         augment = AugmentConfig() if getattr(args, "augment", "other-scopes") == "kvasir" else AugmentConfig.other_scopes()
         if args.no_mosaic:
             augment = dataclasses.replace(augment, mosaic=0.0)
-        if getattr(args, "copy_paste", None) is not None:  # an augmentation setting, not a TrainConfig field
-            augment = dataclasses.replace(augment, copy_paste=args.copy_paste)
+        for k in ("copy_paste", "distractors"):  # augmentation settings, not TrainConfig fields
+            if getattr(args, k, None) is not None:
+                augment = dataclasses.replace(augment, **{k: getattr(args, k)})
         overrides["augment"] = augment
         cfg = TrainConfig(**overrides)
     minutes = getattr(args, "stop_after_minutes", None)

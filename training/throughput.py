@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from models import config_for, create
-from training.data.augment import AugmentConfig, Augmenter, Item
+from training.data.augment.pipeline import AugmentConfig, Augmenter, Item
 from training.loop.loss import YoloLoss
 from training.loop.precision import cpu_has_native_bf16
 

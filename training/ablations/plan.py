@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-from training.data.augment import AugmentConfig
+from training.data.augment.pipeline import AugmentConfig
 from training.loop.trainer import TrainConfig
 
 ABLATION = "ablation"
@@ -53,6 +53,9 @@ def issue11_runs() -> list[Run]:
         Run("abl-copy-paste", "copy-paste added (p 0.5: 1-2 training polyps cut along their masks, shrunk to "
             "0.15-0.6, pasted into frames, polyp-free ones included)",
             {"augment": dataclasses.replace(other, copy_paste=0.5)}, ABLATION),
+        Run("abl-distractors", "air bubbles and residue painted clear of the polyps (p 0.5: 1-4 bubbles or "
+            "1-3 residue blobs per frame), the kinds of false alarm every model shares",
+            {"augment": dataclasses.replace(other, distractors=0.5)}, ABLATION),
         Run("abl-hard-crops", "hard-negative crops added (at each hard-negative pass, a square cut around the "
             "strongest detection clear of the polyp in each polyp frame, trained on as polyp-free)",
             {"hard_crops": 1}, ABLATION),

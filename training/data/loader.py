@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from training.data.augment import AugmentConfig, Augmenter, Item, letterbox
+from training.data.augment.pipeline import AugmentConfig, Augmenter, Item, letterbox
 from training.data.datasets import Sample
 from training.data.image_files import read_image
 from training.data.sampling import TrainKey
@@ -156,7 +156,7 @@ class TrainDataset(Dataset):
         canvas = self._canvas if self.tile_negatives else None
         self.bank = None
         if cfg.copy_paste > 0:
-            from training.data.copy_paste import CutoutBank
+            from training.data.augment.copy_paste import CutoutBank
 
             self.bank = CutoutBank(cache.__getitem__, cache.samples[:self.positives])
         self.augment = Augmenter(size, cfg, cache.__getitem__, len(cache), partners=self._partners, canvas=canvas,

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from models.decode import FIRST_CLASS_INDEX, OBJECTNESS_INDEX
-from training.data.augment import letterbox_params
+from training.data.augment.pipeline import letterbox_params
 from training.data.datasets import Sample
 from training.data.loader import EvalDataset, ImageCache, collate
 from training.evaluation.box_merge import BoxMerge, merge_boxes

@@ -45,11 +45,11 @@ from models import (
 from models.checkpoint import atomic_write_bytes, remove_stale_temporaries
 from models.darknet_weights import load_darknet_weights
 from training.data.anchors import box_sizes_at, kmeans_anchors
-from training.data.augment import AugmentConfig
+from training.data.augment.multi_scale import rescale_batch, size_choices, size_for_step
+from training.data.augment.pipeline import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.datasets import DatasetIndex, Sample
 from training.data.loader import ImageCache, TrainDataset, collate
-from training.data.multi_scale import rescale_batch, size_choices, size_for_step
 from training.data.negatives import polyp_free_frames
 from training.data.sampling import EpochPlan
 from training.evaluation.evaluate import evaluate_model

@@ -31,7 +31,7 @@ import torch
 
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from models.checkpoint import network_digest
-from training.data.augment import AugmentConfig
+from training.data.augment.pipeline import AugmentConfig
 from training.loop.recipe import CHECKPOINT_PATH_FIELDS, PLACE_FIELDS, refuse_other_recipe
 from training.loop.train_state import STATE_FILE
 from training.loop.trainer import TrainConfig, Trainer

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 from models import YOLOv3, load_checkpoint, save_checkpoint
 from models.checkpoint import atomic_write_bytes, network_digest, remove_stale_temporaries
 from models.complexity import count_flops, count_parameters
-from training.data.augment import AugmentConfig
+from training.data.augment.pipeline import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.data.loader import ImageCache, TrainDataset, collate
 from training.loop.loss import YoloLoss

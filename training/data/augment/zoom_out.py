@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from training.data.augment import Item
+from training.data.augment.pipeline import Item
 from training.data.datasets import Sample
 from training.data.image_files import read_image
 from training.data.negatives import mined_negatives, scope_view

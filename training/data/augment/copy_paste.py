@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from training.data.augment import LETTERBOX_COLOUR, MIN_BOX_SIDE, Item
+from training.data.augment.pipeline import LETTERBOX_COLOUR, MIN_BOX_SIDE, Item
 from training.data.datasets import MASK_THRESHOLD
 
 #: Placement tries per polyp before giving up (the frame may be full of boxes).
@@ -84,7 +84,7 @@ def _feathered(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.nda
     return image, cv2.GaussianBlur(alpha, (0, 0), FEATHER_SIGMA)
 
 
-def _off_frame(image: np.ndarray) -> np.ndarray:
+def off_frame(image: np.ndarray) -> np.ndarray:
     """Where ``image`` shows no mucosa: the letterbox padding (exactly its grey, as pasting
     runs before the colour steps) or the black scope border."""
     return (image == np.array(LETTERBOX_COLOUR, np.uint8)).all(axis=2) | (image.max(axis=2) < BORDER_LEVEL)
@@ -125,12 +125,12 @@ def paste(item: Item, cutout: Cutout, rng: np.random.Generator, scale: tuple[flo
     if min(inner[2] - inner[0], inner[3] - inner[1]) < MIN_PASTED_SIDE:
         return item
     footprint = opacity >= 0.5
-    off_frame = _off_frame(item.image)
+    outside = off_frame(item.image)
     for _ in range(PLACEMENT_TRIES):
         x0, y0 = int(rng.integers(0, w - pw + 1)), int(rng.integers(0, h - ph + 1))
         box = inner + np.array([x0, y0, x0, y0], np.float32)
         if (_clear_of(box, item.boxes)
-                and off_frame[y0:y0 + ph, x0:x0 + pw][footprint].mean() <= MAX_OFF_FRAME):
+                and outside[y0:y0 + ph, x0:x0 + pw][footprint].mean() <= MAX_OFF_FRAME):
             break
     else:
         return item
@@ -201,41 +201,11 @@ class CutoutBank:
             self.cutouts(i)
 
 
-def preview(data: str, out: str, size: int = 320, seed: int = 0) -> None:
-    """A contact sheet of what copy-paste makes (``docs/accuracy/copy-paste-preview.jpg``): top
-    row, polyp-free crops mined from training frames; bottom row, polyp frames; the second and
-    fourth of each row in a mosaic. Every box drawn in green, pasted or original."""
+if __name__ == "__main__":
     import dataclasses
 
-    from training.data.augment import AugmentConfig
-    from training.data.datasets import open_dataset
-    from training.data.loader import ImageCache, TrainDataset
-    from training.data.negatives import polyp_free_frames
+    from training.data.augment.pipeline import AugmentConfig
+    from training.data.augment.preview import preview_main
 
-    index = open_dataset(data, "train")
-    index.samples = [s for s in index.samples if len(s.boxes)][:60]
-    negatives = polyp_free_frames(index, None, True, show_progress=False)[0][:20]
-    cache = ImageCache(index.samples + negatives, size)
-    cfg = dataclasses.replace(AugmentConfig.other_scopes(), copy_paste=1.0)
-    dataset = TrainDataset(cache, size, cfg, seed=seed, positives=len(index.samples), negative_share=0.25)
-    tiles = []
-    for k in range(8):
-        at = len(index.samples) + k if k < 4 else k
-        item = dataset.augment(at, np.random.default_rng((seed, k)), use_mosaic=k % 2 == 1)
-        image = item.image.copy()
-        for x1, y1, x2, y2 in item.boxes.astype(int):
-            cv2.rectangle(image, (int(x1), int(y1)), (int(x2), int(y2)), (0, 255, 0), 1)
-        tiles.append(image)
-    cv2.imwrite(out, np.vstack([np.hstack(tiles[:4]), np.hstack(tiles[4:])]), [cv2.IMWRITE_JPEG_QUALITY, 85])
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description="A contact sheet of copy-paste on training frames.")
-    parser.add_argument("--data", required=True, help="dataset with a train split and masks (Kvasir-SEG)")
-    parser.add_argument("--out", required=True, help="the image to write (.jpg)")
-    parser.add_argument("--seed", type=int, default=0)
-    a = parser.parse_args()
-    preview(a.data, a.out, seed=a.seed)
-    print(f"wrote {a.out}")
+    raise SystemExit(preview_main("copy-paste", dataclasses.replace(AugmentConfig.other_scopes(), copy_paste=1.0),
+                                  prog="python -m training.data.augment.copy_paste"))

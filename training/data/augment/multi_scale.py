@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from models.config import MAX_STRIDE, MIN_INPUT_SIZE
-from training.data.augment import MIN_BOX_SIDE
+from training.data.augment.pipeline import MIN_BOX_SIDE
 
 
 def size_choices(img: int, spread: float) -> list[int]:

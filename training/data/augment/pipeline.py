@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 
 if TYPE_CHECKING:
-    from training.data.copy_paste import Cutout
+    from training.data.augment.copy_paste import Cutout
 
 LETTERBOX_COLOUR = (114, 114, 114)
 MIN_BOX_SIDE = 2.0
@@ -61,6 +61,7 @@ class AugmentConfig:
     copy_paste: float = 0.0     # probability of pasting 1-2 training polyps, shrunk, into the frame
     copy_paste_min: float = 0.15  # the pasted polyp's size as a share of its own, drawn from [min, max]
     copy_paste_max: float = 0.6
+    distractors: float = 0.0    # probability of painting air bubbles or residue clear of the polyps
 
     @classmethod
     def other_scopes(cls) -> AugmentConfig:
@@ -261,7 +262,7 @@ def scope_border(item: Item, rng: np.random.Generator) -> Item:
 
 class Augmenter:
     """The training-time pipeline: (zoom-out | mosaic -> affine | letterbox -> affine) ->
-    copy-paste -> HSV -> colour cast -> blur -> glare -> scope border -> flips -> turns.
+    copy-paste -> distractors -> HSV -> colour cast -> blur -> glare -> scope border -> flips -> turns.
     Zoom-out needs a ``canvas`` (polyp-free items) and applies only to items with a polyp;
     copy-paste needs ``cutouts`` (training polyps) and applies to any item.
 
@@ -285,8 +286,9 @@ class Augmenter:
         self.cutouts = cutouts
 
     def __call__(self, index: int, rng: np.random.Generator, use_mosaic: bool = True) -> Item:
-        from training.data.copy_paste import copy_paste
-        from training.data.zoom_out import tiled_canvas, zoom_out
+        from training.data.augment.copy_paste import copy_paste
+        from training.data.augment.distractors import add_distractors
+        from training.data.augment.zoom_out import tiled_canvas, zoom_out
 
         cfg = self.cfg
         item = self.load(index)
@@ -301,6 +303,8 @@ class Augmenter:
             item = random_affine(letterbox(item, self.size), self.size, rng, cfg)
         if self.cutouts is not None and cfg.copy_paste and rng.random() < cfg.copy_paste:
             item = copy_paste(item, self.cutouts, rng, (cfg.copy_paste_min, cfg.copy_paste_max))
+        if cfg.distractors and rng.random() < cfg.distractors:
+            item = add_distractors(item, rng)
         item = hsv_jitter(item, rng, cfg)
         if cfg.white_balance or cfg.gamma:
             item = colour_cast(item, rng, cfg)
