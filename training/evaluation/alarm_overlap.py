@@ -11,14 +11,17 @@ one model's list (:func:`alarm_record`); this module's command lines several up:
 
 Each list is judged at its own recall-0.90 threshold, the operating point ``val`` reports,
 so models with different score scales compare fairly. Frames are matched by sample id,
-which names the source image and, for a mined crop, the crop: the lists must come from
-the same split mined with the same settings (the command refuses lists that differ).
+source image and crop: the lists must come from the same split mined with the same
+settings (the command refuses lists that differ, and a model listed twice). For two lists
+it also gives the paired comparison an A/B decision needs: the frames only one of them
+fires on, and a one-sided exact McNemar test over them.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import Counter
 from pathlib import Path
@@ -29,73 +32,119 @@ import numpy as np
 from training.data.datasets import Sample
 from training.evaluation.evaluate import ImageDetections
 
-#: Boxes scoring below this are left out of a list: no operating point goes this low, and
-#: without a floor a frame lists hundreds of near-zero candidates.
+#: Boxes scoring below this are left out of a list (unless the model's threshold is lower
+#: still): without a floor a frame lists hundreds of near-zero candidates.
 LIST_FLOOR = 0.05
 
 
-def alarm_record(negatives: list[Sample], detections: list[ImageDetections], threshold: float,
-                 label: str, floor: float = LIST_FLOOR) -> dict[str, Any]:
+def alarm_record(negatives: list[Sample], detections: list[ImageDetections], point: dict[str, Any],
+                 label: str, scored_as: dict[str, Any], floor: float = LIST_FLOOR) -> dict[str, Any]:
     """One model's boxes on every polyp-free frame, in the frame's pixels (a crop's own
-    pixels for a mined crop), with the threshold they are judged at. ``max_score`` is the
-    frame's best score even when it is under ``floor`` (0.0 for a frame with no box)."""
+    pixels for a mined crop), with the recall-0.90 operating ``point`` they are judged at
+    and how they were scored (``scored_as``: data, split, input size, box merging). Scores
+    are stored exactly (float32, as ``val`` compares them). ``max_score`` is the frame's
+    best score even when it is under the floor (0.0 for a frame with no box)."""
     if len(negatives) != len(detections):
         raise ValueError(f"{len(negatives)} polyp-free frames but {len(detections)} detection lists")
+    threshold = float(point["threshold"])
+    floor = min(floor, threshold)  # never hide a box that counts as a false alarm
     frames = []
     for sample, det in zip(negatives, detections, strict=True):
         scores = np.asarray(det.scores, np.float32)
-        keep = scores >= floor
+        keep = scores >= np.float32(floor)
         frames.append({"id": sample.id, "image": str(sample.image_path),
                        "crop": list(sample.crop) if sample.crop is not None else None,
                        "max_score": float(scores.max()) if len(scores) else 0.0,
-                       "boxes": [[*(round(float(v), 1) for v in box), round(float(s), 4)]
+                       "boxes": [[*(round(float(v), 1) for v in box), float(s)]
                                  for box, s in zip(np.asarray(det.boxes)[keep], scores[keep])]})
-    return {"model": label, "threshold": float(threshold), "floor": floor, "frames": frames}
+    return {"model": label, "threshold": threshold, "reached": bool(point["reached"]), "floor": floor,
+            "scored_as": scored_as, "frames": frames}
 
 
 def firing_frames(record: dict[str, Any]) -> set[str]:
-    """Ids of the frames with a box scoring above the record's threshold (strictly, as
-    ``val`` counts a false alarm)."""
+    """Ids of the frames with a box scoring above the record's threshold (strictly, in
+    float32, as ``val`` counts a false alarm)."""
     t = np.float32(record["threshold"])
     return {f["id"] for f in record["frames"] if np.float32(f["max_score"]) > t}
 
 
+def _frame_key(frame: dict[str, Any]) -> tuple:
+    """What makes two lists' frames the same frame: the sample id, the image's file name and
+    the crop (mined ids name only the image, so crops mined differently differ here)."""
+    return frame["id"], Path(frame["image"]).name, tuple(frame["crop"]) if frame["crop"] else None
+
+
+def mcnemar_fewer(only_first: int, only_second: int) -> float:
+    """One-sided exact McNemar p-value that the second model fires on fewer frames than the
+    first: the chance of ``only_second`` or fewer of the discordant frames falling to the
+    second if each were a fair coin."""
+    n = only_first + only_second
+    return sum(math.comb(n, k) for k in range(only_second + 1)) / 2 ** n if n else 1.0
+
+
 def overlap(records: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per frame, which models fire on it; and how many frames k of the n models share."""
+    """Per frame, which models fire on it; how many frames k of the n models share; and, for
+    two lists, the paired comparison of the frames on which only one fires."""
     if not records:
         raise ValueError("no false-alarm lists to compare")
-    ids = [f["id"] for f in records[0]["frames"]]
+    labels = [r["model"] for r in records]
+    if len(set(labels)) != len(labels):
+        raise ValueError(f"{sorted({m for m in labels if labels.count(m) > 1})[0]} is listed twice: "
+                         "give each list once")
+    first = records[0]
+    keys = sorted(_frame_key(f) for f in first["frames"])
     for r in records[1:]:
-        if sorted(f["id"] for f in r["frames"]) != sorted(ids):
-            raise ValueError(f"{r['model']} and {records[0]['model']} list different polyp-free frames: "
+        if sorted(_frame_key(f) for f in r["frames"]) != keys:
+            raise ValueError(f"{r['model']} and {first['model']} list different polyp-free frames: "
                              "score the same split with the same mining settings")
+        split = (r.get("scored_as") or {}).get("split"), (first.get("scored_as") or {}).get("split")
+        if split[0] != split[1]:
+            raise ValueError(f"{r['model']} was scored on split {split[0]!r}, {first['model']} on {split[1]!r}")
+    ids = [f["id"] for f in first["frames"]]
     fired = [firing_frames(r) for r in records]
     scores = [{f["id"]: f["max_score"] for f in r["frames"]} for r in records]
     rows = []
     for frame_id in ids:
-        models = [r["model"] for r, hits in zip(records, fired) if frame_id in hits]
-        if models:
-            rows.append({"id": frame_id, "models": models,
-                         "scores": {r["model"]: round(s[frame_id], 3) for r, s in zip(records, scores)}})
+        firing = [i for i, hits in enumerate(fired) if frame_id in hits]
+        if firing:
+            rows.append({"id": frame_id, "models": [labels[i] for i in firing], "model_numbers": [i + 1 for i in firing],
+                         "scores": [round(s[frame_id], 3) for s in scores]})
     rows.sort(key=lambda row: (-len(row["models"]), row["id"]))
     shared = Counter(len(row["models"]) for row in rows)
-    return {"frames": len(ids), "models": [r["model"] for r in records],
-            "firing_per_model": {r["model"]: len(hits) for r, hits in zip(records, fired)},
-            "frames_by_models_firing": {k: shared.get(k, 0) for k in range(1, len(records) + 1)},
-            "rows": rows}
+    result = {"frames": len(ids), "models": labels,
+              "scored_as": [r.get("scored_as") for r in records],
+              "reached": [r.get("reached", True) for r in records],
+              "firing_per_model": [len(hits) for hits in fired],
+              "frames_by_models_firing": {k: shared.get(k, 0) for k in range(1, len(records) + 1)},
+              "rows": rows}
+    if len(records) == 2:
+        only_first, only_second = len(fired[0] - fired[1]), len(fired[1] - fired[0])
+        result["paired"] = {"only_first": only_first, "only_second": only_second, "both": len(fired[0] & fired[1]),
+                            "p_second_fires_on_fewer": mcnemar_fewer(only_first, only_second)}
+    return result
 
 
 def format_markdown(result: dict[str, Any]) -> str:
+    """The comparison as three tables (per model; frames by how many models fire; per
+    frame), and for two lists the paired comparison."""
     n = len(result["models"])
     lines = [f"{result['frames']} polyp-free frames, {n} models, each at its own recall-0.90 threshold.", "",
-             "| # | model | frames it fires on |", "|---|---|---|"]
-    lines += [f"| {i} | {m} | {c} |" for i, (m, c) in enumerate(result["firing_per_model"].items(), 1)]
+             "| # | model | scored at | frames it fires on |", "|---|---|---|---|"]
+    for i, (m, how, reached, c) in enumerate(zip(result["models"], result["scored_as"], result["reached"],
+                                                 result["firing_per_model"]), 1):
+        at = f"{how['input_size']} px, merge {how['box_merge_iou'] or 'off'}" if how else "–"
+        lines.append(f"| {i} | {m} | {at} | {c}{'' if reached else ' (recall 0.90 not reached)'} |")
     lines += ["", "| models firing | frames |", "|---|---|"]
     lines += [f"| {k} of {n} | {c} |" for k, c in sorted(result["frames_by_models_firing"].items(), reverse=True)]
     lines += ["", f"| frame | models firing | best score of model 1 .. {n} |", "|---|---|---|"]
     for row in result["rows"]:
-        best = ", ".join(f"{s:.2f}" for s in row["scores"].values())
+        best = ", ".join(f"{s:.2f}" for s in row["scores"])
         lines.append(f"| {row['id']} | {len(row['models'])} | {best} |")
+    if "paired" in result:
+        p = result["paired"]
+        lines += ["", f"Paired over the same frames: {p['only_first']} fire only for model 1, {p['only_second']} "
+                      f"only for model 2, {p['both']} for both; one-sided exact McNemar p that model 2 fires on "
+                      f"fewer frames: {p['p_second_fires_on_fewer']:.3f}."]
     return "\n".join(lines) + "\n"
 
 
@@ -125,10 +174,15 @@ def save_overlap_sheet(path: str | Path, records: list[dict[str, Any]], result: 
 
 
 def _read(path: Path) -> dict[str, Any]:
+    """A list as written by ``val --false-alarms-out``, or a one-line error naming the file."""
     try:
         record = json.loads(path.read_text())
-        record["threshold"], record["frames"]  # noqa: B018 - the fields every list has
-    except (OSError, ValueError, KeyError, TypeError) as e:
+        if not isinstance(record.get("model"), str) or not isinstance(record.get("frames"), list):
+            raise ValueError("no model name or frame list")
+        float(record["threshold"])
+        for frame in record["frames"]:
+            str(frame["id"]), str(frame["image"]), float(frame["max_score"]), list(frame["boxes"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
         raise SystemExit(f"{path}: not a false-alarm list written by 'polypscope val --false-alarms-out' ({e})") from None
     return record
 

@@ -146,9 +146,10 @@ def validate(args: argparse.Namespace) -> int:
     if getattr(args, "false_alarms_out", None):
         from training.evaluation.alarm_overlap import alarm_record
 
-        threshold = metrics["operating_points"]["recall_0.90"]["threshold"]
+        scored_as = {k: metrics[k] for k in ("data", "split", "input_size", "box_merge_iou")}
         write_json(args.false_alarms_out, alarm_record(negative_cache.samples, evaluator.negative_detections,
-                                                       threshold, str(args.weights)))
+                                                       metrics["operating_points"]["recall_0.90"],
+                                                       str(args.weights), scored_as))
     if getattr(args, "review_sheet", None):
         _write_review_sheet(args, metrics, evaluator, negative_cache, name)
     if args.pr_plot:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from training.data.augment.pipeline import LETTERBOX_COLOUR, MIN_BOX_SIDE, Item
+from training.data.augment.pipeline import MIN_BOX_SIDE, Item, off_frame
 from training.data.datasets import MASK_THRESHOLD
 
 #: Placement tries per polyp before giving up (the frame may be full of boxes).
@@ -36,8 +36,6 @@ MAX_OFF_FRAME = 0.1
 #: within 4x of it, and the smallest fitted anchor is about 28 px, so a smaller polyp would
 #: be taught as background (the zoom-out set's smallest polyp is 9 px).
 MIN_PASTED_SIDE = 8
-#: Pixels darker than this (every channel) count as scope border.
-BORDER_LEVEL = 25
 
 
 @dataclass(frozen=True)
@@ -82,12 +80,6 @@ def _feathered(image: np.ndarray, alpha: np.ndarray) -> tuple[np.ndarray, np.nda
     image = cv2.copyMakeBorder(image, m, m, m, m, cv2.BORDER_REPLICATE)
     alpha = cv2.copyMakeBorder(alpha, m, m, m, m, cv2.BORDER_CONSTANT, value=0.0)
     return image, cv2.GaussianBlur(alpha, (0, 0), FEATHER_SIGMA)
-
-
-def off_frame(image: np.ndarray) -> np.ndarray:
-    """Where ``image`` shows no mucosa: the letterbox padding (exactly its grey, as pasting
-    runs before the colour steps) or the black scope border."""
-    return (image == np.array(LETTERBOX_COLOUR, np.uint8)).all(axis=2) | (image.max(axis=2) < BORDER_LEVEL)
 
 
 def _clear_of(box: np.ndarray, boxes: np.ndarray) -> bool:

@@ -43,6 +43,12 @@ TRIES = 12
 MIN_IN_VIEW = 0.9
 
 
+def _check_inside(image: np.ndarray, cx: int, cy: int, r: int) -> None:
+    h, w = image.shape[:2]
+    if cx - r < 0 or cy - r < 0 or cx + r >= w or cy + r >= h:  # a negative slice start would wrap
+        raise ValueError(f"a square of half-side {r} at ({cx}, {cy}) leaves the {w}x{h} frame")
+
+
 def _patch_grid(r: int) -> tuple[np.ndarray, np.ndarray]:
     """Offsets from the patch centre, ``[2r+1, 2r+1]`` each."""
     ys, xs = np.mgrid[-r:r + 1, -r:r + 1].astype(np.float32)
@@ -53,6 +59,7 @@ def paint_bubble(image: np.ndarray, cx: int, cy: int, radius: int, rng: np.rando
     """Paint an air bubble of ``radius`` pixels centred at (cx, cy), in place. The caller
     keeps the disc (plus two pixels) inside the image."""
     r = radius + 2
+    _check_inside(image, cx, cy, r)
     patch = image[cy - r:cy + r + 1, cx - r:cx + r + 1].astype(np.float32)
     xs, ys = _patch_grid(r)
     d = np.sqrt(xs ** 2 + ys ** 2)
@@ -76,13 +83,14 @@ def paint_bubble(image: np.ndarray, cx: int, cy: int, radius: int, rng: np.rando
     out = patch * (1 - inside) + lensed * inside
     highlight = np.clip(rim + spot, 0.0, 1.0)[:, :, None] * inside
     out = out * (1 - highlight) + 255.0 * highlight
-    image[cy - r:cy + r + 1, cx - r:cx + r + 1] = np.clip(out, 0, 255).astype(np.uint8)
+    image[cy - r:cy + r + 1, cx - r:cx + r + 1] = np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
 def paint_residue(image: np.ndarray, cx: int, cy: int, size: int, rng: np.random.Generator) -> None:
     """Paint an irregular residue blob of half-size ``size`` pixels at (cx, cy), in place.
     The caller keeps the square of half-side ``size`` inside the image."""
     r = size
+    _check_inside(image, cx, cy, r)
     xs, ys = _patch_grid(r)
     stretch = float(rng.uniform(0.6, 1.0))
     turn = float(rng.uniform(0, np.pi))
@@ -92,8 +100,10 @@ def paint_residue(image: np.ndarray, cx: int, cy: int, size: int, rng: np.random
     noise = (noise - noise.mean()) / (noise.std() + 1e-6)
     shape = 1.0 - (u ** 2 + v ** 2) + 0.35 * noise
     alpha = cv2.GaussianBlur((shape > 0).astype(np.float32), (0, 0), max(0.7, r / 12))
-    # Keep the blob inside its square, so the painted pixels stay where the caller placed them.
-    alpha *= np.clip(r - np.maximum(np.abs(xs), np.abs(ys)), 0.0, 1.0)
+    # Keep the blob inside the circle its square holds, fading over its outer sixth: the
+    # painted pixels stay where the caller placed them, with no straight edge a network
+    # could learn as the mark of a painted blob.
+    alpha *= np.clip((r - np.sqrt(xs ** 2 + ys ** 2)) / max(1.0, r / 6), 0.0, 1.0)
     alpha *= float(rng.uniform(0.75, 0.95))
     hue = rng.uniform(12, 32)
     hsv = np.full(xs.shape + (3,), (hue, rng.uniform(110, 220), rng.uniform(100, 215)), np.float32)
@@ -109,10 +119,11 @@ def paint_residue(image: np.ndarray, cx: int, cy: int, size: int, rng: np.random
         colour = colour * (1 - speck) + 255.0 * speck
     patch = image[cy - r:cy + r + 1, cx - r:cx + r + 1].astype(np.float32)
     a = alpha[:, :, None]
-    image[cy - r:cy + r + 1, cx - r:cx + r + 1] = np.clip(patch * (1 - a) + colour * a, 0, 255).astype(np.uint8)
+    blended = np.rint(patch * (1 - a) + colour * a)
+    image[cy - r:cy + r + 1, cx - r:cx + r + 1] = np.clip(blended, 0, 255).astype(np.uint8)
 
 
-def _clear_of(boxes: np.ndarray, x1: int, y1: int, x2: int, y2: int) -> bool:
+def _apart_from_boxes(boxes: np.ndarray, x1: int, y1: int, x2: int, y2: int) -> bool:
     """Whether the square [x1, x2) x [y1, y2) keeps :data:`MARGIN` pixels from every box."""
     if len(boxes) == 0:
         return True
@@ -123,9 +134,10 @@ def _clear_of(boxes: np.ndarray, x1: int, y1: int, x2: int, y2: int) -> bool:
 
 def add_distractors(item: Item, rng: np.random.Generator) -> Item:
     """``item`` with one to four bubbles (a cluster: each near the last) or one to three
-    residue blobs painted clear of its polyp boxes and inside the scope's view. Boxes,
-    labels and mask are unchanged; a distractor with no such place in :data:`TRIES` tries
-    is left out."""
+    residue blobs painted clear of its polyp boxes, off its polyp mask (a polyp whose box
+    an earlier step dropped, too little of it in view, is still no place for one) and
+    inside the scope's view. Boxes, labels and mask are unchanged; a distractor with no
+    such place in :data:`TRIES` tries is left out."""
     h, w = item.image.shape[:2]
     short = min(h, w)
     image = item.image.copy()
@@ -150,7 +162,8 @@ def add_distractors(item: Item, rng: np.random.Generator) -> Item:
                 cx, cy = int(rng.integers(extent, w - extent)), int(rng.integers(extent, h - extent))
             square = (cx - extent, cy - extent, cx + extent + 1, cy + extent + 1)
             x1, y1, x2, y2 = square
-            if _clear_of(item.boxes, *square) and outside[y1:y2, x1:x2].mean() <= 1 - MIN_IN_VIEW:
+            if (_apart_from_boxes(item.boxes, *square) and outside[y1:y2, x1:x2].mean() <= 1 - MIN_IN_VIEW
+                    and (item.mask is None or not item.mask[y1:y2, x1:x2].any())):
                 (paint_bubble if bubbles else paint_residue)(image, cx, cy, half, rng)
                 last = (cx, cy)
                 break

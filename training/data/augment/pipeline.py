@@ -20,6 +20,8 @@ if TYPE_CHECKING:
     from training.data.augment.copy_paste import Cutout
 
 LETTERBOX_COLOUR = (114, 114, 114)
+#: Pixels darker than this (every channel) count as the scope's black border.
+BORDER_LEVEL = 25
 MIN_BOX_SIDE = 2.0
 MIN_VISIBLE_FRACTION = 0.25
 
@@ -68,6 +70,13 @@ class AugmentConfig:
         """The recipe for frames from other centres (issue 11): zoom-out, colour, blur,
         glare and border augmentation on top of the defaults."""
         return cls(zoom_out=0.3, white_balance=0.1, gamma=0.25, blur=0.2, glare=0.2, border=0.3)
+
+
+def off_frame(image: np.ndarray) -> np.ndarray:
+    """Boolean ``[H, W]``: where ``image`` shows no mucosa, the letterbox padding (exactly its
+    grey: steps that paint into a frame, copy-paste and distractors, run before the colour
+    steps) or the black scope border. What is pasted or painted must lie on the mucosa."""
+    return (image == np.array(LETTERBOX_COLOUR, np.uint8)).all(axis=2) | (image.max(axis=2) < BORDER_LEVEL)
 
 
 def letterbox_params(h: int, w: int, size: int) -> tuple[float, int, int]:
