@@ -12,8 +12,8 @@ from training.ablations import campaign
 from training.ablations.campaign import CampaignSettings, run_campaign, status
 from training.ablations.plan import ABLATION, REFERENCE, Run, ablations
 from training.ablations.report import format_markdown, table
-from training.data.augment.zoom_out import write_zoom_out_set
 from training.data.datasets import open_dataset
+from training.evaluation.zoom_out_set import write_zoom_out_set
 
 from .synthetic import write_kvasir_like
 

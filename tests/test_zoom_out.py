@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from training.data.augment.pipeline import Item
-from training.data.augment.zoom_out import paste_shrunk, write_zoom_out_set, zoom_out
+from training.data.augment.zoom_out import paste_shrunk, zoom_out
 from training.data.datasets import open_dataset
+from training.evaluation.zoom_out_set import write_zoom_out_set
 
 from .synthetic import write_kvasir_like
 

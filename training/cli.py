@@ -34,7 +34,7 @@ def run_data_check(args: argparse.Namespace) -> int:
 
 
 def run_zoom_out(args: argparse.Namespace) -> int:
-    from training.data.augment.zoom_out import write_zoom_out_set
+    from training.evaluation.zoom_out_set import write_zoom_out_set
 
     index = open_checked(args.data, args.split, show_progress=not args.quiet)
     require_samples(index, args.split)

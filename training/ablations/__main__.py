@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     from training.processes import exit_on_sigterm
 
     exit_on_sigterm()  # a kill of this process stops its runs too
-    from training.data.augment.zoom_out import ensure_zoom_out_set
+    from training.evaluation.zoom_out_set import ensure_zoom_out_set
 
     zoom = ensure_zoom_out_set(Path(args.data), Path(args.zoom))
     settings = CampaignSettings(Path(args.data), Path(args.out), zoom, args.epochs, args.threads, args.workers,

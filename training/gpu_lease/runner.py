@@ -30,8 +30,8 @@ from pathlib import Path
 from models import load_checkpoint, save_checkpoint
 from training.ablations.job import DONE_FILE, ZOOM_FILE, start_job
 from training.ablations.plan import Run, config_for, recipe
-from training.data.augment.zoom_out import ensure_zoom_out_set
 from training.evaluation.evaluate import write_json
+from training.evaluation.zoom_out_set import ensure_zoom_out_set
 from training.gpu_lease.plan import PROVISIONAL_EPOCHS, fit_epochs
 from training.loop.run_log import read_rows
 from training.processes import stop_groups
