@@ -102,3 +102,17 @@ def test_training_zoom_out_is_built_unlike_the_evaluation_set():
     edge = (slice(30, 130), 20)
     assert np.array_equal(hard.image[edge], np.broadcast_to(np.array([60, 70, 160], np.uint8), (100, 3)))
     assert not np.array_equal(soft.image[edge], hard.image[edge])
+
+
+def test_the_command_writes_a_set_val_can_score(tmp_path, capsys):
+    from app.cli import main
+
+    from .synthetic import write_kvasir_like
+
+    data = write_kvasir_like(tmp_path / "kv", n=12)
+    assert main(["data", "zoom-out", "--data", str(data), "--split", "val", "--out", str(tmp_path / "z"),
+                 "--quiet"]) == 0
+    assert "score it with: polypscope val" in capsys.readouterr().out
+    manifest = json.loads((tmp_path / "z" / "zoom_out.json").read_text())
+    labels = sorted(p.stem for p in (tmp_path / "z" / "labels").iterdir())
+    assert labels == sorted(manifest["images"]) and len(labels) > 0
