@@ -126,7 +126,7 @@ def test_default_is_the_best_mean_val_pruned_cell_never_scratch_never_test():
 
 
 @pytest.mark.slow
-def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
+def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys, monkeypatch):
     data = write_kvasir_like(tmp_path / "kv", n=12)
     from training.loop.trainer import TrainConfig, Trainer
 
@@ -170,6 +170,18 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys):
                  "--phase", "report", "--score-test"]) == 0
     table = (tmp_path / "docs" / "pruning_table.md").read_text()
     assert "inference p50 ms" in table and "test AP50" in table
+    # Latency measured after test was scored: redrawn from the record, scoring nothing.
+    import training.prune_study.__main__ as study_main
+
+    (tmp_path / "study" / "latency.json").write_text(json.dumps(
+        {k: {**v, "p50": 12.34} for k, v in latency.items()}))
+    with monkeypatch.context() as m:
+        for name in ("score_variant", "evaluate"):
+            m.setattr(study_main, name, lambda *a, **k: pytest.fail("redraw must not score"))
+        assert main([*common, "--phase", "redraw"]) == 0
+    redrawn = (tmp_path / "docs" / "pruning_table.md").read_text()
+    assert "12.34" in redrawn and "test AP50" in redrawn and "12.34" not in table
+    assert json.loads((tmp_path / "docs" / "study.json").read_text())["latency"]["baseline"]["p50"] == 12.34
     # A deadline stops a long run as a process group, leaves it unfinished and resumable.
     settings = StudySettings(base, data, tmp_path / "study", finetune_epochs=500, workers=1, threads=1)
     long = Variant("random", 0.5, seed=7)

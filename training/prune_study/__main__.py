@@ -97,16 +97,43 @@ def report(settings: StudySettings, variants: list[Variant], docs: Path, score_t
         for folder in _study_folders(settings):
             (folder / TEST_MARK).write_text(json.dumps({"scored_at": time.strftime("%Y-%m-%d %H:%M:%S"),
                                                         "variants": len(results)}))
-    text = (progress_note(len(variants), waiting, not_started) + cells_table(baseline, cells, latency)
-            + "\nDifferences, paired by seed (same data order) where both cells have two or more seeds in common, "
-              "else unpaired:\n\n" + comparisons_table(comparisons))
-    (docs / "pruning_table.md").write_text(text)
-    plot_curves(docs / "pruning_curves.png", results)
-    plot_tradeoff(docs / "pruning_tradeoff.png", {**baseline, "val": baseline["val"]}, cells)
-    print(text)
+    render(study, docs, len(variants))
     pruned_unfinished = pruned_among(v.name for v in unfinished)
     chosen_text = f"none yet ({len(pruned_unfinished)} pruned runs unfinished)" if pruned_unfinished else study["default"]
     print(f"default by the rule ({study['selection']}): {chosen_text}")
+    return study
+
+
+def render(study: dict[str, Any], docs: Path, planned: int) -> None:
+    """The table (``pruning_table.md``) and the two plots of a study record, into ``docs``."""
+    text = (progress_note(planned, study["in_progress"], study["not_started"])
+            + cells_table(study["baseline"], study["cells"], study["latency"])
+            + "\nDifferences, paired by seed (same data order) where both cells have two or more seeds in common, "
+              "else unpaired:\n\n" + comparisons_table(study["comparisons"]))
+    (docs / "pruning_table.md").write_text(text)
+    plot_curves(docs / "pruning_curves.png", study["variants"])
+    plot_tradeoff(docs / "pruning_tradeoff.png", study["baseline"], study["cells"])
+    print(text)
+
+
+def redraw(settings: StudySettings, docs: Path) -> dict[str, Any]:
+    """The table and plots again from the committed record (``docs/study.json``), with the
+    latency measured since (``--out/latency.json``, by ``engine.benchmarks.study_latency``).
+    Scores nothing: once test has been scored for the final table, a report would have to
+    score it again or print the table without it, and the figures already recorded are the
+    ones the docs quote."""
+    record = docs / "study.json"
+    if not record.is_file():
+        raise SystemExit(f"{record}: no study record to redraw; run --phase report first")
+    study = json.loads(record.read_text())
+    latency_file = settings.out / "latency.json"
+    if not latency_file.is_file():
+        raise SystemExit(f"{latency_file}: no latency measured; run python -m engine.benchmarks.study_latency "
+                         f"--study {settings.out} first (on an idle machine)")
+    study["latency"] = json.loads(latency_file.read_text())
+    record.write_text(json.dumps(study, indent=2))
+    planned = len(study["variants"]) + len(study["in_progress"]) + len(study["not_started"])
+    render(study, docs, planned)
     return study
 
 
@@ -116,9 +143,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--weights", required=True, help="the trained (unpruned) baseline checkpoint")
     parser.add_argument("--data", help="dataset folder with train/val(/test) splits (default: Kvasir-SEG if found)")
     parser.add_argument("--out", default="runs/study", help="work folder, one sub-folder per variant and seed")
-    parser.add_argument("--phase", choices=["run", "report", "all", "carry"], default="all",
-                        help="run, report, all (both; the default), or carry: copy the unfinished runs' progress "
-                             "into --archive now (see --carry)")
+    parser.add_argument("--phase", choices=["run", "report", "all", "carry", "redraw"], default="all",
+                        help="run, report, all (both; the default), carry: copy the unfinished runs' progress "
+                             "into --archive now (see --carry), or redraw: the table and plots again from the "
+                             "record in --docs with the latency measured since, scoring nothing")
     parser.add_argument("--grid", choices=sorted(GRIDS), default="reduced",
                         help="reduced (default: taylor, taylor-gate, random and scratch at 0.5) or full "
                              "(5 criteria x 3 ratios + scratch at each)")
@@ -177,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     settings.out.mkdir(parents=True, exist_ok=True)
     for folder in _study_folders(settings):  # the archive keeps the record when the work folder is lost
         check_baseline(folder, settings.weights)
+    if args.phase == "redraw":
+        redraw(settings, Path(args.docs))
+        return 0
     if args.phase == "carry":
         from training.prune_study.carry import carry_unfinished
 
