@@ -208,6 +208,33 @@ def test_study_runs_resumes_stops_at_its_deadline_and_reports(tmp_path, capsys, 
         main([*common, "--variants", "taylor-gate:0.5", "--seeds", "0", "--phase", "report", "--score-test"])
 
 
+def test_redraw_needs_a_record_and_a_latency_and_draws_from_them(tmp_path, capsys):
+    from training.prune_study.__main__ import redraw
+
+    settings = StudySettings(tmp_path / "base.safetensors", tmp_path, tmp_path / "study")
+    settings.out.mkdir()
+    docs = tmp_path / "docs"
+    with pytest.raises(SystemExit, match="no study record to redraw"):
+        redraw(settings, docs)
+    docs.mkdir()
+    from tests.conftest import REPO
+
+    record = json.loads((REPO / "docs" / "pruning-study" / "study60" / "study.json").read_text())  # the real one
+    assert record["test_scored"] and record["latency"] is None
+    (docs / "study.json").write_text(json.dumps(record))
+    with pytest.raises(SystemExit, match="no latency measured"):
+        redraw(settings, docs)
+    (settings.out / "latency.json").write_text(json.dumps({"baseline": {"p50": 7.77, "p99": 9.0},
+                                                           "ratio-0.5": {"p50": 3.33, "p99": 4.0}}))
+    redraw(settings, docs)
+    table = (docs / "pruning_table.md").read_text()
+    assert "inference p50 ms" in table and "3.33" in table and "7.77" in table
+    assert "test AP50" in table  # the recorded test figures stay
+    assert (docs / "pruning_tradeoff.png").stat().st_size > 500 and (docs / "pruning_curves.png").is_file()
+    for folder in (settings.out, docs):
+        assert json.loads((folder / "study.json").read_text())["latency"]["ratio-0.5"]["p50"] == 3.33
+
+
 def _processes_mentioning(text: str) -> list[int]:
     from pathlib import Path
 

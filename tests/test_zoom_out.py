@@ -104,7 +104,7 @@ def test_training_zoom_out_is_built_unlike_the_evaluation_set():
     assert not np.array_equal(soft.image[edge], hard.image[edge])
 
 
-def test_the_command_writes_a_set_val_can_score(tmp_path, capsys):
+def test_the_command_writes_a_set_that_records_where_its_frames_came_from(tmp_path, capsys):
     from app.cli import main
 
     from .synthetic import write_kvasir_like
@@ -116,3 +116,4 @@ def test_the_command_writes_a_set_val_can_score(tmp_path, capsys):
     manifest = json.loads((tmp_path / "z" / "zoom_out.json").read_text())
     labels = sorted(p.stem for p in (tmp_path / "z" / "labels").iterdir())
     assert labels == sorted(manifest["images"]) and len(labels) > 0
+    assert manifest["split"] == "val" and manifest["data"] == str(data.resolve())

@@ -39,7 +39,8 @@ def run_zoom_out(args: argparse.Namespace) -> int:
     index = open_checked(args.data, args.split, show_progress=not args.quiet)
     require_samples(index, args.split)
     print_problems(index, f"split {args.split!r}")
-    manifest = write_zoom_out_set(index.samples, args.out, seed=args.seed, show_progress=not args.quiet)
+    manifest = write_zoom_out_set(index.samples, args.out, seed=args.seed, show_progress=not args.quiet,
+                                  source={"data": str(Path(args.data).resolve()), "split": args.split})
     print(f"wrote {len(manifest['images'])} zoom-out frames of split {args.split!r} to {args.out} "
           f"(scale {manifest['scale_range'][0]}-{manifest['scale_range'][1]}, seed {args.seed}); "
           f"score it with: polypscope val --weights W --data {args.out}")

@@ -33,17 +33,20 @@ def ensure_zoom_out_set(data: Path, out: Path, seed: int = 0) -> Path:
     if not (Path(out) / MANIFEST).is_file():
         from training.data.data_check import open_checked  # leaves out (and names) unreadable frames
 
-        write_zoom_out_set(open_checked(Path(data), "val").samples, out, seed=seed)
+        write_zoom_out_set(open_checked(Path(data), "val").samples, out, seed=seed,
+                           source={"data": str(Path(data).resolve()), "split": "val"})
     return Path(out)
 
 
 def write_zoom_out_set(samples: list[Sample], out: str | os.PathLike[str], *, seed: int = 0,
-                       scale_range: tuple[float, float] = SCALE_RANGE, show_progress: bool = False) -> dict:
+                       scale_range: tuple[float, float] = SCALE_RANGE, show_progress: bool = False,
+                       source: dict[str, str | None] | None = None) -> dict:
     """For each sample with a polyp: the frame shrunk onto a canvas mined from ANOTHER
     frame of ``samples``, written as ``out/images/<id>.png`` and ``out/labels/<id>.txt``
     (YOLO: class cx cy w h, normalised), plus ``out/zoom_out.json`` recording how each was
-    made. Deterministic for a seed. An earlier set in ``out`` is removed first
-    (:func:`remove_previous_set`). Returns the manifest."""
+    made and, when given, which dataset and split the frames came from (``source``: a
+    comparison that must never touch test checks it). Deterministic for a seed. An earlier
+    set in ``out`` is removed first (:func:`remove_previous_set`). Returns the manifest."""
     out = Path(out)
     remove_previous_set(out)
     (out / "images").mkdir(parents=True, exist_ok=True)
@@ -53,7 +56,7 @@ def write_zoom_out_set(samples: list[Sample], out: str | os.PathLike[str], *, se
     if not canvases:
         raise ValueError("no polyp-free crop could be mined from these frames to make canvases")
     rng = np.random.default_rng(seed)
-    manifest = {"seed": seed, "scale_range": list(scale_range), "images": {}}
+    manifest = {"seed": seed, "scale_range": list(scale_range), **(source or {}), "images": {}}
     for s in progress(positives, desc="zoom-out set", enabled=show_progress):
         others = [c for c in canvases if not c.id.startswith(s.id + "#")]
         if not others:

@@ -4,8 +4,10 @@ Phases: ``run`` trains every variant (resumable; ``--jobs N`` at once; ``--stop-
 stops in time), ``report`` scores every variant that has trained (val; test only with
 ``--score-test``) and writes the tables, curves and trade-off plot, ``all`` does both,
 ``carry`` copies unfinished runs' progress into the archive (``--carry`` does it whenever
-``run`` stops), so that a new checkout resumes them.
-Latency comes from ``python -m engine.benchmarks.study_latency --study OUT`` when it has been run.
+``run`` stops), so that a new checkout resumes them, and ``redraw`` draws the table and plots
+again from the committed record, scoring nothing (for latency measured after test was
+scored). Latency comes from ``python -m engine.benchmarks.study_latency --study OUT`` when it
+has been run.
 """
 
 from __future__ import annotations
@@ -131,9 +133,10 @@ def redraw(settings: StudySettings, docs: Path) -> dict[str, Any]:
         raise SystemExit(f"{latency_file}: no latency measured; run python -m engine.benchmarks.study_latency "
                          f"--study {settings.out} first (on an idle machine)")
     study["latency"] = json.loads(latency_file.read_text())
-    record.write_text(json.dumps(study, indent=2))
     planned = len(study["variants"]) + len(study["in_progress"]) + len(study["not_started"])
-    render(study, docs, planned)
+    render(study, docs, planned)  # first: a drawing that fails leaves the record as it was
+    for folder in (settings.out, docs):
+        (folder / "study.json").write_text(json.dumps(study, indent=2))
     return study
 
 
