@@ -162,3 +162,39 @@ def test_a_killed_run_with_loader_workers_is_carried(tmp_path):
     assert proc.returncode == 128 + signal.SIGTERM, output
     assert "could not carry" not in output and "carried" in output, output
     assert epochs_done(record) >= 1
+
+
+def test_a_sigterm_exits_143_and_carries_wherever_it_lands(tmp_path, monkeypatch):
+    """A SIGTERM that lands inside an extension module's import surfaces as ``ImportError:
+    initialization failed``, not as the handler's ``SystemExit`` (seen at the end of an
+    epoch, during matplotlib's first import). The run must still be carried and exit with
+    the signal's status, wherever the signal lands: here it lands, deterministically, in
+    code that turns it into that error."""
+    import training.cli as cli
+    import training.loop.carry as carry
+
+    carried = []
+
+    class KilledMidImport:
+        stopped_early = False
+
+        def __init__(self, cfg, resume, show_progress, deadline=None):
+            pass
+
+        def run(self):
+            try:
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(5)  # the handler raises before this ends
+            except SystemExit as exc:
+                raise ImportError("initialization failed") from exc
+            raise AssertionError("the SIGTERM handler did not run")
+
+    monkeypatch.setattr(cli, "Trainer", KilledMidImport)
+    monkeypatch.setattr(carry, "carry_after_run", lambda out, record, epochs: carried.append(record) or True)
+    before = signal.getsignal(signal.SIGTERM)
+    out, record = tmp_path / "runs" / "k", tmp_path / "assets" / "k"
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--data", "d", "--out", str(out), "--carry", str(record)])
+    assert stop.value.code == 128 + signal.SIGTERM
+    assert carried == [record]
+    assert signal.getsignal(signal.SIGTERM) == before  # the handler is put back

@@ -17,7 +17,7 @@ from pathlib import Path
 from training.data.augment.pipeline import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.loop.trainer import TrainConfig, Trainer
-from training.processes import exit_on_sigterm
+from training.processes import exit_on_sigterm, terminating_signal
 
 STOPPED_EARLY = 3  # exit status of a run stopped at --stop-after-minutes (so a chain of steps stops too)
 CARRY_FAILED = 4  # exit status when --carry could not write its record (the message says why)
@@ -115,8 +115,13 @@ def run_train(args: argparse.Namespace) -> int:
                       deadline=None if minutes is None else time.monotonic() + 60 * minutes)
     previous_handler = exit_on_sigterm() if carry_dir is not None else None  # a kill still carries
     carried = True
+    interrupted: BaseException | None = None
     try:
         metrics = trainer.run()
+    except BaseException as exc:  # noqa: BLE001 - re-raised below unless a SIGTERM caused it
+        if previous_handler is None or terminating_signal() is None:
+            raise
+        interrupted = exc  # the SIGTERM, whatever exception it surfaced as
     finally:
         if carry_dir is not None:
             from training.loop.carry import carry_after_run
@@ -126,6 +131,8 @@ def run_train(args: argparse.Namespace) -> int:
             finally:
                 if previous_handler is not None:
                     signal.signal(signal.SIGTERM, previous_handler)
+    if previous_handler is not None and terminating_signal() is not None:  # wherever it landed
+        raise SystemExit(128 + terminating_signal()) from interrupted
     if not carried:
         return CARRY_FAILED
     if metrics:

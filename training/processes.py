@@ -71,12 +71,29 @@ def exit_on_sigterm() -> Any:
     those ``finally`` blocks (measured: it stopped every carry of a killed run). So once
     SIGTERM has arrived, the death of a child is no longer an error, and a second SIGTERM
     (a scheduler that insists) is ignored while they run."""
+    global _received
+
     def handler(signum, frame):  # noqa: ARG001 - the signal module's signature
+        global _received
+        _received = signum
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second one must not cut the clean-up short
         raise SystemExit(128 + signum)
 
+    _received = None
     return signal.signal(signal.SIGTERM, handler)
+
+
+_received: int | None = None
+
+
+def terminating_signal() -> int | None:
+    """The signal :func:`exit_on_sigterm`'s handler received, if any. Where the signal
+    lands decides what the ``SystemExit`` becomes: inside an extension module's import,
+    Python turns it into ``ImportError: initialization failed`` (seen: a SIGTERM during
+    matplotlib's first import at the end of an epoch). A caller that must exit with the
+    signal's status, wherever it landed, asks here instead of trusting the exception."""
+    return _received
 
 
 def run_queue(items: list[T], start: Callable[[T], subprocess.Popen], succeeded: Callable[[T], bool], *,
