@@ -87,21 +87,27 @@ def test_on_the_shipped_default_the_figures_are_vals_and_a_tie_replaces(kvasir, 
     """Real figures (AP50 near 0.93, a few false-alarm frames, recall 0.90 reached): the
     command gives exactly what ``polypscope val`` gives for the same settings, and the
     default against itself is a tie, which replaces."""
+    from safetensors import safe_open
+
     from tests.conftest import REPO
+    from training.evaluation.box_merge import CHOSEN_IOU
 
     default = REPO / "assets" / "models" / "default.safetensors"
+    with safe_open(str(default), "np") as shipped:  # scored as it ships, whatever default is shipped
+        img = str(json.loads(shipped.metadata()["config"])["input_size"])
+    merge = str(CHOSEN_IOU)
     zoom = _zoom_out_set(kvasir, tmp_path / "zoom")
     out = tmp_path / "self.json"
     assert main(["--candidate", str(default), "--default", str(default), "--data", str(kvasir),
-                 "--zoom-out", str(zoom), "--img", "352", "--merge-iou", "0.6", "--json-out", str(out)]) == 0
+                 "--zoom-out", str(zoom), "--img", img, "--merge-iou", merge, "--json-out", str(out)]) == 0
     assert "The candidate replaces the default" in capsys.readouterr().out
     result = json.loads(out.read_text())
     figures = result["candidate"]["figures"]
     assert figures == result["default"]["figures"] and result["verdict"]["replaces_default"]
     val_json, zoom_json = tmp_path / "val.json", tmp_path / "zoom.json"
     for folder, target in ((kvasir, val_json), (zoom, zoom_json)):
-        assert polypscope(["val", "--weights", str(default), "--data", str(folder), "--img", "352",
-                           "--merge-iou", "0.6", "--bootstrap", "0", "--quiet", "--json-out", str(target)]) == 0
+        assert polypscope(["val", "--weights", str(default), "--data", str(folder), "--img", img,
+                           "--merge-iou", merge, "--bootstrap", "0", "--quiet", "--json-out", str(target)]) == 0
     val, zoomed = json.loads(val_json.read_text()), json.loads(zoom_json.read_text())
     point = val["operating_points"]["recall_0.90"]
     assert point["reached"] and val["ap50"] > 0.5  # figures that could disagree

