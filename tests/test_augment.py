@@ -6,13 +6,16 @@ import numpy as np
 import pytest
 
 from training.data.augment.pipeline import (
+    LETTERBOX_COLOUR,
     AugmentConfig,
     Augmenter,
     Item,
     flip_lr,
     flip_ud,
+    glare,
     letterbox,
     mosaic,
+    off_frame,
     random_affine,
     rotate90,
     scope_border,
@@ -150,3 +153,28 @@ def test_scope_border_never_covers_a_polyp():
         out = scope_border(item, np.random.default_rng(seed))
         assert np.array_equal(out.boxes, item.boxes)
         assert np.array_equal(out.mask > 0, item.mask > 0)  # no polyp pixel was blacked out
+
+
+def test_glare_lights_the_mucosa_never_the_padding_or_the_scope_border():
+    """Specular highlights come from the light on wet tissue: the letterbox padding (which
+    the runtime fills with a constant grey) and the black border never get one, even when
+    the colour steps have moved the padding's grey before the glare step."""
+    image = np.full((128, 128, 3), LETTERBOX_COLOUR, np.uint8)
+    image[32:96, 16:112] = (60, 70, 160)   # mucosa, letterboxed between grey bars
+    image[32:96, 16:24] = (5, 5, 5)        # a strip of black scope border
+    on = ~off_frame(image)
+    assert on.sum() == 64 * 88
+    for seed in range(30):
+        out = glare(Item(image.copy(), np.zeros((0, 4), np.float32), np.zeros(0, np.int64)),
+                    np.random.default_rng(seed), on)
+        assert np.array_equal(out.image[~on], image[~on]), seed
+        assert (out.image[on].max(axis=1) > 200).any(), seed  # and a highlight did land on the mucosa
+    # through the pipeline, with the colour steps on: the bars stay free of highlights
+    item = Item(image, np.array([[60, 50, 80, 70]], np.float32), np.zeros(1, np.int64))
+    cfg = AugmentConfig(glare=1.0, mosaic=0.0, scale=0.0, translate=0.0, flip_lr=0.0, flip_ud=0.0, rot90=0.0,
+                        white_balance=0.1, gamma=0.25)
+    aug = Augmenter(128, cfg, lambda i: item, 1)
+    for seed in range(30):
+        out = aug(0, np.random.default_rng(seed), use_mosaic=False)
+        bars = np.r_[out.image[:32].reshape(-1, 3), out.image[96:].reshape(-1, 3)]
+        assert (np.abs(bars.astype(int) - bars[0]) <= 1).all(), seed  # one flat colour: nothing painted on it

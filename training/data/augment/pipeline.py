@@ -231,16 +231,31 @@ def blur(item: Item, rng: np.random.Generator) -> Item:
     return Item(image, item.boxes, item.labels, item.mask)
 
 
-def glare(item: Item, rng: np.random.Generator) -> Item:
+def glare(item: Item, rng: np.random.Generator, on_frame: np.ndarray | None = None) -> Item:
     """A few specular highlights: small saturated white ellipses with soft edges, as the
-    light source makes on wet mucosa (and on polyps)."""
+    light source makes on wet mucosa (and on polyps).
+
+    ``on_frame`` (boolean ``[H, W]``, default everywhere) is where the mucosa is: the light
+    is never reflected by the letterbox padding or the black scope border, so highlights
+    are centred on it and cut off at its edge. The pipeline computes it before the colour
+    steps, while the padding still has its exact grey (``off_frame``)."""
     h, w = item.image.shape[:2]
     layer = np.zeros((h, w), np.float32)
+    ys, xs = np.nonzero(on_frame) if on_frame is not None else (None, None)
+    if ys is not None and not len(ys):
+        return item  # nothing but padding and border: no light to reflect
     for _ in range(int(rng.integers(1, 7))):
         axes = (int(rng.integers(1, max(2, w // 30))), int(rng.integers(1, max(2, h // 30))))
-        centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        if ys is None:
+            centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
+        else:
+            pick = int(rng.integers(0, len(ys)))
+            centre = (int(xs[pick]), int(ys[pick]))
         cv2.ellipse(layer, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-    alpha = cv2.GaussianBlur(layer, (0, 0), 1.0)[:, :, None]
+    alpha = cv2.GaussianBlur(layer, (0, 0), 1.0)
+    if on_frame is not None:
+        alpha *= on_frame
+    alpha = alpha[:, :, None]
     image = (item.image * (1 - alpha) + 255 * alpha).astype(np.uint8)
     return Item(image, item.boxes, item.labels, item.mask)
 
@@ -314,13 +329,14 @@ class Augmenter:
             item = copy_paste(item, self.cutouts, rng, (cfg.copy_paste_min, cfg.copy_paste_max))
         if cfg.distractors and rng.random() < cfg.distractors:
             item = add_distractors(item, rng)
+        on_frame = ~off_frame(item.image) if cfg.glare else None  # before the colour steps move the padding's grey
         item = hsv_jitter(item, rng, cfg)
         if cfg.white_balance or cfg.gamma:
             item = colour_cast(item, rng, cfg)
         if rng.random() < cfg.blur:
             item = blur(item, rng)
         if rng.random() < cfg.glare:
-            item = glare(item, rng)
+            item = glare(item, rng, on_frame)
         if rng.random() < cfg.border:
             item = scope_border(item, rng)
         if rng.random() < cfg.flip_lr:
