@@ -329,14 +329,14 @@ class Augmenter:
             item = copy_paste(item, self.cutouts, rng, (cfg.copy_paste_min, cfg.copy_paste_max))
         if cfg.distractors and rng.random() < cfg.distractors:
             item = add_distractors(item, rng)
-        on_frame = ~off_frame(item.image) if cfg.glare else None  # before the colour steps move the padding's grey
+        before_colour = item.image  # the colour steps make new images; glare's mask needs the padding's exact grey
         item = hsv_jitter(item, rng, cfg)
         if cfg.white_balance or cfg.gamma:
             item = colour_cast(item, rng, cfg)
         if rng.random() < cfg.blur:
             item = blur(item, rng)
         if rng.random() < cfg.glare:
-            item = glare(item, rng, on_frame)
+            item = glare(item, rng, ~off_frame(before_colour))
         if rng.random() < cfg.border:
             item = scope_border(item, rng)
         if rng.random() < cfg.flip_lr:
