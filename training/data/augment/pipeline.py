@@ -231,31 +231,24 @@ def blur(item: Item, rng: np.random.Generator) -> Item:
     return Item(image, item.boxes, item.labels, item.mask)
 
 
-def glare(item: Item, rng: np.random.Generator, on_frame: np.ndarray | None = None) -> Item:
+def glare(item: Item, rng: np.random.Generator, on_frame: np.ndarray) -> Item:
     """A few specular highlights: small saturated white ellipses with soft edges, as the
     light source makes on wet mucosa (and on polyps).
 
-    ``on_frame`` (boolean ``[H, W]``, default everywhere) is where the mucosa is: the light
-    is never reflected by the letterbox padding or the black scope border, so highlights
-    are centred on it and cut off at its edge. The pipeline computes it before the colour
-    steps, while the padding still has its exact grey (``off_frame``)."""
+    ``on_frame`` (boolean ``[H, W]``) is where the mucosa is: the light is never reflected
+    by the letterbox padding or the black scope border, so highlights are centred on it and
+    cut off at its edge. The pipeline takes it before the colour steps, while the padding
+    still has its exact grey (``off_frame``)."""
     h, w = item.image.shape[:2]
-    layer = np.zeros((h, w), np.float32)
-    ys, xs = np.nonzero(on_frame) if on_frame is not None else (None, None)
-    if ys is not None and not len(ys):
+    ys, xs = np.nonzero(on_frame)
+    if not len(ys):
         return item  # nothing but padding and border: no light to reflect
+    layer = np.zeros((h, w), np.float32)
     for _ in range(int(rng.integers(1, 7))):
         axes = (int(rng.integers(1, max(2, w // 30))), int(rng.integers(1, max(2, h // 30))))
-        if ys is None:
-            centre = (int(rng.integers(0, w)), int(rng.integers(0, h)))
-        else:
-            pick = int(rng.integers(0, len(ys)))
-            centre = (int(xs[pick]), int(ys[pick]))
-        cv2.ellipse(layer, centre, axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
-    alpha = cv2.GaussianBlur(layer, (0, 0), 1.0)
-    if on_frame is not None:
-        alpha *= on_frame
-    alpha = alpha[:, :, None]
+        pick = int(rng.integers(0, len(ys)))
+        cv2.ellipse(layer, (int(xs[pick]), int(ys[pick])), axes, float(rng.uniform(0, 180)), 0, 360, 1.0, -1)
+    alpha = (cv2.GaussianBlur(layer, (0, 0), 1.0) * on_frame)[:, :, None]
     image = (item.image * (1 - alpha) + 255 * alpha).astype(np.uint8)
     return Item(image, item.boxes, item.labels, item.mask)
 
