@@ -49,6 +49,11 @@ def test_the_plan_measures_one_change_per_ablation_and_keeps_the_baseline():
     assert [r.name for r in runs if r.keep_weights] == ["baseline"]
     ablations = [r for r in runs if r.group == "ablation"]
     assert ablations[0].overrides == {} and all(len(r.overrides) >= 1 for r in ablations[1:])
+    # the long baseline trains the recipe as adopted since (bubbles and residue); the
+    # ablations' reference stays the recipe they were started with
+    assert runs[0].overrides["augment"].distractors == 0.5
+    assert all(getattr(r.overrides.get("augment"), "distractors", 0.0) == 0.0
+               for r in ablations if r.name != "abl-distractors")
     assert len({r.name for r in runs}) == len(runs)
 
 
