@@ -47,8 +47,9 @@ bench: $(STAMP)
 # The baseline recipe (docs/model-card.md, docs/accuracy.md): YOLOv3-SPP, width 0.25, 320 px,
 # polyp-free crops mined from the training frames (hard negatives drawn more often),
 # augmentation for other scopes with painted air bubbles and residue (adopted in session 20 by
-# the seed-1 rule in docs/accuracy.md; the shipped baseline was trained before it), bf16
-# autocast where the CPU has it; two cosine cycles:
+# the seed-1 rule in docs/accuracy.md, measured on 60-epoch first stages; both stages paint
+# them; the shipped baseline was trained before it), bf16 autocast where the CPU has it; two
+# cosine cycles:
 # 90 epochs from scratch, then 60 from the first cycle's best at half the learning rate.
 # About 160 minutes on 2 EPYC cores; DEVICE=cuda on a GPU. A stopped stage continues with
 # 'polypscope train --out runs/baseline --resume' (or runs/baseline-restart).

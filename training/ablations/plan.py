@@ -39,7 +39,7 @@ class Run:
 
 def recipe(data: str, epochs: int, device: str = "cuda", workers: int = 2, threads: int = 1) -> TrainConfig:
     """The campaign's reference recipe: ``make train-baseline``'s first stage as it was when the
-    campaign started, without the bubbles and residue adopted later (``BASELINE_OVERRIDES``).
+    campaign started, without the bubbles and residue adopted later (``ADOPTED_AUGMENT``).
     It stays so: the campaign refuses a run whose recorded configuration changed."""
     return TrainConfig(data=data, model="yolov3-spp", width=0.25, img=320, batch=16, epochs=epochs,
                        augment=AugmentConfig.other_scopes(), device=device, workers=workers, threads=threads)
