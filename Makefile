@@ -119,11 +119,13 @@ prune-study: $(STAMP)
 # the baseline recipe's data, negatives and augmentation), keeping the final epoch; then ship
 # to run at 352 px (trained at 320; docs/accuracy.md, "The shipped networks at 352 px"; fp16,
 # operating threshold chosen on val, test scored once) and export. The shipped default
-# was made this way (with --threads 1 beside another run).
+# was made this way (with --threads 1 beside another run), before the recipe took in painted
+# bubbles and residue (session 20): it was fine-tuned without --distractors.
 BASELINE ?= assets/models/baseline.safetensors
 default-model: $(STAMP)
 	$(BIN)/polypscope prune --weights $(BASELINE) --method taylor --ratio 0.5 \
-		--scope uniform --finetune-epochs 60 --distill 0 --keep last --seed 0 --data $(DATA) --device $(DEVICE) \
+		--scope uniform --finetune-epochs 60 --distill 0 --keep last --seed 0 --distractors 0.5 \
+		--data $(DATA) --device $(DEVICE) \
 		--threads 2 --workers 1 --resume --out runs/default/pruned.safetensors
 	$(BIN)/python -m training.release.ship --weights runs/default/pruned.safetensors --img 352 \
 		--out assets/models/default.safetensors --data $(DATA) --json-out docs/default-metrics.json \

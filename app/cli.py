@@ -109,18 +109,7 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--augment", choices=["other-scopes", "kvasir"], default="other-scopes",
                    help="augmentation: other-scopes (default: zoom-out, colour, blur, glare and border on top of "
                         "the rest) or kvasir (mosaic, scale, flips, turns and HSV only: the recipe before issue 11)")
-    p.add_argument("--copy-paste", dest="copy_paste", type=_probability, metavar="P",
-                   help="with probability P, paste 1-2 training polyps (cut along their masks, shrunk to "
-                        "0.15-0.6 of their size) into a training frame, polyp-free ones included: small polyps "
-                        "on new mucosa (default 0: off)")
-    p.add_argument("--distractors", type=_probability, metavar="P",
-                   help="with probability P, paint 1-4 air bubbles or 1-3 residue blobs into a training frame, "
-                        "clear of its polyps, as background: what every model so far fires on in polyp-free "
-                        "frames (docs/accuracy.md; default 0: off)")
-    p.add_argument("--multi-scale", dest="multi_scale", type=_multi_scale_spread, metavar="SPREAD",
-                   help="train each batch at a random input size between (1-SPREAD) and (1+SPREAD) times --img, "
-                        "in steps of 32 (YOLOv5's --multi-scale is 0.5; default 0: off). Polyps are seen at more "
-                        "pixel sizes; validation stays at --img")
+    _add_recipe_extras(p)
     p.add_argument("--negatives", metavar="DIR", help="a folder of polyp-free frames to train on as well "
                                                       "(normal mucosa; searched recursively)")
     p.add_argument("--no-mine-negatives", dest="mine_negatives", action="store_false", default=None,
@@ -149,6 +138,25 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
                         "--out is restored into it first (a new checkout has no runs/)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("training.cli", "run_train"))
+
+
+def _add_recipe_extras(p: argparse.ArgumentParser, when: str = "") -> None:
+    """The changes measured one by one against the recipe (docs/accuracy.md). Shared by
+    ``train`` and ``prune``: a pruned network is fine-tuned with the recipe its baseline
+    was trained with, adopted changes included."""
+    p.add_argument("--copy-paste", dest="copy_paste", type=_probability, metavar="P",
+                   help=f"{when}with probability P, paste 1-2 training polyps (cut along their masks, shrunk to "
+                        "0.15-0.6 of their size) into a training frame, polyp-free ones included: small polyps "
+                        "on new mucosa (default 0: off)")
+    p.add_argument("--distractors", type=_probability, metavar="P",
+                   help=f"{when}with probability P, paint 1-4 air bubbles or 1-3 residue blobs into a training "
+                        "frame, clear of its polyps, as background: what every model so far fires on in "
+                        "polyp-free frames (docs/accuracy.md; default 0: off; make train-baseline and "
+                        "make default-model use 0.5)")
+    p.add_argument("--multi-scale", dest="multi_scale", type=_multi_scale_spread, metavar="SPREAD",
+                   help=f"{when}train each batch at a random input size between (1-SPREAD) and (1+SPREAD) times "
+                        "the input size, in steps of 32 (YOLOv5's --multi-scale is 0.5; default 0: off). Polyps "
+                        "are seen at more pixel sizes; validation stays at the input size")
 
 
 def _minutes(text: str) -> float:
@@ -274,6 +282,7 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                    help="which fine-tuning epoch is written to --out: best (by val AP50, default) or last (the end "
                         "of the schedule: the best of many noisy epochs on a small val set is an optimistic pick)")
     _add_ema_options(p, "while fine-tuning ")
+    _add_recipe_extras(p, "while fine-tuning: ")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--resume", action="store_true",

@@ -8,8 +8,11 @@ import onnx
 import pytest
 import torch
 
+from app.cli import build_parser
 from models import create, load_checkpoint, save_checkpoint
 from models.complexity import count_flops
+from training.cli import prune_job_from_args
+from training.data.augment.pipeline import AugmentConfig
 from training.pruning.graph import coupling_groups, input_sources, producer_group
 from training.pruning.importance import (
     BNScaleImportance,
@@ -19,7 +22,7 @@ from training.pruning.importance import (
     TaylorImportance,
 )
 from training.pruning.plan import PruneSpec, group_scores, plan_keep
-from training.pruning.prune import PruneJob, prune_once, run_prune, step_ratios
+from training.pruning.prune import PruneJob, finetune_config, prune_once, run_prune, step_ratios
 from training.pruning.reference import fold_reference, silenced_network, weights_removed_network
 from training.pruning.slim import FOLD_MODES, slim
 
@@ -442,3 +445,19 @@ def test_an_interrupted_prune_resumes_without_scoring_again_and_refuses_other_se
     assert meta["pruning"]["kept_epoch"] == "last" and load_checkpoint(job.out).config.is_pruned
     run_prune(dataclasses.replace(job, resume=True))  # a finished prune resumed: nothing trains again
     assert trained == [1] and scored == []
+
+
+def test_a_prune_fine_tunes_with_the_recipe_changes_it_is_given(tiny_checkpoint, tmp_path):
+    """``make default-model`` fine-tunes with the changes adopted into the baseline's recipe
+    (bubbles and residue); flags left unset keep the recipe the study's fine-tunes ran."""
+    base = ["prune", "--weights", str(tiny_checkpoint), "--method", "taylor", "--ratio", "0.5",
+            "--out", str(tmp_path / "p.safetensors"), "--data", str(tmp_path)]
+    asked = prune_job_from_args(build_parser().parse_args(
+        base + ["--distractors", "0.5", "--copy-paste", "0.25", "--multi-scale", "0.5"]))
+    cfg = finetune_config(asked, tiny_checkpoint, 30, tmp_path / "ft")
+    assert (cfg.augment.distractors, cfg.augment.copy_paste, cfg.multi_scale) == (0.5, 0.25, 0.5)
+    assert dataclasses.replace(cfg.augment, distractors=0.0, copy_paste=0.0) == AugmentConfig.other_scopes()
+    plain = finetune_config(prune_job_from_args(build_parser().parse_args(base)), tiny_checkpoint, 30, tmp_path / "f2")
+    assert plain.augment == AugmentConfig.other_scopes() and plain.multi_scale == 0.0
+    with pytest.raises(SystemExit):  # a probability outside [0, 1] is refused by the parser
+        build_parser().parse_args(base + ["--distractors", "1.5"])

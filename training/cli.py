@@ -18,6 +18,7 @@ from training.data.augment.pipeline import AugmentConfig
 from training.data.data_check import open_checked, print_problems, require_samples
 from training.loop.trainer import TrainConfig, Trainer
 from training.processes import exit_on_sigterm, terminating_signal
+from training.pruning.prune import PruneJob
 
 STOPPED_EARLY = 3  # exit status of a run stopped at --stop-after-minutes (so a chain of steps stops too)
 CARRY_FAILED = 4  # exit status when --carry could not write its record (the message says why)
@@ -151,21 +152,28 @@ def run_val(args: argparse.Namespace) -> int:
     return validate(args)
 
 
-def run_prune(args: argparse.Namespace) -> int:
+def prune_job_from_args(args: argparse.Namespace) -> PruneJob:
+    """The ``prune`` command's flags as a job (flags left unset mean the job's defaults)."""
     from training.data.datasets import default_data_root
-    from training.pruning.prune import PruneJob, run_prune
 
     data = Path(args.data) if args.data else default_data_root()
+    return PruneJob(weights=Path(args.weights), method=args.method, ratio=args.ratio, out=Path(args.out),
+                    data=data, scope=args.scope, steps=args.steps, finetune_epochs=args.finetune_epochs,
+                    finetune_lr=args.finetune_lr, taylor_batches=args.taylor_batches,
+                    recalibration_batches=args.recalibration_batches, seed=args.seed, threads=args.threads or 0,
+                    workers=args.workers, device=args.device, distill_weight=args.distill,
+                    ema_decay=args.ema_decay, ema_tau=args.ema_tau, keep=args.keep, fold=args.fold,
+                    show_progress=not args.quiet, resume=args.resume, copy_paste=args.copy_paste or 0.0,
+                    distractors=args.distractors or 0.0, multi_scale=args.multi_scale or 0.0)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from training.pruning.prune import run_prune
+
     if not args.finetune_epochs and (args.ema_decay is not None or args.ema_tau is not None or args.keep != "best"):
         print("warning: --ema-decay, --ema-tau and --keep act while fine-tuning; with --finetune-epochs 0 "
               "they are ignored", file=sys.stderr)
-    job = PruneJob(weights=Path(args.weights), method=args.method, ratio=args.ratio, out=Path(args.out),
-                   data=data, scope=args.scope, steps=args.steps, finetune_epochs=args.finetune_epochs,
-                   finetune_lr=args.finetune_lr, taylor_batches=args.taylor_batches,
-                   recalibration_batches=args.recalibration_batches, seed=args.seed, threads=args.threads or 0,
-                   workers=args.workers, device=args.device, distill_weight=args.distill,
-                   ema_decay=args.ema_decay, ema_tau=args.ema_tau, keep=args.keep, fold=args.fold, show_progress=not args.quiet,
-                   resume=args.resume)
+    job = prune_job_from_args(args)
     meta = run_prune(job)
     b, a = meta["before"], meta["after"]
     print(f"{args.method} pruning, ratio {args.ratio} ({args.scope}, {args.steps} step(s)): "

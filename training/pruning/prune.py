@@ -76,6 +76,11 @@ class PruneJob:
     ema_decay: float | None = None  # the fine-tune's weight average (None: TrainConfig's defaults)
     ema_tau: float | None = None
     keep: str = "best"            # which epoch of each fine-tune carries on: "best" on val, or "last"
+    # The recipe's changes measured one by one (docs/accuracy.md), off unless asked: a pruned
+    # network is fine-tuned as its baseline was trained, adopted changes included.
+    copy_paste: float = 0.0
+    distractors: float = 0.0
+    multi_scale: float = 0.0
     divisor: int = 8
     fold: str = "auto"            # where removed channels' constants are folded: see effective_fold
     show_progress: bool = True
@@ -172,8 +177,11 @@ def summary(model: YOLOv3) -> dict[str, Any]:
 def finetune_config(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> TrainConfig:
     """The fine-tune of a pruned checkpoint: the baseline recipe from ``start``'s weights at
     ``job.finetune_lr``, a warm-up of a third of the run (at most one epoch) and mosaic off
-    for the last third (at most 10 epochs)."""
+    for the last third (at most 10 epochs); copy-paste, bubbles and multi-scale as the job asks."""
+    augment = dataclasses.replace(AugmentConfig.other_scopes(), copy_paste=job.copy_paste,
+                                  distractors=job.distractors)
     return TrainConfig(data=str(job.data), out=str(run_dir), init_weights=str(start), epochs=epochs,
+                       augment=augment, multi_scale=job.multi_scale,
                        lr=job.finetune_lr, warmup_epochs=min(1.0, epochs / 3),
                        close_mosaic=max(1, min(10, epochs // 3)), fit_anchors=False,
                        img=load_checkpoint(start).config.input_size, batch=job.batch, seed=job.seed,
@@ -275,6 +283,7 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
                     "ema_decay": job.ema_decay if job.ema_decay is not None else TrainConfig.ema_decay,
                     "ema_tau": job.ema_tau if job.ema_tau is not None else TrainConfig.ema_tau,
                     "recalibration_batches": job.recalibration_batches if job.data else 0,
+                    "copy_paste": job.copy_paste, "distractors": job.distractors, "multi_scale": job.multi_scale,
                     "base_checkpoint": job.weights.name,
                     "base_sha256": base_sha256},
         "before": before, "after": after,
