@@ -46,19 +46,19 @@ bench: $(STAMP)
 
 # The baseline recipe (docs/model-card.md, docs/accuracy.md): YOLOv3-SPP, width 0.25, 320 px,
 # polyp-free crops mined from the training frames (hard negatives drawn more often),
-# augmentation for other scopes with painted air bubbles and residue (adopted in session 20 by
-# the seed-1 rule in docs/accuracy.md, measured on 60-epoch first stages; both stages paint
-# them; the shipped baseline was trained before it), bf16 autocast where the CPU has it; two
-# cosine cycles:
+# augmentation for other scopes with painted air bubbles and residue (adopted in session 20)
+# and copy-paste of training polyps (adopted in session 21), each by a seed-1 rule in
+# docs/accuracy.md measured on 60-epoch first stages; both stages use them; the shipped
+# baseline was trained before either), bf16 autocast where the CPU has it; two cosine cycles:
 # 90 epochs from scratch, then 60 from the first cycle's best at half the learning rate.
 # About 160 minutes on 2 EPYC cores; DEVICE=cuda on a GPU. A stopped stage continues with
 # 'polypscope train --out runs/baseline --resume' (or runs/baseline-restart).
 DEVICE ?= auto
 train-baseline: $(STAMP)
 	$(BIN)/polypscope train --data $(DATA) --out runs/baseline --model yolov3-spp --width 0.25 --img 320 \
-		--epochs 90 --batch 16 --threads 2 --workers 1 --distractors 0.5 --device $(DEVICE)
+		--epochs 90 --batch 16 --threads 2 --workers 1 --distractors 0.5 --copy-paste 0.5 --device $(DEVICE)
 	$(BIN)/polypscope train --data $(DATA) --out runs/baseline-restart --init-weights runs/baseline/best.safetensors \
-		--img 320 --epochs 60 --lr 0.001 --batch 16 --threads 2 --workers 1 --distractors 0.5 --device $(DEVICE)
+		--img 320 --epochs 60 --lr 0.001 --batch 16 --threads 2 --workers 1 --distractors 0.5 --copy-paste 0.5 --device $(DEVICE)
 
 # Ship what train-baseline made as the baseline (docs/model-card.md): the restart's best
 # epoch on val, fp16, run at 352 px with box merging, operating threshold chosen on val, TEST
@@ -120,11 +120,11 @@ prune-study: $(STAMP)
 # to run at 352 px (trained at 320; docs/accuracy.md, "The shipped networks at 352 px"; fp16,
 # operating threshold chosen on val, test scored once) and export. The shipped default
 # was made this way (with --threads 1 beside another run), before the recipe took in painted
-# bubbles and residue (session 20): it was fine-tuned without --distractors.
+# bubbles and residue (session 20) and copy-paste (session 21): it was fine-tuned without them.
 BASELINE ?= assets/models/baseline.safetensors
 default-model: $(STAMP)
 	$(BIN)/polypscope prune --weights $(BASELINE) --method taylor --ratio 0.5 \
-		--scope uniform --finetune-epochs 60 --distill 0 --keep last --seed 0 --distractors 0.5 \
+		--scope uniform --finetune-epochs 60 --distill 0 --keep last --seed 0 --distractors 0.5 --copy-paste 0.5 \
 		--data $(DATA) --device $(DEVICE) \
 		--threads 2 --workers 1 --resume --out runs/default/pruned.safetensors
 	$(BIN)/python -m training.release.ship --weights runs/default/pruned.safetensors --img 352 \

@@ -51,11 +51,14 @@ def test_the_plan_measures_one_change_per_ablation_and_keeps_the_baseline():
     assert [r.name for r in runs if r.keep_weights] == ["baseline"]
     ablations = [r for r in runs if r.group == "ablation"]
     assert ablations[0].overrides == {} and all(len(r.overrides) >= 1 for r in ablations[1:])
-    # the long baseline trains the recipe as adopted since (bubbles and residue); the
-    # ablations' reference stays the recipe they were started with
-    assert runs[0].overrides == {"augment": dataclasses.replace(AugmentConfig.other_scopes(), distractors=0.5)}
+    # the long baseline trains the recipe as adopted since (bubbles and residue, copy-paste);
+    # the ablations' reference stays the recipe they were started with
+    assert runs[0].overrides == {"augment": dataclasses.replace(AugmentConfig.other_scopes(), distractors=0.5,
+                                                                copy_paste=0.5)}
     assert all(getattr(r.overrides.get("augment"), "distractors", 0.0) == 0.0
                for r in ablations if r.name != "abl-distractors")
+    assert all(getattr(r.overrides.get("augment"), "copy_paste", 0.0) == 0.0
+               for r in ablations if r.name != "abl-copy-paste")
     assert len({r.name for r in runs}) == len(runs)
 
 
