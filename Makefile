@@ -48,8 +48,9 @@ bench: $(STAMP)
 # polyp-free crops mined from the training frames (hard negatives drawn more often),
 # augmentation for other scopes with painted air bubbles and residue (adopted in session 20)
 # and copy-paste of training polyps (adopted in session 21), each by a seed-1 rule in
-# docs/accuracy.md measured on 60-epoch first stages; both stages use them; the shipped
-# baseline was trained before either), bf16 autocast where the CPU has it; two cosine cycles:
+# docs/accuracy.md measured on 60-epoch first stages (the second stage uses them too,
+# unmeasured there; the shipped baseline was trained before either); bf16 autocast where the
+# CPU has it; two cosine cycles:
 # 90 epochs from scratch, then 60 from the first cycle's best at half the learning rate.
 # About 160 minutes on 2 EPYC cores; DEVICE=cuda on a GPU. A stopped stage continues with
 # 'polypscope train --out runs/baseline --resume' (or runs/baseline-restart).

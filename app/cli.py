@@ -147,7 +147,8 @@ def _add_recipe_extras(p: argparse.ArgumentParser, when: str = "") -> None:
     p.add_argument("--copy-paste", dest="copy_paste", type=_probability, metavar="P",
                    help=f"{when}with probability P, paste 1-2 training polyps (cut along their masks, shrunk to "
                         "0.15-0.6 of their size) into a training frame, polyp-free ones included: small polyps "
-                        "on new mucosa (default 0: off)")
+                        "on new mucosa (docs/accuracy.md; default 0: off; make train-baseline and make "
+                        "default-model use 0.5)")
     p.add_argument("--distractors", type=_probability, metavar="P",
                    help=f"{when}with probability P, paint 1-4 air bubbles or 1-3 residue blobs into a training "
                         "frame, clear of its polyps, as background: what every model so far fires on in "

@@ -203,3 +203,23 @@ def test_the_model_card_gives_the_false_alarm_share_with_its_interval():
         k: v for k, v in point.items() if k != "frames_with_false_box_ci95"}}}
     text = clinical_section({}, val, old, None)
     assert "| val | 72 | 16.7% (95% CI 9.8-26.9%) |" in text and "| test | 72 | 16.7% |" in text
+
+
+def test_the_model_card_command_trains_the_recipe_it_describes():
+    """The card's ``polypscope train`` line carries the changes adopted since the first recipe:
+    parsed by the real command line, it asks for the run's recorded settings."""
+    import dataclasses
+    import shlex
+
+    from app.cli import build_parser
+    from training.data.augment.pipeline import AugmentConfig
+    from training.loop.trainer import TrainConfig
+    from training.release.model_card import recipe_options
+
+    augment = dataclasses.replace(AugmentConfig.other_scopes(), copy_paste=0.5, distractors=0.25)
+    recipe = dataclasses.asdict(TrainConfig(data="d", augment=augment, multi_scale=0.5))
+    options = recipe_options(recipe)
+    args = build_parser().parse_args(["train", "--data", "d", *shlex.split(options)])
+    assert (args.copy_paste, args.distractors, args.multi_scale) == (0.5, 0.25, 0.5)
+    assert args.hard_crops is None  # off in the recipe, so not on the card's line
+    assert recipe_options(dataclasses.asdict(TrainConfig(data="d"))) == ""

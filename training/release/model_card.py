@@ -35,6 +35,16 @@ def cpu_name() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def recipe_options(recipe: dict) -> str:
+    """The ``polypscope train`` options for the changes measured one by one and adopted into the
+    recipe after it was first written (``docs/accuracy.md``), as a recorded ``train_config.json``
+    holds them: the card's command must reproduce the run it describes, not the first recipe."""
+    aug = recipe.get("augment", {})
+    options = [("--copy-paste", aug.get("copy_paste", 0)), ("--distractors", aug.get("distractors", 0)),
+               ("--multi-scale", recipe.get("multi_scale", 0)), ("--hard-crops", recipe.get("hard_crops", 0))]
+    return "".join(f" {flag} {value:g}" for flag, value in options if value)
+
+
 def clinical_section(meta: dict, val: dict, test: dict, zoom: dict | None) -> str:
     """Operating point, false alarms on polyp-free crops, AP by size and zoom-out AP."""
     lines = ["## What a clinician would see (docs/accuracy.md)"]
@@ -136,7 +146,7 @@ once, after selection). Nothing was tuned on test.
 
 ## Recipe (`make train-baseline`)
 `polypscope train --data ../shared/data/kvasir-seg --model yolov3-spp --width {recipe['width']} --img {recipe['img']}
---epochs {recipe['epochs']} --batch {recipe['batch']} --threads 2 --workers 1`
+--epochs {recipe['epochs']} --batch {recipe['batch']} --threads 2 --workers 1{recipe_options(recipe)}`
 
 - AdamW, peak lr {recipe['lr']}, weight decay {recipe['weight_decay']} on convolution weights,
   {recipe['warmup_epochs']} warm-up epochs then cosine decay to {recipe['final_lr_fraction']}× the peak;
@@ -147,7 +157,7 @@ once, after selection). Nothing was tuned on test.
   HSV jitter ({aug['hsv_h']}, {aug['hsv_s']}, {aug['hsv_v']}), horizontal and vertical flips, 90° rotations;
   for other scopes: zoom-out onto polyp-free mucosa (p {aug.get('zoom_out', 0)}, scale {aug.get('zoom_out_min')}-{aug.get('zoom_out_max')}),
   white balance ±{aug.get('white_balance', 0)}, gamma ±{aug.get('gamma', 0)}, blur (p {aug.get('blur', 0)}), specular glare
-  (p {aug.get('glare', 0)}), black scope-border corners (p {aug.get('border', 0)}){f"; copy-paste of training polyps cut along their masks (p {aug['copy_paste']}, shrunk to {aug.get('copy_paste_min')}-{aug.get('copy_paste_max')})" if aug.get('copy_paste') else ""}.
+  (p {aug.get('glare', 0)}), black scope-border corners (p {aug.get('border', 0)}){f"; copy-paste of training polyps cut along their masks (p {aug['copy_paste']}, shrunk to {aug.get('copy_paste_min')}-{aug.get('copy_paste_max')})" if aug.get('copy_paste') else ""}{f"; painted air bubbles and residue clear of the polyps (p {aug['distractors']})" if aug.get('distractors') else ""}.
 - Multi-scale training: {f"each batch at a random input size, {1 - recipe['multi_scale']:g}-{1 + recipe['multi_scale']:g}x the training size in steps of 32" if recipe.get('multi_scale') else "off (one input size)"}.
 - Polyp-free samples: {"a crop mined from each training frame (clear of the grown mask and the black border)" if recipe.get("mine_negatives") else "none mined"}{", plus " + str(recipe["negatives"]) if recipe.get("negatives") else ""};
   {recipe.get('negative_fraction', 0)} x the polyp images drawn per epoch, hard negatives (the crops the model
