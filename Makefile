@@ -117,7 +117,10 @@ prune-study: $(STAMP)
 # The default model (docs/pruning.md, item 4): Taylor-prune half the channels of every layer
 # of the shipped baseline (the criterion and ratio the pruning study's rule picked) and
 # fine-tune it for 60 epochs as the study fine-tunes (no distillation, cosine to the end,
-# the baseline recipe's data, negatives and augmentation), keeping the final epoch; then ship
+# the baseline recipe's data, negatives and augmentation), plus the bubbles, residue and
+# copy-paste the study's fine-tunes lacked (--distractors 0.5 --copy-paste 0.5: unmeasured in
+# this fine-tune; Plan D, bubbles alone here, did not pass Plan C's rule in docs/accuracy.md),
+# keeping the final epoch; then ship
 # to run at 352 px (trained at 320; docs/accuracy.md, "The shipped networks at 352 px"; fp16,
 # operating threshold chosen on val, test scored once) and export. The shipped default
 # was made this way (with --threads 1 beside another run), before the recipe took in painted

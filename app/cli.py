@@ -142,8 +142,8 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _add_recipe_extras(p: argparse.ArgumentParser, when: str = "") -> None:
     """The changes measured one by one against the recipe (docs/accuracy.md). Shared by
-    ``train`` and ``prune``: a pruned network is fine-tuned with the recipe its baseline
-    was trained with, adopted changes included."""
+    ``train`` and ``prune``: a prune's fine-tune takes them when asked (``make default-model``
+    asks for the adopted ones), whether or not its baseline was trained with them."""
     p.add_argument("--copy-paste", dest="copy_paste", type=_probability, metavar="P",
                    help=f"{when}with probability P, paste 1-2 training polyps (cut along their masks, shrunk to "
                         "0.15-0.6 of their size) into a training frame, polyp-free ones included: small polyps "
@@ -151,7 +151,7 @@ def _add_recipe_extras(p: argparse.ArgumentParser, when: str = "") -> None:
                         "default-model use 0.5)")
     p.add_argument("--distractors", type=_probability, metavar="P",
                    help=f"{when}with probability P, paint 1-4 air bubbles or 1-3 residue blobs into a training "
-                        "frame, clear of its polyps, as background: what every model so far fires on in "
+                        "frame, clear of its polyps, as background: what the shipped models and the pruning study's networks fire on in "
                         "polyp-free frames (docs/accuracy.md; default 0: off; make train-baseline and "
                         "make default-model use 0.5)")
     p.add_argument("--multi-scale", dest="multi_scale", type=_multi_scale_spread, metavar="SPREAD",

@@ -76,8 +76,8 @@ class PruneJob:
     ema_decay: float | None = None  # the fine-tune's weight average (None: TrainConfig's defaults)
     ema_tau: float | None = None
     keep: str = "best"            # which epoch of each fine-tune carries on: "best" on val, or "last"
-    # The recipe's changes measured one by one (docs/accuracy.md), off unless asked: a pruned
-    # network is fine-tuned as its baseline was trained, adopted changes included.
+    # The recipe's changes measured one by one (docs/accuracy.md), off unless asked
+    # (``make default-model`` asks for the adopted ones, whether or not the baseline had them).
     copy_paste: float = 0.0
     distractors: float = 0.0
     multi_scale: float = 0.0
