@@ -378,7 +378,9 @@ def test_the_fine_tune_hands_on_the_epoch_asked_for(keep, name, tiny_checkpoint,
     trained = []
 
     class Recorded:
-        def __init__(self, cfg, show_progress, resume=False):
+        stopped_early = False
+
+        def __init__(self, cfg, show_progress, resume=False, deadline=None):
             trained.append(cfg)
 
         def run(self):
@@ -445,6 +447,38 @@ def test_an_interrupted_prune_resumes_without_scoring_again_and_refuses_other_se
     assert meta["pruning"]["kept_epoch"] == "last" and load_checkpoint(job.out).config.is_pruned
     run_prune(dataclasses.replace(job, resume=True))  # a finished prune resumed: nothing trains again
     assert trained == [1] and scored == []
+
+
+def test_a_prune_stopped_at_its_deadline_writes_nothing_final_and_a_resume_finishes_it(tmp_path, monkeypatch):
+    """``prune --stop-after-minutes``: a fine-tune longer than the sitting stops between epochs
+    with status 3 (so a chain of commands stops too), and ``--resume`` trains only what is left."""
+    from training.cli import STOPPED_EARLY
+    from training.loop.trainer import TrainConfig, Trainer, checkpoint_epoch
+
+    data = write_kvasir_like(tmp_path / "kv", n=12)
+    Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.25, img=64, epochs=1, batch=4,
+                        workers=0), show_progress=False).run()
+    out = tmp_path / "pruned.safetensors"
+    argv = ["prune", "--weights", str(tmp_path / "base" / "last.safetensors"), "--method", "taylor",
+            "--ratio", "0.5", "--out", str(out), "--data", str(data), "--finetune-epochs", "3",
+            "--taylor-batches", "2", "--keep", "last", "--workers", "0", "--quiet"]
+    trained = []
+    train_epoch = Trainer._train_epoch
+    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, epoch: trained.append(epoch) or train_epoch(self, epoch))
+    import training.cli
+
+    from_args = training.cli.prune_job_from_args  # the command has no --batch; twelve images need a small one
+    monkeypatch.setattr(training.cli, "prune_job_from_args", lambda a: dataclasses.replace(from_args(a), batch=4))
+
+    args = build_parser().parse_args(argv + ["--stop-after-minutes", "0"])
+    assert args.handler(args) == STOPPED_EARLY  # the deadline has passed: one epoch, then stop
+    assert trained == [0] and not out.exists()
+    assert checkpoint_epoch(tmp_path / "pruned" / "step1_finetune" / "last.safetensors") == 1
+
+    args = build_parser().parse_args(argv + ["--resume", "--stop-after-minutes", "600"])
+    assert args.handler(args) == 0
+    assert trained == [0, 1, 2]
+    assert load_checkpoint(out).metadata["pruning"]["finetune_epochs"] == 3
 
 
 def test_a_prune_fine_tunes_with_the_recipe_changes_it_is_given(tiny_checkpoint, tmp_path):

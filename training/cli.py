@@ -164,17 +164,23 @@ def prune_job_from_args(args: argparse.Namespace) -> PruneJob:
                     workers=args.workers, device=args.device, distill_weight=args.distill,
                     ema_decay=args.ema_decay, ema_tau=args.ema_tau, keep=args.keep, fold=args.fold,
                     show_progress=not args.quiet, resume=args.resume, copy_paste=args.copy_paste or 0.0,
-                    distractors=args.distractors or 0.0, multi_scale=args.multi_scale or 0.0)
+                    distractors=args.distractors or 0.0, multi_scale=args.multi_scale or 0.0,
+                    deadline=None if args.stop_after_minutes is None
+                    else time.monotonic() + 60 * args.stop_after_minutes)
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    from training.pruning.prune import run_prune
+    from training.pruning.prune import StoppedAtDeadline, run_prune
 
     if not args.finetune_epochs and (args.ema_decay is not None or args.ema_tau is not None or args.keep != "best"):
         print("warning: --ema-decay, --ema-tau and --keep act while fine-tuning; with --finetune-epochs 0 "
               "they are ignored", file=sys.stderr)
     job = prune_job_from_args(args)
-    meta = run_prune(job)
+    try:
+        meta = run_prune(job)
+    except StoppedAtDeadline as stop:
+        print(f"{stop}; not finished: go on with the same command and --resume", file=sys.stderr)
+        return STOPPED_EARLY
     b, a = meta["before"], meta["after"]
     print(f"{args.method} pruning, ratio {args.ratio} ({args.scope}, {args.steps} step(s)): "
           f"parameters {b['params']:,} -> {a['params']:,}, GFLOPs {b['gflops']:.3f} -> {a['gflops']:.3f} "

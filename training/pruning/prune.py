@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,11 +86,19 @@ class PruneJob:
     fold: str = "auto"            # where removed channels' constants are folded: see effective_fold
     show_progress: bool = True
     resume: bool = False          # continue the prune whose work files sit beside ``out``
+    deadline: float | None = None  # a ``time.monotonic()``: fine-tune epochs that would end later wait for a resume
 
 
 JOB_FILE = "prune_job.json"
 # Job settings that may differ between the sittings that resume one prune (where it runs, not what).
-JOB_PLACE_FIELDS = ("weights", "out", "data", "threads", "workers", "device", "show_progress", "resume")
+JOB_PLACE_FIELDS = ("weights", "out", "data", "threads", "workers", "device", "show_progress", "resume",
+                    "deadline")
+
+
+class StoppedAtDeadline(Exception):
+    """A prune stopped at ``PruneJob.deadline`` (``--stop-after-minutes``): every finished
+    step and fine-tune epoch is saved in the work folder, and ``--resume`` goes on from them.
+    An exception, not a return value, so that nothing after it writes ``out`` as if done."""
 
 
 def training_batches(data: Path, size: int, batch: int, seed: int) -> DataLoader:
@@ -205,7 +214,10 @@ def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
         refuse_other_recipe(run_dir, cfg, PLACE_FIELDS + CHECKPOINT_PATH_FIELDS)
         if checkpoint_epoch(run_dir / "last.safetensors") == epochs and kept.is_file():
             return kept
-    Trainer(cfg, resume=resume, show_progress=job.show_progress).run()
+    trainer = Trainer(cfg, resume=resume, show_progress=job.show_progress, deadline=job.deadline)
+    trainer.run()
+    if trainer.stopped_early:
+        raise StoppedAtDeadline(f"{run_dir}: fine-tune stopped at the deadline")
     return kept
 
 
@@ -254,6 +266,8 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     check_work_folder(job, work, job_record(job, model.config.input_size))
     per_step_epochs = job.finetune_epochs // job.steps if job.finetune_epochs else 0
     for k, ratio in enumerate(step_ratios(job.ratio, job.steps), start=1):
+        if k > 1 and job.deadline is not None and time.monotonic() > job.deadline:
+            raise StoppedAtDeadline(f"{work}: stopped at the deadline before step {k}")
         step_path, keep_path = work / f"step{k}_pruned.safetensors", work / f"step{k}_keep.json"
         if job.resume and step_path.is_file() and keep_path.is_file():
             # Saved after its channel list: this step was scored, slimmed and recalibrated.
