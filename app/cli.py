@@ -290,9 +290,11 @@ def _add_prune(sub: argparse._SubParsersAction) -> None:
                    help="continue the prune whose work folder sits beside --out: steps already pruned are not "
                         "scored again, a fine-tune goes on from its last saved epoch (same flags required)")
     p.add_argument("--stop-after-minutes", dest="stop_after_minutes", type=_minutes, metavar="M",
-                   help="stop before a fine-tune epoch that would end more than M minutes from now (at least "
-                        "one is trained) and exit with status 3, --out not written; go on later with the same "
-                        "command and --resume (the work folder beside --out holds what it needs)")
+                   help="stop before a fine-tune epoch that would end more than M minutes from now, or "
+                        "before the next of several --steps once M has passed (each call scores or trains "
+                        "something first), and exit with status 3, --out not written, so that a chain with "
+                        "'&&' stops too; go on later with the same command and --resume (the work folder "
+                        "beside --out, under runs/, holds what it needs: it is not carried in git)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(handler=_lazy("training.cli", "run_prune"))
 

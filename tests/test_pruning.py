@@ -1,6 +1,7 @@
 
 import dataclasses
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -388,7 +389,7 @@ def test_the_fine_tune_hands_on_the_epoch_asked_for(keep, name, tiny_checkpoint,
 
     monkeypatch.setattr(prune, "Trainer", Recorded)
     job = prune.PruneJob(tiny_checkpoint, "taylor", 0.5, tmp_path / "p.safetensors", keep=keep)
-    assert prune._finetune(job, tiny_checkpoint, 4, tmp_path / "ft") == tmp_path / "ft" / name
+    assert prune._finetune(job, tiny_checkpoint, 4, tmp_path / "ft") == (tmp_path / "ft" / name, True)
     assert trained[0].epochs == 4 and trained[0].out == str(tmp_path / "ft")
 
 
@@ -451,34 +452,44 @@ def test_an_interrupted_prune_resumes_without_scoring_again_and_refuses_other_se
 
 def test_a_prune_stopped_at_its_deadline_writes_nothing_final_and_a_resume_finishes_it(tmp_path, monkeypatch):
     """``prune --stop-after-minutes``: a fine-tune longer than the sitting stops between epochs
-    with status 3 (so a chain of commands stops too), and ``--resume`` trains only what is left."""
+    (and a prune of several steps between steps) with status 3, so a chain of commands stops
+    too; ``--resume`` trains only what is left, and every call makes progress even when its
+    deadline has passed before it starts."""
     from training.cli import STOPPED_EARLY
     from training.loop.trainer import TrainConfig, Trainer, checkpoint_epoch
 
     data = write_kvasir_like(tmp_path / "kv", n=12)
     Trainer(TrainConfig(data=str(data), out=str(tmp_path / "base"), width=0.25, img=64, epochs=1, batch=4,
                         workers=0), show_progress=False).run()
-    out = tmp_path / "pruned.safetensors"
+    out, work = tmp_path / "pruned.safetensors", tmp_path / "pruned"
     argv = ["prune", "--weights", str(tmp_path / "base" / "last.safetensors"), "--method", "taylor",
-            "--ratio", "0.5", "--out", str(out), "--data", str(data), "--finetune-epochs", "3",
+            "--ratio", "0.5", "--out", str(out), "--data", str(data), "--steps", "2", "--finetune-epochs", "4",
             "--taylor-batches", "2", "--keep", "last", "--workers", "0", "--quiet"]
     trained = []
     train_epoch = Trainer._train_epoch
-    monkeypatch.setattr(Trainer, "_train_epoch", lambda self, epoch: trained.append(epoch) or train_epoch(self, epoch))
+    monkeypatch.setattr(Trainer, "_train_epoch",
+                        lambda self, epoch: trained.append((Path(self.out).name, epoch)) or train_epoch(self, epoch))
     import training.cli
 
     from_args = training.cli.prune_job_from_args  # the command has no --batch; twelve images need a small one
     monkeypatch.setattr(training.cli, "prune_job_from_args", lambda a: dataclasses.replace(from_args(a), batch=4))
 
-    args = build_parser().parse_args(argv + ["--stop-after-minutes", "0"])
-    assert args.handler(args) == STOPPED_EARLY  # the deadline has passed: one epoch, then stop
-    assert trained == [0] and not out.exists()
-    assert checkpoint_epoch(tmp_path / "pruned" / "step1_finetune" / "last.safetensors") == 1
+    def call(*extra: str) -> int:
+        args = build_parser().parse_args(argv + list(extra))
+        return args.handler(args)
 
-    args = build_parser().parse_args(argv + ["--resume", "--stop-after-minutes", "600"])
-    assert args.handler(args) == 0
-    assert trained == [0, 1, 2]
-    assert load_checkpoint(out).metadata["pruning"]["finetune_epochs"] == 3
+    # Each sitting's deadline has passed before it starts (0 minutes): one epoch, then stop.
+    assert call("--stop-after-minutes", "0") == STOPPED_EARLY
+    assert trained == [("step1_finetune", 0)] and not out.exists()
+    assert checkpoint_epoch(work / "step1_finetune" / "last.safetensors") == 1
+    assert call("--resume", "--stop-after-minutes", "0") == STOPPED_EARLY  # step 1 done, stopped before step 2
+    assert trained[1:] == [("step1_finetune", 1)] and not (work / "step2_pruned.safetensors").exists()
+    assert call("--resume", "--stop-after-minutes", "0") == STOPPED_EARLY  # nothing left of step 1: step 2 starts
+    assert trained[2:] == [("step2_finetune", 0)] and not out.exists()
+    assert call("--resume", "--stop-after-minutes", "600") == 0
+    assert trained[3:] == [("step2_finetune", 1)]
+    meta = load_checkpoint(out).metadata["pruning"]
+    assert (meta["steps"], meta["finetune_epochs"]) == (2, 4)
 
 
 def test_a_prune_fine_tunes_with_the_recipe_changes_it_is_given(tiny_checkpoint, tmp_path):

@@ -179,7 +179,8 @@ def run_prune(args: argparse.Namespace) -> int:
     try:
         meta = run_prune(job)
     except StoppedAtDeadline as stop:
-        print(f"{stop}; not finished: go on with the same command and --resume", file=sys.stderr)
+        print(f"{stop}; the prune is not finished: go on with the same prune command and --resume "
+              f"(the fine-tune's own folder is not a prune's --out)", file=sys.stderr)
         return STOPPED_EARLY
     b, a = meta["before"], meta["after"]
     print(f"{args.method} pruning, ratio {args.ratio} ({args.scope}, {args.steps} step(s)): "

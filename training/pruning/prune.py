@@ -201,11 +201,12 @@ def finetune_config(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> T
                        ema_tau=TrainConfig.ema_tau if job.ema_tau is None else job.ema_tau)
 
 
-def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
-    """Fine-tune and return the checkpoint that carries on: the epoch best on val, or the
-    last (the end of the schedule; the best of many noisy epochs is an optimistic pick).
-    Under ``job.resume`` a fine-tune that saved an epoch goes on from it, under the recipe it
-    started with or not at all, and one that has finished is not opened again."""
+def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> tuple[Path, bool]:
+    """Fine-tune and return the checkpoint that carries on (the epoch best on val, or the
+    last: the end of the schedule; the best of many noisy epochs is an optimistic pick) and
+    whether this call trained. Under ``job.resume`` a fine-tune that saved an epoch goes on
+    from it, under the recipe it started with or not at all, and one that has finished is
+    not opened again."""
     kept = run_dir / ("last.safetensors" if job.keep == "last" else "best.safetensors")
     cfg = finetune_config(job, start, epochs, run_dir)
     resume = job.resume and ((run_dir / STATE_FILE).is_file() or (run_dir / "last.safetensors").is_file())
@@ -213,12 +214,12 @@ def _finetune(job: PruneJob, start: Path, epochs: int, run_dir: Path) -> Path:
         # The start and the teacher are checked by the job record (the base's digest).
         refuse_other_recipe(run_dir, cfg, PLACE_FIELDS + CHECKPOINT_PATH_FIELDS)
         if checkpoint_epoch(run_dir / "last.safetensors") == epochs and kept.is_file():
-            return kept
+            return kept, False
     trainer = Trainer(cfg, resume=resume, show_progress=job.show_progress, deadline=job.deadline)
     trainer.run()
     if trainer.stopped_early:
         raise StoppedAtDeadline(f"{run_dir}: fine-tune stopped at the deadline")
-    return kept
+    return kept, True
 
 
 def job_record(job: PruneJob, trained_size: int) -> dict[str, Any]:
@@ -265,8 +266,9 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
     remove_stale_temporaries(work)  # a step cut while being written
     check_work_folder(job, work, job_record(job, model.config.input_size))
     per_step_epochs = job.finetune_epochs // job.steps if job.finetune_epochs else 0
+    worked = False  # whether this call has scored or trained: a sitting always makes progress
     for k, ratio in enumerate(step_ratios(job.ratio, job.steps), start=1):
-        if k > 1 and job.deadline is not None and time.monotonic() > job.deadline:
+        if worked and job.deadline is not None and time.monotonic() > job.deadline:
             raise StoppedAtDeadline(f"{work}: stopped at the deadline before step {k}")
         step_path, keep_path = work / f"step{k}_pruned.safetensors", work / f"step{k}_keep.json"
         if job.resume and step_path.is_file() and keep_path.is_file():
@@ -284,10 +286,12 @@ def run_prune(job: PruneJob) -> dict[str, Any]:
             atomic_write_bytes(keep_path, json.dumps({g: idx.tolist() for g, idx in keep.items()}).encode())
             model = recalibrate(job, model, loader)
             save_checkpoint(step_path, model, {"pruned_step": k})
+            worked = True
         if per_step_epochs:
             if job.data is None:
                 raise ValueError("fine-tuning needs --data")
-            kept = _finetune(job, step_path, per_step_epochs, work / f"step{k}_finetune")
+            kept, trained = _finetune(job, step_path, per_step_epochs, work / f"step{k}_finetune")
+            worked = worked or trained
             model = load_checkpoint(kept).model
     after = summary(model)
     meta = {
