@@ -46,6 +46,23 @@ def tiny_onnx(tiny_checkpoint) -> Path:
     return out
 
 
+@pytest.fixture(autouse=True)
+def restore_signal_handlers():
+    """The runners' entry points (``training.prune_study``, ``training.ablations``,
+    ``training.gpu_lease``) turn SIGTERM into ``SystemExit`` for the rest of their process,
+    which is right for a process of their own. Called in-process by a test, that handler
+    would stay in pytest's process, and a suite stopped from outside would fail whichever
+    test was running instead of stopping (seen in session 22). Each test leaves the
+    handlers as it found them."""
+    import signal
+
+    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGCHLD)}
+    yield
+    for sig, handler in saved.items():
+        if handler is not None and signal.getsignal(sig) is not handler:  # None: set outside Python
+            signal.signal(sig, handler)
+
+
 @pytest.fixture(scope="module")
 def restore_torch_threads():
     """Training runs with ``threads=N`` set torch's thread count for the whole process; a
