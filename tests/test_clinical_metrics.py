@@ -223,3 +223,13 @@ def test_the_model_card_command_trains_the_recipe_it_describes():
     assert (args.copy_paste, args.distractors, args.multi_scale) == (0.5, 0.25, 0.5)
     assert args.hard_crops is None  # off in the recipe, so not on the card's line
     assert recipe_options(dataclasses.asdict(TrainConfig(data="d"))) == ""
+
+
+def test_the_model_card_names_the_epoch_that_shipped_not_only_the_best():
+    from training.release.model_card import shipped_epoch_line
+
+    rows = [{"epoch": "1", "val_ap50": "0.50"}, {"epoch": "2", "val_ap50": "0.90"}, {"epoch": "3", "val_ap50": "0.80"}]
+    final = shipped_epoch_line({"epoch": 3, "shipped_from": "last.safetensors"}, rows)
+    assert final.startswith("Shipped epoch: 3 of 3 (val AP50 0.8000")
+    assert "best val AP50 0.9000 at epoch 2" in final and "last.safetensors" in final
+    assert shipped_epoch_line({"epoch": 2}, rows).startswith("Shipped epoch: 2 of 3 (best val AP50 0.9000 at epoch 2")

@@ -87,6 +87,20 @@ def _share_with_interval(figures: dict) -> str:
     return text
 
 
+def shipped_epoch_line(meta: dict, rows: list[dict]) -> str:
+    """Which epoch shipped, and how it stands against the run's best on val: a run can ship
+    its final epoch (chosen before it ran) rather than the epoch val liked best."""
+    best = max(rows, key=lambda r: float(r.get("val_ap50") or 0))
+    best_text = f"best val AP50 {float(best['val_ap50']):.4f} at epoch {best['epoch']}"
+    epoch = meta.get("epoch")
+    if epoch is None or str(epoch) == str(best["epoch"]):
+        return f"Shipped epoch: {best['epoch']} of {len(rows)} ({best_text}, as training validates)."
+    shipped = next((r for r in rows if str(r["epoch"]) == str(epoch)), None)
+    own = f"val AP50 {float(shipped['val_ap50']):.4f}" if shipped and shipped.get("val_ap50") else "val not recorded"
+    return (f"Shipped epoch: {epoch} of {len(rows)} ({own} as training validates; {best_text}; "
+            f"shipped from {meta.get('shipped_from', 'the run')}).")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run", required=True)
@@ -111,7 +125,6 @@ def main() -> None:
                  f"trained at {trained}×{trained} and shipped to run at {config.input_size}×{config.input_size} "
                  "(the same weights)")
     seconds = [float(r["seconds"]) for r in rows]
-    best = max(rows, key=lambda r: float(r.get("val_ap50") or 0))
     docs = Path(args.out).parent
     shutil.copy(run / "results.png", docs / "baseline-training.png")
     lo, hi = test["ap50_ci95"]
@@ -164,7 +177,7 @@ once, after selection). Nothing was tuned on test.
   fires on) drawn more often from {recipe.get('hard_negatives_from', 0):.0%} of the epochs on, re-scored every {recipe.get('hard_negatives_every', 0)} epochs{f"; at each re-scoring, up to {recipe['hard_crops']} crops a polyp frame cut where the model fires on its background, trained on until the next" if recipe.get('hard_crops') else ""}.
 - Arithmetic: {recipe.get('precision', 'fp32')} autocast (bfloat16 on CPUs with native support), channels-last {recipe.get('channels_last', False)}.
 - Seed {recipe['seed']}; images decoded once and cached.
-- Selected epoch: {best['epoch']} of {len(rows)} (best val AP50 {float(best['val_ap50']):.4f}).
+- {shipped_epoch_line(meta, rows)}
 
 ## Time and hardware
 {cpu_name()}, {os.cpu_count()} cores, 24 GiB, no GPU, PyTorch 2.13 CPU build.
