@@ -233,3 +233,6 @@ def test_the_model_card_names_the_epoch_that_shipped_not_only_the_best():
     assert final.startswith("Shipped epoch: 3 of 3 (val AP50 0.8000")
     assert "best val AP50 0.9000 at epoch 2" in final and "last.safetensors" in final
     assert shipped_epoch_line({"epoch": 2}, rows).startswith("Shipped epoch: 2 of 3 (best val AP50 0.9000 at epoch 2")
+    assert shipped_epoch_line({}, rows).startswith("Shipped epoch: 2 of 3 (best")  # no epoch recorded: the best
+    late = shipped_epoch_line({"epoch": 1}, rows[1:])  # a log that starts after the shipped epoch
+    assert late.startswith("Shipped epoch: 1 of 3 (no val in the run's log; best val AP50 0.9000 at epoch 2")

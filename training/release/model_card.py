@@ -92,12 +92,14 @@ def shipped_epoch_line(meta: dict, rows: list[dict]) -> str:
     its final epoch (chosen before it ran) rather than the epoch val liked best."""
     best = max(rows, key=lambda r: float(r.get("val_ap50") or 0))
     best_text = f"best val AP50 {float(best['val_ap50']):.4f} at epoch {best['epoch']}"
+    epochs = rows[-1]["epoch"]  # the run's length, also when its log does not start at epoch 1
     epoch = meta.get("epoch")
     if epoch is None or str(epoch) == str(best["epoch"]):
-        return f"Shipped epoch: {best['epoch']} of {len(rows)} ({best_text}, as training validates)."
+        return f"Shipped epoch: {best['epoch']} of {epochs} ({best_text}, as training validates)."
     shipped = next((r for r in rows if str(r["epoch"]) == str(epoch)), None)
-    own = f"val AP50 {float(shipped['val_ap50']):.4f}" if shipped and shipped.get("val_ap50") else "val not recorded"
-    return (f"Shipped epoch: {epoch} of {len(rows)} ({own} as training validates; {best_text}; "
+    own = (f"val AP50 {float(shipped['val_ap50']):.4f} as training validates" if shipped and shipped.get("val_ap50")
+           else "no val in the run's log")
+    return (f"Shipped epoch: {epoch} of {epochs} ({own}; {best_text}; "
             f"shipped from {meta.get('shipped_from', 'the run')}).")
 
 
